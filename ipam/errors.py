@@ -1,0 +1,55 @@
+"""Errors of the IPAM: one root, leaves that say what happened and what to do."""
+
+from __future__ import annotations
+
+
+class IpamError(Exception):
+    """Root of every IPAM error."""
+
+
+class InvalidPool(IpamError):
+    """A pool definition is malformed or conflicts with the pools already applied."""
+
+
+class PoolNotFound(IpamError):
+    """The named pool does not exist."""
+
+
+class PoolExhausted(IpamError):
+    """No free address is left in the pool."""
+
+
+class PoolInUse(IpamError):
+    """The pool still holds allocations, so it cannot be changed that way or deleted."""
+
+
+class InvalidAddress(IpamError):
+    """An address or address list is malformed or outside the pool."""
+
+
+class AddressTaken(IpamError):
+    """The address is held by another owner."""
+
+    def __init__(self, message: str, *, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class ReservationNotFound(IpamError):
+    """No reservation exists for that StatefulSet ordinal."""
+
+
+class ReservationConflict(IpamError):
+    """The request contradicts the reservation already recorded."""
+
+
+class StaleEpoch(IpamError):
+    """A fenced operation used an epoch older than the one recorded."""
+
+
+class InvalidRequest(IpamError):
+    """A request argument is malformed (bad owner key, duration, node name...)."""
+
+
+class StoreUnavailable(IpamError):
+    """The Redis store cannot be reached or answered with an error."""

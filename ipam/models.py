@@ -1,0 +1,260 @@
+"""IPAM data: pools, leases, reservations, audit entries and the views built from them."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Any, NewType
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ipam import ranges
+from ipam.errors import InvalidPool, InvalidRequest
+
+PoolName = NewType("PoolName", str)
+NodeName = NewType("NodeName", str)
+#: The key an address is held by: ``sts/NS/NAME/ORDINAL`` or ``eph/CONTAINER/IFNAME``.
+OwnerKey = NewType("OwnerKey", str)
+
+DEFAULT_POOL = PoolName("default")
+DEFAULT_BLOCK_SIZE = 26
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Kubernetes-style DNS-1123 names (pools, nodes, namespaces, StatefulSets)."""
+    if not _NAME.match(value):
+        raise InvalidRequest(
+            f"invalid {kind} name {value!r}: use lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+class LeaseKind(StrEnum):
+    EPHEMERAL = "ephemeral"
+    STICKY = "sticky"
+
+
+class ReservationState(StrEnum):
+    #: Claimed; no pod currently holds it (first claim, or pod deleted).
+    RESERVED = "reserved"
+    #: A pod (``holder``) holds it on its home node.
+    BOUND = "bound"
+    #: Its ordinal is gone (scale-down, StatefulSet deleted); kept until ``expires_at``.
+    RETAINED = "retained"
+
+
+class NodeFailurePolicy(StrEnum):
+    MIGRATE = "migrate"
+    WAIT = "wait"
+
+
+class PoolSpec(BaseModel):
+    """A pool as an administrator writes it (``stickyip pool apply -f``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str
+    cidr: str
+    block_size: int = Field(default=DEFAULT_BLOCK_SIZE, alias="blockSize")
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    exclude: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        try:
+            return check_name("pool", v)
+        except InvalidRequest as e:
+            raise ValueError(str(e)) from e
+
+    def geometry(self) -> ranges.PoolGeometry:
+        return ranges.geometry(self.cidr, self.block_size)
+
+    def excluded_offsets(self) -> list[int]:
+        geo = self.geometry()
+        chosen = set(ranges.parse_excluded(self.exclude, geo))
+        return sorted(set(ranges.default_excluded(geo)) | chosen)
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cidr": str(self.geometry().network),
+            "blockSize": self.block_size,
+            "nodeSelector": dict(sorted(self.node_selector.items())),
+            "exclude": list(self.exclude),
+        }
+
+
+def pool_from_dict(data: Any) -> PoolSpec:
+    """Build a PoolSpec from parsed YAML/JSON, with one clear error on bad input."""
+    if not isinstance(data, dict):
+        raise InvalidPool(f"a pool must be a mapping, got {type(data).__name__}")
+    try:
+        spec = PoolSpec.model_validate(data)
+    except ValueError as e:
+        first = str(e).splitlines()
+        reason = "; ".join(line.strip() for line in first[1:3]) if len(first) > 1 else str(e)
+        raise InvalidPool(f"invalid pool {data.get('name', '?')!r}: {reason}") from e
+    spec.geometry()
+    spec.excluded_offsets()
+    return spec
+
+
+class PoolStatus(BaseModel):
+    spec: PoolSpec
+    size: int
+    excluded: int
+    used: int
+    blocks_total: int
+    blocks_claimed: int
+
+    @property
+    def free(self) -> int:
+        return self.size - self.excluded - self.used
+
+
+class ReservationKey(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    statefulset: str
+    ordinal: int = Field(ge=0)
+
+    @classmethod
+    def parse(cls, text: str) -> ReservationKey:
+        parts = text.split("/")
+        if len(parts) == 4 and parts[0] == "sts":
+            parts = parts[1:]
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise InvalidRequest(
+                f"invalid reservation {text!r}: expected NAMESPACE/STATEFULSET/ORDINAL, "
+                "e.g. prod/redis/0"
+            )
+        return cls.of(parts[0], parts[1], int(parts[2]))
+
+    @classmethod
+    def of(cls, namespace: str, statefulset: str, ordinal: int) -> ReservationKey:
+        check_name("namespace", namespace)
+        check_name("statefulset", statefulset)
+        if ordinal < 0:
+            raise InvalidRequest(f"ordinal must be >= 0, got {ordinal}")
+        return cls(namespace=namespace, statefulset=statefulset, ordinal=ordinal)
+
+    @property
+    def owner(self) -> OwnerKey:
+        return OwnerKey(f"sts/{self.namespace}/{self.statefulset}/{self.ordinal}")
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.statefulset}/{self.ordinal}"
+
+
+def ephemeral_owner(container_id: str, ifname: str = "eth0") -> OwnerKey:
+    if not _CONTAINER.match(container_id):
+        raise InvalidRequest(f"invalid container id {container_id!r}")
+    if not _CONTAINER.match(ifname) or len(ifname) > 15:
+        raise InvalidRequest(f"invalid interface name {ifname!r}")
+    return OwnerKey(f"eph/{container_id}/{ifname}")
+
+
+class Lease(BaseModel):
+    """What the store records for every owner of an address (ephemeral or sticky)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    owner: OwnerKey
+    pool: PoolName
+    kind: LeaseKind
+    address: ipaddress.IPv4Address | None = None
+    node: NodeName | None = None
+    epoch: int = 0
+    holder: str = ""
+    pod: str = ""
+    state: ReservationState = ReservationState.BOUND
+    retain: float = 0.0
+    policy: NodeFailurePolicy = NodeFailurePolicy.MIGRATE
+    expires_at: float = 0.0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def key(self) -> ReservationKey | None:
+        if self.kind is not LeaseKind.STICKY:
+            return None
+        return ReservationKey.parse(self.owner)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "pool": self.pool,
+            "kind": self.kind.value,
+            "address": str(self.address) if self.address else None,
+            "node": self.node,
+            "epoch": self.epoch,
+            "state": self.state.value,
+            "holder": self.holder,
+            "pod": self.pod,
+            "retain": ranges.format_retain(self.retain),
+            "policy": self.policy.value,
+            "expires_at": self.expires_at,
+        }
+
+
+#: A reservation is a sticky lease.
+Reservation = Lease
+
+
+class AuditEntry(BaseModel):
+    at: float
+    op: str
+    owner: str
+    node: str = ""
+    epoch: int = 0
+    actor: str = ""
+    address: str = ""
+
+
+class BlockInfo(BaseModel):
+    pool: PoolName
+    index: int
+    cidr: ipaddress.IPv4Network
+    node: NodeName
+    used: int
+
+
+class MigratedAddress(BaseModel):
+    """A /32 served by a node other than its block's node (must be routed on its own)."""
+
+    pool: PoolName
+    address: ipaddress.IPv4Address
+    node: NodeName
+    block_node: NodeName | None
+
+
+class RoutingView(BaseModel):
+    """What every node needs to route: blocks per node and migrated /32s."""
+
+    blocks: list[BlockInfo]
+    migrated: list[MigratedAddress]
+
+
+class Finding(BaseModel):
+    """One inconsistency found by ``ipam check``."""
+
+    pool: PoolName
+    kind: str
+    detail: str
+    offset: int = -1
+    owner: str = ""
+    block: int = -1
+    repaired: bool = False
+
+
+class NodeHealth(BaseModel):
+    node: NodeName
+    heartbeat_at: float = 0.0
+    fenced_at: float = 0.0

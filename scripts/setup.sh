@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs everything the tests, the demo and the benchmarks need on a fresh
+# Debian machine (as root): system packages, kernel header links for bcc, and
+# the project venv. Safe to run again: it skips what is already there.
+set -euo pipefail
+VENV="${1:-.venv}"
+PKGS=(redis-server bird2 python3-bpfcc bpftool linux-headers-amd64 iproute2 iptables
+      nftables iputils-ping netcat-openbsd kmod)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing system packages (${missing[*]}); run as root to install them" >&2
+  else
+    echo "setup: apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+# bcc compiles against kernel headers. There are none for the running kernel on
+# these machines; Debian's headers compile networking programs fine.
+kbuild="/lib/modules/$(uname -r)"
+if [[ $(id -u) -eq 0 && ! -e "$kbuild/build/Makefile" ]]; then
+  hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1 || true)
+  if [[ -n "$hdr" ]]; then
+    common="${hdr%-amd64}-common"
+    mkdir -p "$kbuild"
+    ln -sfn "$hdr" "$kbuild/build"
+    ln -sfn "$common" "$kbuild/source"
+    echo "setup: linked $hdr as the kernel build tree"
+  fi
+fi
+# bpffs for pinned maps
+if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
+  mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install -q -e '.[dev]'
+
+# bcc is Debian's python3-bpfcc (the PyPI package named "bcc" is unrelated):
+# expose only that module to the venv.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [[ -d /usr/lib/python3/dist-packages/bcc ]]; then
+  ln -sfn /usr/lib/python3/dist-packages/bcc "$site/bcc"
+fi
+echo "setup: venv ready at $VENV"
