@@ -31,8 +31,9 @@ def api_client(settings: KubeSettings | None = None) -> client.ApiClient:
         cfg.verify_ssl = False
         return client.ApiClient(cfg)
     if os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token") and not s.kubeconfig:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
         return client.ApiClient()
     cfg = client.Configuration()
-    config.load_kube_config(config_file=s.kubeconfig or None, client_configuration=cfg)
+    config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=s.kubeconfig or None, client_configuration=cfg)
     return client.ApiClient(cfg)
