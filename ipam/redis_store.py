@@ -435,6 +435,17 @@ class RedisIpam:
         moved = json.loads(reply[1]) if reply[1] not in ("{}", "[]") else []
         return [OwnerKey(o) for o in moved]
 
+    async def owner_of(self, address: str | ipaddress.IPv4Address) -> Lease | None:
+        """The lease or reservation holding ``address`` (None when free).
+        Raises InvalidAddress when the address is in no pool."""
+        pc = await self.pool_for_address(address)
+        off = pc.geo.offset_of(address)
+        p = pool_prefix(pc.spec.name)
+        owner = await self._guard(self._r.hget(p + "owner", off))
+        if owner is None:
+            return None
+        return await self.lease(pool=pc.spec.name, owner=OwnerKey(_s(owner)))
+
     # ---------------------------------------------------------------- views
 
     async def records(self, pool: str) -> AsyncIterator[Lease]:
