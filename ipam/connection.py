@@ -104,6 +104,7 @@ async def open_redis(
     embedded_path: str | None = None,
     socket_timeout: float = 2.0,
     retries: int = DEFAULT_RETRIES,
+    max_connections: int = 64,
 ) -> tuple[aioredis.Redis, EmbeddedServer | None]:
     """Connect to ``url`` (redis://, rediss://, unix://, redis+sentinel://) or, when
     ``url`` is empty, start the embedded server. Returns the client and the embedded
@@ -133,7 +134,10 @@ async def open_redis(
         client = sentinel.master_for(t.service)
     else:
         try:
-            client = aioredis.Redis.from_url(url, **common)
+            # Callers beyond max_connections wait for a connection instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=socket_timeout * 5, **common)
+            client = aioredis.Redis(connection_pool=pool)
         except ValueError as e:
             raise InvalidRequest(f"invalid Redis URL {url!r}: {e}") from e
     try:

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ipam import PoolSpec, RedisIpam
+from ipam.connection import open_redis
 from tests.support.redis_server import RedisServer
 
 
@@ -40,7 +41,7 @@ async def redis_url(redis_server: RedisServer) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def ipam(redis_url: str) -> AsyncIterator[RedisIpam]:
-    client = aioredis.Redis.from_url(redis_url)
+    client, _ = await open_redis(redis_url)
     store = RedisIpam(client, actor="test")
     yield store
     await store.aclose()
