@@ -1,0 +1,61 @@
+"""``stickyip webhook``: run the admission webhook server until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help="run the admission webhook server (HTTPS)",
+        description="Serve /mutate-pods, /validate-statefulsets, /validate-pods, /healthz, "
+        "/readyz and /metrics over HTTPS. Settings also come from STICKYIP_WEBHOOK_* "
+        "variables; flags win.")
+    p.add_argument("--cert", help="PEM certificate chain (reloaded when it changes)")
+    p.add_argument("--key", help="PEM private key (reloaded when it changes)")
+    p.add_argument("--port", type=int, help="HTTPS port (default 8443)")
+    p.add_argument("--host", help="listen address (default 0.0.0.0)")
+    p.add_argument("--scheduler-name", help="set this schedulerName on opted-in pods "
+                   "(e.g. stickyip-scheduler)")
+    p.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from ipam import open_ipam
+    from webhooks.config import WebhookSettings
+    from webhooks.errors import WebhookError
+    from webhooks.server import start
+
+    overrides: dict[str, Any] = {}
+    for flag, field in (("cert", "cert_file"), ("key", "key_file"), ("port", "port"),
+                        ("host", "host"), ("scheduler_name", "scheduler_name")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[field] = value
+    settings = WebhookSettings(**overrides)
+    if not settings.cert_file or not settings.key_file:
+        raise SystemExit("error: --cert and --key (or STICKYIP_WEBHOOK_CERT_FILE/KEY_FILE) "
+                         "are required: the API server only calls webhooks over HTTPS")
+    url = args.redis_url if getattr(args, "redis_url", None) is not None \
+        else settings.ipam.redis_url
+    ipam = await open_ipam(url or None, actor="webhook",
+                           embedded_path=settings.ipam.embedded_path or None)
+    try:
+        try:
+            server = await start(settings, ipam)
+        except WebhookError as e:
+            raise SystemExit(f"error: {e}") from e
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await server.close()
+    finally:
+        await ipam.aclose()
+    return 0

@@ -1,0 +1,341 @@
+"""The admission webhook HTTPS server (aiohttp): reads AdmissionReviews, gathers
+facts from the IPAM, lets the pure decision modules judge, and answers.
+
+HTTP 400 with a one-line reason for bodies that are not an AdmissionReview this
+endpoint judges; HTTP 500 when the store cannot be reached (``failurePolicy``
+then decides). Every store write is one atomic, idempotent IPAM script, so a
+failure never leaves half a claim behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ipam import (
+    AddressTaken,
+    InvalidAddress,
+    InvalidRequest,
+    IpamError,
+    PoolNotFound,
+    RedisIpam,
+    ReservationConflict,
+    ReservationKey,
+    StoreUnavailable,
+)
+from webhooks import mutation, validation
+from webhooks.config import WebhookSettings
+from webhooks.errors import BadReview
+from webhooks.intent import mapping, opted_in
+from webhooks.metrics import WebhookMetrics
+from webhooks.review import (
+    MAX_BODY,
+    POD,
+    STATEFULSET,
+    AdmissionRequest,
+    Expected,
+    Verdict,
+    parse_review,
+    response,
+)
+from webhooks.tls import ReloadingContext
+
+log = logging.getLogger("stickyip.webhooks")
+
+Decide = Callable[[AdmissionRequest], Awaitable[Verdict]]
+
+
+class Webhook:
+    """The three admission decisions, with their store look-ups."""
+
+    def __init__(self, ipam: RedisIpam, *, scheduler_name: str = "",
+                 metrics: WebhookMetrics | None = None) -> None:
+        self.ipam = ipam
+        self.scheduler_name = scheduler_name
+        self.metrics = metrics or WebhookMetrics()
+
+    def _ipam_error(self, e: IpamError) -> None:
+        self.metrics.ipam_errors.labels(type(e).__name__).inc()
+
+    # ------------------------------------------------------------ /mutate-pods
+
+    async def mutate_pod(self, req: AdmissionRequest) -> Verdict:
+        if req.operation != "CREATE":
+            return Verdict.allow()
+        target = mutation.target_of(req.object, namespace=req.namespace,
+                                    request_name=req.name)
+        if isinstance(target, Verdict):
+            return target
+        who, intent = target.identity, target.intent
+        try:
+            key = ReservationKey.of(who.namespace, who.statefulset, who.ordinal)
+        except InvalidRequest as e:
+            return Verdict.refuse(422, str(e))
+        try:
+            if req.dry_run:
+                home = await self._look(key, target)
+            else:
+                res = await self.ipam.claim(key, pool=intent.pool, address=target.address,
+                                            retain=intent.retain, policy=intent.policy)
+                home = _home(res.address, res.node, res.epoch)
+        except StoreUnavailable:
+            raise
+        except IpamError as e:
+            self._ipam_error(e)
+            verdict = mutation.refusal(e, target)
+            log.info("pod refused", extra={"reservation": str(key), "reason": verdict.message})
+            return verdict
+        log.debug("pod pinned", extra={"reservation": str(key), "ip": home.address,
+                                       "node": home.node, "dry_run": req.dry_run})
+        return mutation.pin(req.object, home, scheduler_name=self.scheduler_name)
+
+    async def _look(self, key: ReservationKey, target: mutation.Target) -> mutation.Home:
+        """dryRun: what a claim would give, read-only."""
+        pool = target.intent.pool
+        found = await self.ipam.lease(pool=pool, owner=key.owner)
+        if found is not None:
+            if target.address is not None and found.address not in (None, target.address):
+                raise ReservationConflict(
+                    f"reservation {key} already holds {found.address}; release it first with "
+                    "'stickyip ipam release' to give it another address")
+            return _home(found.address, found.node, found.epoch)
+        if target.address is None:
+            return mutation.Home()
+        pc = await self.ipam.pool(pool)
+        if not pc.geo.contains(target.address):
+            raise InvalidAddress(f"{target.address} is outside pool {pool!r} ({pc.geo.network})")
+        holder = await self.ipam.owner_of(target.address)
+        if holder is not None and holder.owner != key.owner:
+            raise AddressTaken(f"{target.address} is held by {holder.owner}",
+                               holder=holder.owner)
+        return mutation.Home(address=str(target.address))
+
+    # --------------------------------------------------- /validate-statefulsets
+
+    async def validate_statefulset(self, req: AdmissionRequest) -> Verdict:
+        if req.operation not in ("CREATE", "UPDATE"):
+            return Verdict.allow()
+        plan = validation.read_statefulset(req)
+        if isinstance(plan, Verdict):
+            return plan
+        facts = await self._facts(plan)
+        verdict = validation.judge_statefulset(plan, facts)
+        if not verdict.allowed:
+            log.info("statefulset refused", extra={"statefulset": f"{plan.namespace}/"
+                                                   f"{plan.name}", "reason": verdict.message})
+        return verdict
+
+    async def _facts(self, plan: validation.StatefulSetPlan) -> validation.PoolFacts:
+        specs = await self.ipam.pool_specs()
+        names = [s.name for s in specs]
+        spec = next((s for s in specs if s.name == plan.intent.pool), None)
+        if spec is None:
+            return validation.PoolFacts(exists=False, pools=names)
+        try:
+            status = await self.ipam.pool_status(spec.name)
+        except PoolNotFound:
+            return validation.PoolFacts(exists=False, pools=names)
+        facts = validation.PoolFacts(
+            exists=True, pools=names, geometry=spec.geometry(),
+            excluded=frozenset(spec.excluded_offsets()), free=status.free)
+        keys: list[tuple[int, ReservationKey]] = []
+        if plan.name:
+            try:
+                keys = [(i, ReservationKey.of(plan.namespace, plan.name, i))
+                        for i in range(plan.replicas)]
+            except InvalidRequest:
+                keys = []
+
+        async def held(i: int, key: ReservationKey) -> None:
+            for name in names:
+                found = await self.ipam.lease(pool=name, owner=key.owner)
+                if found is not None:
+                    facts.held[i] = validation.Held(
+                        pool=name, address=str(found.address) if found.address else None)
+                    return
+
+        async def owner(address: str) -> None:
+            try:
+                found = await self.ipam.owner_of(address)
+            except InvalidAddress:
+                return
+            facts.owners[address] = found.owner if found is not None else None
+
+        await self.ipam.gather_limited([held(i, k) for i, k in keys], limit=32)
+        geo = facts.geometry
+        assert geo is not None
+        listed = [str(a) for a in plan.explicit() if geo.contains(a)]
+        await self.ipam.gather_limited([owner(a) for a in listed], limit=32)
+        return facts
+
+    # ------------------------------------------------------------ /validate-pods
+
+    async def validate_pod(self, req: AdmissionRequest) -> Verdict:
+        if req.operation != "CREATE":
+            return Verdict.allow()
+        address = validation.requested_address(req.object)
+        if address is None:
+            return Verdict.allow()
+        if isinstance(address, str):
+            return Verdict.refuse(422, address)
+        own: str | None = None
+        if opted_in(mapping(req.object, "metadata", "labels")):
+            who = mutation.identify(req.object, namespace=req.namespace,
+                                    request_name=req.name)
+            if isinstance(who, mutation.PodIdentity):
+                with contextlib.suppress(InvalidRequest):
+                    own = ReservationKey.of(who.namespace, who.statefulset, who.ordinal).owner
+        try:
+            lease = await self.ipam.owner_of(address)
+        except InvalidAddress:
+            return Verdict.refuse(422, f"address {address} is not inside any pool; remove the "
+                                  "stickyip.io/ip annotation (stickyip writes it)")
+        return validation.judge_pod_address(
+            address, holder=lease.owner if lease is not None else None, own=own)
+
+
+def _home(address: object, node: str | None, epoch: int) -> mutation.Home:
+    if address is None:
+        return mutation.Home(node=node or None)
+    return mutation.Home(address=str(address), node=node or None, epoch=epoch)
+
+
+# ------------------------------------------------------------------ the app
+
+WEBHOOK = web.AppKey("webhook", Webhook)
+
+
+async def _body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise BadReview(f"request body is larger than {MAX_BODY} bytes")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BadReview(f"request body is larger than {MAX_BODY} bytes") from None
+
+
+def _endpoint(expected: Expected, pick: Callable[[Webhook], Decide], name: str
+              ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        hook = request.app[WEBHOOK]
+        m = hook.metrics
+        started = time.perf_counter()
+        try:
+            try:
+                review = parse_review(await _body(request), expected)
+            except BadReview as e:
+                m.requests.labels(name, "bad_request").inc()
+                return web.Response(status=400, text=f"{e}\n")
+            try:
+                verdict = await pick(hook)(review)
+            except StoreUnavailable as e:
+                hook._ipam_error(e)
+                m.requests.labels(name, "error").inc()
+                log.warning("store unavailable", extra={"endpoint": name, "reason": str(e)})
+                return web.Response(status=500, text=f"IPAM store unavailable: {_line(e)}\n")
+            except Exception as e:
+                m.requests.labels(name, "error").inc()
+                log.exception("admission failed", extra={"endpoint": name, "uid": review.uid})
+                return web.Response(status=500, text=f"internal error: {_line(e)}\n")
+            m.requests.labels(name, "allowed" if verdict.allowed else "denied").inc()
+            return web.Response(body=json.dumps(response(review.uid, verdict)).encode(),
+                                content_type="application/json")
+        finally:
+            m.latency.labels(name).observe(time.perf_counter() - started)
+
+    return handle
+
+
+def _line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:300] or type(e).__name__
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    if await request.app[WEBHOOK].ipam.ping():
+        return web.Response(text="ok\n")
+    return web.Response(status=503, text="IPAM store (Redis) is not answering\n")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[WEBHOOK].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+def build_app(hook: Webhook) -> web.Application:
+    # One byte over the limit so an exactly-3-MiB body is still read; above, 400.
+    app = web.Application(client_max_size=MAX_BODY + 1)
+    app[WEBHOOK] = hook
+    app.router.add_post("/mutate-pods", _endpoint(POD, lambda h: h.mutate_pod, "mutate-pods"))
+    app.router.add_post("/validate-statefulsets", _endpoint(
+        STATEFULSET, lambda h: h.validate_statefulset, "validate-statefulsets"))
+    app.router.add_post("/validate-pods", _endpoint(
+        POD, lambda h: h.validate_pod, "validate-pods"))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+@dataclass(slots=True)
+class RunningServer:
+    runner: web.AppRunner
+    tls: ReloadingContext
+    port: int
+    host: str
+    _watch: asyncio.Task[None]
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    async def close(self) -> None:
+        self._watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watch
+        await self.runner.cleanup()
+
+
+async def start(settings: WebhookSettings, ipam: RedisIpam, *,
+                metrics: WebhookMetrics | None = None) -> RunningServer:
+    """Listen on ``settings.host:settings.port`` (0: any free port) over HTTPS."""
+    metrics = metrics or WebhookMetrics()
+    tls = ReloadingContext(
+        settings.cert_file, settings.key_file,
+        on_reload=lambda ok: metrics.cert_reloads.labels("ok" if ok else "failed").inc())
+    hook = Webhook(ipam, scheduler_name=settings.scheduler_name, metrics=metrics)
+    runner = web.AppRunner(build_app(hook), access_log=None,
+                           shutdown_timeout=settings.shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls.server_context,
+                           backlog=512)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    port = int(runner.addresses[0][1])
+    watch = asyncio.create_task(tls.watch(settings.reload_interval), name="cert-reload")
+    log.info("webhook listening", extra={"host": settings.host, "port": port})
+    return RunningServer(runner=runner, tls=tls, port=port, host=settings.host, _watch=watch)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: WebhookSettings, ipam: RedisIpam, *,
+                  metrics: WebhookMetrics | None = None) -> AsyncIterator[RunningServer]:
+    server = await start(settings, ipam, metrics=metrics)
+    try:
+        yield server
+    finally:
+        await server.close()
