@@ -83,12 +83,82 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+class _Batcher:
+    """Sends the script calls made by concurrent callers in the same event-loop turn
+    as one pipeline: one round trip and far less client CPU per call under load, no
+    added latency when alone. Safe because every script is atomic and idempotent, so
+    a pipeline re-sent by the retry policy cannot apply a call twice."""
+
+    def __init__(self, client: aioredis.Redis, max_batch: int = 512) -> None:
+        self._r = client
+        self._max = max_batch
+        self._queue: list[tuple[_Script, str, tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, sc: _Script, key: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((sc, key, args, fut))
+        if len(self._queue) >= self._max:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        task = asyncio.ensure_future(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[_Script, str, tuple[Any, ...], asyncio.Future[Any]]],
+                    *, reload: bool = True) -> None:
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for sc, key, args, _ in batch:
+                    pipe.evalsha(sc.sha, 1, key, *args)
+                results = await pipe.execute(raise_on_error=False)
+        except BaseException as e:
+            for *_, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e if isinstance(e, Exception) else RedisError(str(e)))
+            if not isinstance(e, Exception):
+                raise
+            return
+        redo = []
+        for item, res in zip(batch, results, strict=True):
+            fut = item[3]
+            if fut.done():
+                continue
+            if isinstance(res, NoScriptError) and reload:
+                redo.append(item)
+            elif isinstance(res, Exception):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
+        if redo:
+            try:
+                for sc in {id(i[0]): i[0] for i in redo}.values():
+                    sc.sha = _s(await self._r.script_load(sc.source))
+            except (RedisError, OSError) as e:
+                for *_, fut in redo:
+                    fut.set_exception(e)
+                return
+            await self._send(redo, reload=False)
+
+
 class RedisIpam:
     """The IPAM: pools, node blocks, ephemeral leases and sticky reservations."""
 
     def __init__(self, client: aioredis.Redis, *, actor: str = "stickyip",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, batching: bool = True) -> None:
         self._r = client
+        self._batcher = _Batcher(client) if batching else None
         self.actor = actor
         self.clock = clock
         self._scripts: dict[str, _Script] = {}
@@ -122,11 +192,14 @@ class RedisIpam:
         try:
             if not sc.sha:
                 sc.sha = _s(await self._r.script_load(source))
-            try:
-                reply = await self._r.evalsha(sc.sha, 1, key, *args)
-            except NoScriptError:
-                sc.sha = _s(await self._r.script_load(source))
-                reply = await self._r.evalsha(sc.sha, 1, key, *args)
+            if self._batcher is not None:
+                reply = await self._batcher.submit(sc, key, args)
+            else:
+                try:
+                    reply = await self._r.evalsha(sc.sha, 1, key, *args)
+                except NoScriptError:
+                    sc.sha = _s(await self._r.script_load(source))
+                    reply = await self._r.evalsha(sc.sha, 1, key, *args)
         except ResponseError as e:
             raise StoreUnavailable(f"IPAM script failed: {e}") from e
         except (RedisError, OSError) as e:

@@ -10,18 +10,32 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-#: Components register their own sub-commands (lazily: importing them is cheap).
+#: Components register their own sub-commands; a component's module is imported only
+#: when its command runs, so operator commands start fast.
 COMPONENTS = (
-    ("webhook", "webhooks.cli"),
-    ("scheduler", "scheduler.cli"),
-    ("agent", "datapath.cli"),
-    ("demo", "stickyip.demo"),
+    ("webhook", "webhooks.cli", "run the admission webhook server"),
+    ("scheduler", "scheduler.cli", "run the sticky scheduler (or its extender)"),
+    ("agent", "datapath.cli", "run the node agent"),
+    ("demo", "stickyip.demo", "run the local end-to-end demo"),
 )
+_GLOBAL_WITH_VALUE = ("--redis-url", "--log-level")
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    skip = False
+    for tok in argv:
+        if skip:
+            skip = False
+        elif tok in _GLOBAL_WITH_VALUE:
+            skip = True
+        elif not tok.startswith("-"):
+            return tok
+    return None
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stickyip",
         description="Fixed IPs for Kubernetes StatefulSet pods on an L3-routed eBPF datapath.",
@@ -68,15 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
     _output(c)
     c.set_defaults(handler=_ipam_check)
 
-    for name, module in COMPONENTS:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        register = getattr(mod, "add_parser", None)
+    command = _command_word(sys.argv[1:] if argv is None else argv)
+    for name, module, about in COMPONENTS:
+        register = None
+        if command == name:
+            try:
+                register = getattr(importlib.import_module(module), "add_parser", None)
+            except ImportError as e:
+                sub.add_parser(name, help=about).set_defaults(handler=_unavailable(name, e))
+                continue
         if register is not None:
             register(sub, name)
+        else:
+            sub.add_parser(name, help=about, add_help=False)
     return p
+
+
+def _unavailable(name: str, err: Exception) -> Handler:
+    async def run(args: argparse.Namespace) -> int:
+        print(f"error: the {name} component cannot start here: {err}", file=sys.stderr)
+        return 1
+
+    return run
 
 
 def _output(p: argparse.ArgumentParser) -> None:
@@ -278,7 +305,7 @@ async def _ipam_check(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     from stickyip import logs
 
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
     handler: Handler = args.handler
