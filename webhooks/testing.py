@@ -1,0 +1,153 @@
+"""Realistic AdmissionReview bodies, shaped as the API server sends them for
+StatefulSet pods and StatefulSets, for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import uuid
+from typing import Any
+
+from webhooks.intent import LABEL_FIXED_IP
+from webhooks.mutation import LABEL_POD_INDEX, LABEL_POD_NAME
+
+_TOLERATIONS = [
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+     "tolerationSeconds": 300},
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+     "tolerationSeconds": 300},
+]
+
+
+def _uid() -> str:
+    return str(uuid.uuid4())
+
+
+def template(name: str, *, annotations: dict[str, str] | None = None,
+             opt_in: bool = True, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A StatefulSet pod template, as a user writes it (after API defaulting)."""
+    lab = {"app": name, **(labels or {})}
+    if opt_in:
+        lab[LABEL_FIXED_IP] = "true"
+    return {
+        "metadata": {"labels": lab, "annotations": dict(annotations or {})},
+        "spec": {
+            "containers": [{
+                "name": "app", "image": "registry.k8s.io/nginx-slim:0.27",
+                "ports": [{"name": "web", "containerPort": 80, "protocol": "TCP"}],
+                "resources": {}, "terminationMessagePath": "/dev/termination-log",
+                "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent",
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }],
+            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst", "securityContext": {},
+            "schedulerName": "default-scheduler",
+        },
+    }
+
+
+def statefulset(name: str, *, namespace: str = "prod", replicas: int | None = 3,
+                annotations: dict[str, str] | None = None, opt_in: bool = True,
+                pod_template: dict[str, Any] | None = None) -> dict[str, Any]:
+    tpl = pod_template or template(name, annotations=annotations, opt_in=opt_in)
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": name}},
+        "template": tpl, "serviceName": name, "podManagementPolicy": "OrderedReady",
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+        "revisionHistoryLimit": 10,
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        "volumeClaimTemplates": [{
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}, "volumeMode": "Filesystem"},
+        }],
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": namespace, "uid": _uid(), "generation": 1,
+                     "labels": {"app": name}},
+        "spec": spec,
+        "status": {"replicas": 0, "availableReplicas": 0},
+    }
+
+
+def statefulset_pod(sts: dict[str, Any], ordinal: int) -> dict[str, Any]:
+    """The pod the StatefulSet controller creates for ``ordinal``: name and
+    generateName, ownerReference, controller-revision-hash, pod-name and
+    pod-index labels, hostname/subdomain, defaulted fields."""
+    name = sts["metadata"]["name"]
+    namespace = sts["metadata"]["namespace"]
+    tpl = copy.deepcopy(sts["spec"]["template"])
+    meta = tpl.setdefault("metadata", {})
+    digest = hashlib.sha256(repr(tpl).encode()).hexdigest()[:10]
+    pod_name = f"{name}-{ordinal}"
+    labels = dict(meta.get("labels") or {})
+    labels.update({
+        "controller-revision-hash": f"{name}-{digest}",
+        LABEL_POD_NAME: pod_name,
+        LABEL_POD_INDEX: str(ordinal),
+    })
+    spec = tpl["spec"]
+    spec.update({
+        "hostname": pod_name, "subdomain": sts["spec"].get("serviceName", name),
+        "serviceAccountName": "default", "serviceAccount": "default",
+        "tolerations": list(_TOLERATIONS), "priority": 0, "enableServiceLinks": True,
+        "preemptionPolicy": "PreemptLowerPriority",
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"data-{pod_name}"}},
+                    {"name": "kube-api-access-x2b7c", "projected": {"defaultMode": 420,
+                     "sources": [{"serviceAccountToken": {"expirationSeconds": 3607,
+                                                          "path": "token"}}]}}],
+    })
+    return {
+        "kind": "Pod", "apiVersion": "v1",
+        "metadata": {
+            "name": pod_name, "generateName": f"{name}-", "namespace": namespace,
+            "labels": labels, "annotations": dict(meta.get("annotations") or {}),
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
+                "uid": sts["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
+            }],
+            "managedFields": [{"manager": "kube-controller-manager", "operation": "Update",
+                               "apiVersion": "v1", "fieldsType": "FieldsV1",
+                               "fieldsV1": {"f:metadata": {}}}],
+        },
+        "spec": spec,
+        "status": {"phase": "Pending", "qosClass": "BestEffort"},
+    }
+
+
+def review(obj: dict[str, Any], *, old: dict[str, Any] | None = None,
+           operation: str = "CREATE", dry_run: bool = False,
+           uid: str | None = None) -> dict[str, Any]:
+    """The AdmissionReview the API server posts for ``obj`` (a Pod or StatefulSet)."""
+    kind = obj.get("kind", "Pod")
+    if kind == "StatefulSet":
+        gvk = {"group": "apps", "version": "v1", "kind": "StatefulSet"}
+        gvr = {"group": "apps", "version": "v1", "resource": "statefulsets"}
+        user = {"username": "kubernetes-admin", "groups": ["kubeadm:cluster-admins",
+                                                           "system:authenticated"]}
+    else:
+        gvk = {"group": "", "version": "v1", "kind": "Pod"}
+        gvr = {"group": "", "version": "v1", "resource": "pods"}
+        user = {"username": "system:serviceaccount:kube-system:statefulset-controller",
+                "uid": _uid(), "groups": ["system:serviceaccounts",
+                                          "system:serviceaccounts:kube-system",
+                                          "system:authenticated"]}
+    meta = obj.get("metadata", {})
+    opts = {"CREATE": "CreateOptions", "UPDATE": "UpdateOptions", "DELETE": "DeleteOptions"}
+    return {
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid or _uid(), "kind": gvk, "resource": gvr,
+            "requestKind": gvk, "requestResource": gvr,
+            "name": meta.get("name", ""), "namespace": meta.get("namespace", ""),
+            "operation": operation, "userInfo": user,
+            "object": obj if operation != "DELETE" else None,
+            "oldObject": old, "dryRun": dry_run,
+            "options": {"kind": opts.get(operation, "CreateOptions"),
+                        "apiVersion": "meta.k8s.io/v1"},
+        },
+    }
