@@ -13,7 +13,8 @@ class WebhookSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STICKYIP_WEBHOOK_", extra="ignore")
 
     host: str = Field(default="0.0.0.0", description="address to listen on")
-    port: int = Field(default=8443, ge=1, le=65535, description="HTTPS port to listen on")
+    port: int = Field(default=8443, ge=0, le=65535,
+                      description="HTTPS port to listen on (0: any free port)")
     cert_file: str = Field(default="", description="PEM certificate chain served (tls.crt)")
     key_file: str = Field(default="", description="PEM private key of the certificate (tls.key)")
     reload_interval: float = Field(

@@ -3,9 +3,15 @@ StatefulSet pods and StatefulSets, for tests, benchmarks and the demo."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
 import hashlib
+import json
+import os
+import ssl
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from webhooks.intent import LABEL_FIXED_IP
@@ -151,3 +157,100 @@ def review(obj: dict[str, Any], *, old: dict[str, Any] | None = None,
                         "apiVersion": "meta.k8s.io/v1"},
         },
     }
+
+
+# ---------------------------------------------------------------- a live server
+
+
+class Certs:
+    """A throw-away CA and a serving pair for 127.0.0.1/localhost (needs ``trustme``)."""
+
+    def __init__(self, directory: str) -> None:
+        import trustme
+
+        self.dir = directory
+        self.ca = trustme.CA()
+        self.cert_file = os.path.join(directory, "tls.crt")
+        self.key_file = os.path.join(directory, "tls.key")
+        self.rotate()
+
+    def rotate(self, *, key_only: bool = False, cert_only: bool = False) -> str:
+        """Issue a new pair and write it (each file atomically). Returns the new
+        certificate's PEM."""
+        leaf = self.ca.issue_cert("127.0.0.1", "localhost", "stickyip-webhook.stickyip.svc")
+        cert = b"".join(b.bytes() for b in leaf.cert_chain_pems)
+        if not key_only:
+            _atomic_write(self.cert_file, cert)
+        if not cert_only:
+            _atomic_write(self.key_file, leaf.private_key_pem.bytes())
+        return leaf.cert_chain_pems[0].bytes().decode()
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        self.ca.configure_trust(ctx)
+        return ctx
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class Client:
+    """An HTTPS client of the webhook over one keep-alive connection pool."""
+
+    def __init__(self, url: str, ssl_context: ssl.SSLContext) -> None:
+        import aiohttp
+
+        self.url = url
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl_context, limit=4))
+
+    async def post(self, path: str, doc: Any) -> tuple[int, Any]:
+        """POST ``doc`` (bytes as they are, anything else as JSON); the status and
+        the parsed JSON answer (or the text of a non-200 answer)."""
+        data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        async with self._session.post(self.url + path, data=data,
+                                      headers={"Content-Type": "application/json"}) as r:
+            if r.status == 200:
+                return r.status, await r.json()
+            return r.status, await r.text()
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self._session.get(self.url + path) as r:
+            return r.status, await r.text()
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+@contextlib.asynccontextmanager
+async def live_webhook(ipam: Any, directory: str, *, scheduler_name: str = "",
+                       reload_interval: float = 0.05
+                       ) -> AsyncIterator[tuple[Any, Client, Certs]]:
+    """The real server on 127.0.0.1 (a free port) over HTTPS, and a client trusting it."""
+    from webhooks.config import WebhookSettings
+    from webhooks.server import running
+
+    certs = Certs(directory)
+    settings = WebhookSettings(host="127.0.0.1", port=0, cert_file=certs.cert_file,
+                               key_file=certs.key_file, reload_interval=reload_interval,
+                               scheduler_name=scheduler_name, shutdown_timeout=1.0)
+    async with running(settings, ipam) as server:
+        client = Client(server.url, certs.client_context())
+        try:
+            yield server, client, certs
+        finally:
+            await client.aclose()
+
+
+def decoded_patch(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch inside an AdmissionReview answer (empty when none)."""
+    resp = answer["response"]
+    if "patch" not in resp:
+        return []
+    assert resp.get("patchType") == "JSONPatch"
+    ops: list[dict[str, Any]] = json.loads(base64.b64decode(resp["patch"]))
+    return ops
