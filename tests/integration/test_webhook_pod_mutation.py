@@ -34,7 +34,7 @@ async def hook(ipam: RedisIpam, tmp_path: Path) -> AsyncIterator[Client]:
         yield client
 
 
-async def snapshot(ipam: RedisIpam) -> dict[bytes, bytes | None]:
+async def snapshot(ipam: RedisIpam) -> dict[Any, Any]:
     r = ipam.redis
     return {k: await r.dump(k) for k in sorted(await r.keys("*"))}
 
