@@ -174,21 +174,32 @@ class Certs:
         self.key_file = os.path.join(directory, "tls.key")
         self.rotate()
 
-    def rotate(self, *, key_only: bool = False, cert_only: bool = False) -> str:
-        """Issue a new pair and write it (each file atomically). Returns the new
-        certificate's PEM."""
-        leaf = self.ca.issue_cert("127.0.0.1", "localhost", "stickyip-webhook.stickyip.svc")
-        cert = b"".join(b.bytes() for b in leaf.cert_chain_pems)
-        if not key_only:
-            _atomic_write(self.cert_file, cert)
-        if not cert_only:
+    def issue(self) -> Any:
+        """A new leaf certificate (a ``trustme.LeafCert``) signed by the CA."""
+        return self.ca.issue_cert("127.0.0.1", "localhost", "stickyip-webhook.stickyip.svc")
+
+    def install(self, leaf: Any, *, cert: bool = True, key: bool = True) -> None:
+        """Write the leaf's certificate and/or key (each file atomically)."""
+        if cert:
+            _atomic_write(self.cert_file, b"".join(b.bytes() for b in leaf.cert_chain_pems))
+        if key:
             _atomic_write(self.key_file, leaf.private_key_pem.bytes())
-        return leaf.cert_chain_pems[0].bytes().decode()
+
+    def rotate(self) -> bytes:
+        """Issue and install a new pair; returns the new certificate (DER)."""
+        leaf = self.issue()
+        self.install(leaf)
+        return der(leaf)
 
     def client_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
         self.ca.configure_trust(ctx)
         return ctx
+
+
+def der(leaf: Any) -> bytes:
+    """The DER bytes of a leaf's certificate (what ``getpeercert(True)`` returns)."""
+    return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
 
 
 def _atomic_write(path: str, data: bytes) -> None:

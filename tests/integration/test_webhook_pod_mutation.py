@@ -22,8 +22,6 @@ from webhooks.testing import (
     statefulset_pod,
 )
 
-pytestmark = pytest.mark.asyncio
-
 
 @pytest.fixture
 async def hook(ipam: RedisIpam, tmp_path: Path) -> AsyncIterator[Client]:

@@ -13,8 +13,6 @@ import pytest
 from ipam import PoolSpec, RedisIpam, ReservationKey
 from webhooks.testing import Client, live_webhook, review, statefulset, statefulset_pod
 
-pytestmark = pytest.mark.asyncio
-
 
 @pytest.fixture
 async def hook(ipam: RedisIpam, tmp_path: Path) -> AsyncIterator[Client]:
