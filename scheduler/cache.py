@@ -1,0 +1,228 @@
+"""The scheduler's view of the cluster: nodes, pods and StatefulSets kept current by
+list+watch loops (one thread each, resuming from the last resourceVersion and
+listing again on 410), with the per-node requested resources and per-node replica
+counts the decisions need, maintained incrementally.
+
+Watch threads only parse and hand events to the event loop; every change to the
+cache happens on the loop, so readers there need no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ipam.models import NodeName
+from scheduler.errors import KubeUnavailable
+from scheduler.kubeapi import Gone, KubeApi
+from scheduler.models import (
+    KubeObject,
+    NodeInfo,
+    PodInfo,
+    PodRef,
+    PodUid,
+    Resources,
+    StatefulSetInfo,
+)
+from scheduler.objects import node_from_json, pod_from_json, statefulset_from_json
+
+log = logging.getLogger("stickyip.scheduler.cache")
+
+PodListener = Callable[[PodInfo | None, PodInfo | None], None]
+NodeListener = Callable[[NodeInfo | None, NodeInfo | None], None]
+
+
+@dataclass(slots=True)
+class ClusterCache:
+    nodes: dict[NodeName, NodeInfo] = field(default_factory=dict)
+    pods: dict[PodUid, PodInfo] = field(default_factory=dict)
+    by_ref: dict[PodRef, PodUid] = field(default_factory=dict)
+    statefulsets: dict[tuple[str, str], StatefulSetInfo] = field(default_factory=dict)
+    used: dict[NodeName, Resources] = field(default_factory=dict)
+    #: (namespace, statefulset) -> node -> replicas bound there.
+    replicas: dict[tuple[str, str], dict[NodeName, int]] = field(default_factory=dict)
+    #: When each node was first seen NotReady (absent while Ready).
+    not_ready_since: dict[NodeName, float] = field(default_factory=dict)
+    synced: set[str] = field(default_factory=set)
+    pod_listeners: list[PodListener] = field(default_factory=list)
+    node_listeners: list[NodeListener] = field(default_factory=list)
+    _node_list: list[NodeInfo] | None = None
+    clock: Callable[[], float] = time.time
+
+    # -------------------------------------------------------------- queries
+
+    def node_list(self) -> list[NodeInfo]:
+        """Nodes sorted by name (cached until a node changes)."""
+        if self._node_list is None:
+            self._node_list = [self.nodes[n] for n in sorted(self.nodes)]
+        return self._node_list
+
+    def pod_by_ref(self, ref: str) -> PodInfo | None:
+        uid = self.by_ref.get(PodRef(ref))
+        return self.pods.get(uid) if uid is not None else None
+
+    def replicas_on(self, namespace: str, statefulset: str) -> dict[NodeName, int]:
+        return self.replicas.get((namespace, statefulset), {})
+
+    def is_synced(self, *kinds: str) -> bool:
+        return all(k in self.synced for k in kinds)
+
+    # -------------------------------------------------------------- updates
+
+    def _account(self, pod: PodInfo, sign: int) -> None:
+        if not pod.node_name or pod.terminated:
+            return
+        node = NodeName(pod.node_name)
+        cur = self.used.get(node, Resources())
+        self.used[node] = cur + pod.requests if sign > 0 else cur - pod.requests
+        if pod.statefulset:
+            per = self.replicas.setdefault((pod.namespace, pod.statefulset), {})
+            per[node] = per.get(node, 0) + sign
+            if per[node] <= 0:
+                del per[node]
+
+    def upsert_pod(self, pod: PodInfo) -> None:
+        old = self.pods.get(pod.uid)
+        if old is not None:
+            self._account(old, -1)
+        self.pods[pod.uid] = pod
+        self.by_ref[pod.ref] = pod.uid
+        self._account(pod, +1)
+        for fn in self.pod_listeners:
+            fn(old, pod)
+
+    def remove_pod(self, uid: PodUid) -> None:
+        old = self.pods.pop(uid, None)
+        if old is None:
+            return
+        self._account(old, -1)
+        if self.by_ref.get(old.ref) == uid:
+            del self.by_ref[old.ref]
+        for fn in self.pod_listeners:
+            fn(old, None)
+
+    def assume(self, uid: PodUid, node: NodeName) -> None:
+        """Count a pod on ``node`` as soon as it is decided, before the binding lands."""
+        pod = self.pods.get(uid)
+        if pod is None or pod.node_name:
+            return
+        self._account(pod, -1)
+        pod.node_name = node
+        self._account(pod, +1)
+
+    def forget(self, uid: PodUid) -> None:
+        """Undo ``assume`` after a failed binding."""
+        pod = self.pods.get(uid)
+        if pod is None or not pod.node_name:
+            return
+        self._account(pod, -1)
+        pod.node_name = ""
+
+    def upsert_node(self, node: NodeInfo) -> None:
+        old = self.nodes.get(node.name)
+        self.nodes[node.name] = node
+        self._node_list = None
+        if node.ready:
+            self.not_ready_since.pop(node.name, None)
+        elif node.name not in self.not_ready_since:
+            since = node.ready_since if node.ready_since > 0 else self.clock()
+            self.not_ready_since[node.name] = since
+        for fn in self.node_listeners:
+            fn(old, node)
+
+    def remove_node(self, name: NodeName) -> None:
+        old = self.nodes.pop(name, None)
+        self._node_list = None
+        self.not_ready_since.pop(name, None)
+        if old is not None:
+            for fn in self.node_listeners:
+                fn(old, None)
+
+    def apply(self, kind: str, etype: str, obj: KubeObject) -> None:
+        if kind == "nodes":
+            node = node_from_json(obj)
+            if etype == "DELETED":
+                self.remove_node(node.name)
+            else:
+                self.upsert_node(node)
+        elif kind == "pods":
+            pod = pod_from_json(obj)
+            if etype == "DELETED":
+                self.remove_pod(pod.uid)
+            else:
+                self.upsert_pod(pod)
+        elif kind == "statefulsets":
+            sts = statefulset_from_json(obj)
+            if etype == "DELETED":
+                self.statefulsets.pop((sts.namespace, sts.name), None)
+            else:
+                self.statefulsets[(sts.namespace, sts.name)] = sts
+
+    def replace(self, kind: str, items: list[KubeObject]) -> None:
+        """A fresh list: objects missing from it were deleted while we were not watching."""
+        if kind == "nodes":
+            fresh = {node_from_json(o).name: o for o in items}
+            for name in [n for n in self.nodes if n not in fresh]:
+                self.remove_node(name)
+        elif kind == "pods":
+            uids = {(o.get("metadata") or {}).get("uid") for o in items}
+            for uid in [u for u in self.pods if u not in uids]:
+                self.remove_pod(uid)
+        elif kind == "statefulsets":
+            self.statefulsets.clear()
+        for o in items:
+            self.apply(kind, "ADDED", o)
+        self.synced.add(kind)
+
+
+class Informer:
+    """List and watch one collection in a thread; hand every change to the loop."""
+
+    def __init__(self, kube: KubeApi, kind: str, cache: ClusterCache, *,
+                 loop: asyncio.AbstractEventLoop, watch_timeout: int = 300,
+                 retry: float = 1.0) -> None:
+        self.kube, self.kind, self.cache, self.loop = kube, kind, cache, loop
+        self.watch_timeout = watch_timeout
+        self.retry = retry
+        self.stopped = threading.Event()
+        self.relists = 0
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _post(self, fn: Callable[..., None], *args: object) -> None:
+        if not self.stopped.is_set():
+            try:
+                self.loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # loop closed during shutdown
+                self.stopped.set()
+
+    def run(self) -> None:
+        rv = ""
+        while not self.stopped.is_set():
+            try:
+                if not rv:
+                    items, rv = self.kube.list(self.kind)
+                    self.relists += 1
+                    self._post(self.cache.replace, self.kind, items)
+                for etype, obj in self.kube.watch(self.kind, rv, timeout=self.watch_timeout):
+                    if self.stopped.is_set():
+                        return
+                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if new_rv:
+                        rv = str(new_rv)
+                    if etype in ("ADDED", "MODIFIED", "DELETED"):
+                        self._post(self.cache.apply, self.kind, etype, obj)
+            except Gone:
+                log.info("watch expired; listing again", extra={"kind": self.kind})
+                rv = ""
+            except KubeUnavailable as e:
+                if self.stopped.is_set():
+                    return
+                log.warning("list/watch failed; retrying",
+                            extra={"kind": self.kind, "error": str(e)})
+                self.stopped.wait(self.retry)

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the scheduler and its controllers (one registry per app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.decisions = Counter("stickyip_scheduler_decisions_total",
+                                 "Scheduling decisions by result", ["result"], registry=r)
+        self.decision_seconds = Histogram(
+            "stickyip_scheduler_decision_seconds", "Time to filter, score and reserve",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0), registry=r)
+        self.bindings = Counter("stickyip_scheduler_bindings_total", "pods/binding calls by "
+                                "result", ["result"], registry=r)
+        self.leader = Gauge("stickyip_scheduler_is_leader", "1 while this replica holds the "
+                            "leader Lease", registry=r)
+        self.rehomed = Counter("stickyip_scheduler_rehomed_total", "Reservations re-homed off "
+                               "confirmed-gone nodes, by how", ["how"], registry=r)
+        self.nodes_gone = Counter("stickyip_scheduler_nodes_confirmed_gone_total",
+                                  "Nodes confirmed gone and fenced", registry=r)
+        self.gc = Counter("stickyip_scheduler_gc_total", "GC actions applied, by operation",
+                          ["op"], registry=r)
+        self.extender = Histogram("stickyip_scheduler_extender_seconds", "Extender request "
+                                  "handling time", ["verb"],
+                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1),
+                                  registry=r)
