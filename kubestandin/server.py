@@ -291,7 +291,7 @@ class ApiHttp:
             while not self.stopping.is_set():
                 if request.transport is None or request.transport.is_closing():
                     break
-                wait = 0.5
+                wait = 0.1  # also how soon a closed client or a stopping server is noticed
                 if deadline is not None:
                     if loop.time() >= deadline:
                         break
