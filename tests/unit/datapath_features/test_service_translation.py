@@ -1,0 +1,159 @@
+"""Service + EndpointSlice -> ServicePort translation, Maglev, and per-service diffs."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from typing import Any
+
+from datapath import features_maps as fm
+from datapath.features_state import MemoryMaps
+from datapath.services import ServiceManager, maglev_table, translate
+from datapath.services.models import Backend, Frontend
+
+NODE_IP = ipaddress.IPv4Address("192.0.2.1")
+
+
+def svc(name: str = "web", ns: str = "x", **spec: Any) -> Any:
+    base = {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "type": "ClusterIP",
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"}]}
+    base.update(spec)
+    return {"metadata": {"name": name, "namespace": ns}, "spec": base}
+
+
+def ep(addr: str, *, ready: bool | None = True, serving: bool | None = None,
+       terminating: bool | None = None, node: str = "n1") -> dict[str, Any]:
+    cond: dict[str, Any] = {}
+    if ready is not None:
+        cond["ready"] = ready
+    if serving is not None:
+        cond["serving"] = serving
+    if terminating is not None:
+        cond["terminating"] = terminating
+    return {"addresses": [addr], "conditions": cond, "nodeName": node}
+
+
+def eps(endpoints: list[dict[str, Any]], *, svc_name: str = "web", name: str = "web-1",
+        ports: list[dict[str, Any]] | None = None) -> Any:
+    return {"metadata": {"name": name, "namespace": "x",
+                         "labels": {"kubernetes.io/service-name": svc_name}},
+            "addressType": "IPv4", "endpoints": endpoints,
+            "ports": ports if ports is not None else [
+                {"name": "http", "port": 8080, "protocol": "TCP"}]}
+
+
+def one(service: Any, slices: list[Any], node: str = "n1") -> Any:
+    out = translate(service, slices, node_name=node, node_addresses=[NODE_IP])
+    assert len(out) == 1
+    return out[0]
+
+
+def test_named_target_port_resolves_through_the_slice_port_of_the_same_name() -> None:
+    sp = one(svc(), [eps([ep("10.0.0.1"), ep("10.0.0.2")])])
+    assert sp.frontends == (Frontend(ipaddress.IPv4Address("10.96.0.10"), 80),)
+    assert sp.backends == (Backend(ipaddress.IPv4Address("10.0.0.1"), 8080),
+                           Backend(ipaddress.IPv4Address("10.0.0.2"), 8080))
+
+
+def test_only_ready_endpoints_and_terminating_only_when_all_terminate() -> None:
+    sp = one(svc(), [eps([ep("10.0.0.1"), ep("10.0.0.2", ready=False, serving=True,
+                                               terminating=True)])])
+    assert [str(b.address) for b in sp.backends] == ["10.0.0.1"]
+    sp = one(svc(), [eps([ep("10.0.0.1", ready=False, serving=False, terminating=True),
+                          ep("10.0.0.2", ready=False, serving=True, terminating=True),
+                          ep("10.0.0.3", ready=False)])])
+    assert [str(b.address) for b in sp.backends] == ["10.0.0.2"]
+
+
+def test_readiness_fallback_spans_all_slices_of_the_service() -> None:
+    sp = one(svc(), [eps([ep("10.0.0.1")], name="a"),
+                     eps([ep("10.0.0.2", ready=False, serving=True, terminating=True)],
+                         name="b")])
+    assert [str(b.address) for b in sp.backends] == ["10.0.0.1"]
+
+
+def test_node_port_adds_a_frontend_per_node_address() -> None:
+    s = svc(type="NodePort")
+    s["spec"]["ports"][0]["nodePort"] = 30080
+    sp = one(s, [eps([ep("10.0.0.1")])])
+    assert Frontend(NODE_IP, 30080) in sp.frontends and len(sp.frontends) == 2
+
+
+def test_internal_traffic_policy_local_keeps_only_this_nodes_endpoints() -> None:
+    s = svc(internalTrafficPolicy="Local")
+    sl = [eps([ep("10.0.0.1", node="n1"), ep("10.0.0.2", node="n2")])]
+    assert [str(b.address) for b in one(s, sl, node="n2").backends] == ["10.0.0.2"]
+    assert one(s, sl, node="n3").backends == ()
+
+
+def test_session_affinity_timeout_default_and_explicit() -> None:
+    assert one(svc(sessionAffinity="ClientIP"), []).affinity_timeout_s == 10800
+    s = svc(sessionAffinity="ClientIP",
+            sessionAffinityConfig={"clientIP": {"timeoutSeconds": 5}})
+    assert one(s, []).affinity_timeout_s == 5
+    assert one(svc(), []).affinity_timeout_s == 0
+
+
+def test_protocols_are_kept_apart_and_headless_is_skipped() -> None:
+    s = svc(ports=[{"name": "dns", "port": 53, "protocol": "UDP"},
+                   {"name": "dns-tcp", "port": 53, "protocol": "TCP"}])
+    sl = [eps([ep("10.0.0.1")], ports=[{"name": "dns", "port": 5353, "protocol": "UDP"}])]
+    out = translate(s, sl, node_name="n1", node_addresses=[])
+    assert [(p.protocol, len(p.backends)) for p in out] == [("UDP", 1), ("TCP", 0)]
+    assert translate(svc(clusterIP="None", clusterIPs=["None"]), sl, node_name="n1",
+                     node_addresses=[]) == []
+
+
+def test_maglev_table_is_balanced_and_moves_few_slots_when_a_backend_goes() -> None:
+    names = [f"10.0.0.{i}:80" for i in range(1, 8)]
+    t = maglev_table(names, 251)
+    counts = Counter(t)
+    assert len(t) == 251 and set(counts) == set(range(7))
+    assert max(counts.values()) - min(counts.values()) <= 2
+    t2 = maglev_table(names[:3] + names[4:], 251)
+    moved = sum(1 for a, b in zip(t, t2, strict=True)
+                if names[a] != names[3] and names[a] != (names[:3] + names[4:])[b])
+    assert moved < 251 * 0.1
+
+
+def test_manager_writes_only_the_entries_of_the_changed_service() -> None:
+    maps = MemoryMaps()
+    m = ServiceManager(maps, node_name="n1", node_addresses=[NODE_IP])
+    for i in range(50):
+        s = svc(name=f"s{i}", clusterIP=f"10.96.1.{i}", clusterIPs=[f"10.96.1.{i}"])
+        m.set_service(s)
+        m.set_slice(eps([ep(f"10.1.{i}.1"), ep(f"10.1.{i}.2")], svc_name=f"s{i}",
+                        name=f"s{i}-a"))
+    assert len(maps.maps[fm.SVC_MAP]) == 50 and len(maps.maps[fm.BACKEND_MAP]) == 100
+    before = dict(maps.maps[fm.BACKEND_MAP])
+    maps.writes = 0
+    r = m.set_slice(eps([ep("10.1.7.1")], svc_name="s7", name="s7-a"))
+    # the service count, one slot and one backend: nothing else is rewritten
+    assert r.ops == maps.writes == 3
+    gone = set(before) - set(maps.maps[fm.BACKEND_MAP])
+    assert len(gone) == 1 and fm.from_be32(before[gone.pop()][0]) == ipaddress.IPv4Address(
+        "10.1.7.2")
+    key = (fm.be32("10.96.1.7"), fm.be16(80), 6, 0)
+    assert maps.maps[fm.SVC_MAP][key][1] == 1
+
+
+def test_service_without_endpoints_is_kept_with_zero_backends_then_deleted() -> None:
+    maps = MemoryMaps()
+    m = ServiceManager(maps, node_name="n1", node_addresses=[])
+    m.set_service(svc())
+    key = (fm.be32("10.96.0.10"), fm.be16(80), 6, 0)
+    assert maps.maps[fm.SVC_MAP][key][1] == 0  # present with count 0: the program rejects
+    m.set_slice(eps([ep("10.0.0.1")]))
+    assert maps.maps[fm.SVC_MAP][key][1] == 1
+    m.delete_service(m.services and next(iter(m.services)))
+    assert all(not entries for entries in maps.maps.values())
+    assert len(m.svc_ids) == 0 and len(m.backend_ids) == 0
+
+
+def test_reconcile_removes_leftovers_of_a_previous_agent() -> None:
+    maps = MemoryMaps()
+    maps.update(fm.SVC_MAP, (1, 2, 6, 0), (99, 1, 0, 0, 0))
+    m = ServiceManager(maps, node_name="n1", node_addresses=[])
+    m.set_service(svc())
+    m.reconcile()
+    assert (1, 2, 6, 0) not in maps.maps[fm.SVC_MAP] and len(maps.maps[fm.SVC_MAP]) == 1
