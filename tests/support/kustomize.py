@@ -111,9 +111,15 @@ def _generate_configmap(root: Path, gen: Obj, options: Obj, objs: list[Obj]) -> 
     hashed = not opts.get("disableNameSuffixHash", False)
     behavior = gen.get("behavior", "create")
     name = gen["name"]
+    extra_opts = set(opts) - {"disableNameSuffixHash", "labels", "annotations"}
+    if extra_opts:
+        raise Unsupported(f"generator options {sorted(extra_opts)}")
     if behavior == "create":
         cm: Obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
                    "data": data, _GENERATED: hashed}
+        for field in ("labels", "annotations"):
+            if opts.get(field):
+                cm["metadata"][field] = dict(opts[field])
         if gen.get("namespace"):
             cm["metadata"]["namespace"] = gen["namespace"]
         objs.append(cm)
@@ -210,6 +216,10 @@ def _apply_patch(root: Path, spec: Obj, objs: list[Obj]) -> list[Obj]:
             if any(o is h for h in hits):
                 gen = o.pop(_GENERATED, None)
                 o = jsonpatch.apply_patch(o, doc)
+                md = o.get("metadata") or {}
+                for field in ("annotations", "labels"):  # kustomize drops emptied maps
+                    if md.get(field) == {}:
+                        del md[field]
                 if gen is not None:
                     o[_GENERATED] = gen
             out.append(o)
@@ -217,8 +227,13 @@ def _apply_patch(root: Path, spec: Obj, objs: list[Obj]) -> list[Obj]:
     if not isinstance(doc, dict):
         raise Unsupported(f"patch {text[:40]!r} is neither a JSON 6902 list nor an object")
     if target is None:
-        target = {"kind": doc["kind"], "name": doc["metadata"]["name"]}
-    hits = [o for o in objs if _matches(o, target)]
+        # Like kustomize: the patch names its object by kind, name AND namespace.
+        target = {"kind": doc["kind"], "name": doc["metadata"]["name"],
+                  "namespace": doc["metadata"].get("namespace")}
+        hits = [o for o in objs if _matches(o, target)
+                and (o.get("metadata") or {}).get("namespace") == target["namespace"]]
+    else:
+        hits = [o for o in objs if _matches(o, target)]
     if not hits:
         raise Unsupported(f"patch target {target} matches nothing")
     out = []
@@ -269,16 +284,16 @@ def strategic_merge(base: Any, patch: Any, field: str) -> Any:
         key = _merge_key(field, base + patch)
         if key is None:
             return copy.deepcopy(patch)
-        out = copy.deepcopy(base)
+        # kustomize (kyaml) orders the result: the patch's items first (merged
+        # with their base item), then the base items the patch does not name.
+        out = []
+        named = {item.get(key) for item in patch}
         for item in patch:
-            idx = next((i for i, b in enumerate(out) if b.get(key) == item.get(key)), None)
             if item.get("$patch") == "delete":
-                if idx is not None:
-                    del out[idx]
-            elif idx is None:
-                out.append(copy.deepcopy(item))
-            else:
-                out[idx] = strategic_merge(out[idx], item, field)
+                continue
+            old = next((b for b in base if b.get(key) == item.get(key)), None)
+            out.append(copy.deepcopy(item) if old is None else strategic_merge(old, item, field))
+        out.extend(copy.deepcopy(b) for b in base if b.get(key) not in named)
         return out
     return copy.deepcopy(patch)
 
