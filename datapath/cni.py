@@ -1,2 +1,208 @@
+"""``stickyip-cni``: the CNI plugin (spec 1.0.0 and 1.1.0), a thin client of the node
+agent. It parses the environment and the network config, answers VERSION itself and
+forwards everything else over the agent's unix socket.
+
+Started by the container runtime for every pod, so it imports only the standard
+library (json, os, socket, sys): no pydantic, redis or pyroute2 on this path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
+#: Commands that exist only from 1.1.0 on.
+V11_COMMANDS = ("STATUS", "GC")
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+DEFAULT_SOCKET = "/run/stickyip/agent.sock"
+DEFAULT_TIMEOUT = 60.0
+
+# CNI spec error codes (mirrored in datapath.errors; duplicated to keep imports minimal).
+E_INCOMPATIBLE = 1
+E_INVALID_ENV = 4
+E_IO = 5
+E_DECODE = 6
+E_INVALID_CONFIG = 7
+E_TRY_AGAIN = 11
+E_NOT_AVAILABLE = 50
+
+
+class CniFailure(Exception):
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+
+def parse_cni_args(text: str) -> dict[str, str]:
+    """``CNI_ARGS``: ``K=V;K2=V2`` (IgnoreUnknown=1 and friends included)."""
+    out: dict[str, str] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise CniFailure(E_INVALID_ENV, f"CNI_ARGS is malformed: {part!r} is not KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_config(raw: bytes | str) -> dict[str, Any]:
+    try:
+        conf = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CniFailure(E_DECODE, "network configuration on stdin is not valid JSON",
+                         str(e)) from e
+    if not isinstance(conf, dict):
+        raise CniFailure(E_DECODE, "network configuration must be a JSON object")
+    return conf
+
+
+def check_config(conf: Mapping[str, Any], command: str) -> str:
+    """Validate the network config for ``command``; returns its cniVersion."""
+    version = conf.get("cniVersion")
+    if not isinstance(version, str) or not version:
+        raise CniFailure(E_INVALID_CONFIG, "network configuration has no cniVersion")
+    if version not in SUPPORTED_VERSIONS:
+        raise CniFailure(E_INCOMPATIBLE, f"cniVersion {version} is not supported",
+                         f"supported: {', '.join(SUPPORTED_VERSIONS)}")
+    if command in V11_COMMANDS and _vtuple(version) < (1, 1, 0):
+        raise CniFailure(E_INCOMPATIBLE, f"{command} needs cniVersion 1.1.0, got {version}")
+    for key in ("name", "type"):
+        if not isinstance(conf.get(key), str) or not conf.get(key):
+            raise CniFailure(E_INVALID_CONFIG, f"network configuration has no {key!r}")
+    sock = conf.get("agentSocket")
+    if sock is not None and not isinstance(sock, str):
+        raise CniFailure(E_INVALID_CONFIG, "'agentSocket' must be a string path")
+    return version
+
+
+def _vtuple(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in v.split("."))
+    except ValueError:
+        return (0,)
+
+
+def build_request(env: Mapping[str, str], conf: dict[str, Any]) -> dict[str, Any]:
+    """The agent request for ``env['CNI_COMMAND']`` (not VERSION); checks the variables
+    each command needs (code 4 when missing)."""
+    command = env.get("CNI_COMMAND", "")
+    need = {"ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+            "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+            "DEL": ("CNI_CONTAINERID", "CNI_IFNAME")}.get(command, ())
+    missing = [k for k in need if not env.get(k)]
+    if missing:
+        raise CniFailure(E_INVALID_ENV, f"missing environment variable(s) for {command}: "
+                         + ", ".join(missing))
+    ifname = env.get("CNI_IFNAME", "")
+    if ifname and (len(ifname) > 15 or "/" in ifname or ifname in (".", "..")
+                   or any(c.isspace() for c in ifname)):
+        raise CniFailure(E_INVALID_ENV, f"CNI_IFNAME {ifname!r} is not a valid interface name")
+    return {
+        "command": command,
+        "containerId": env.get("CNI_CONTAINERID", ""),
+        "netns": env.get("CNI_NETNS", ""),
+        "ifname": ifname,
+        "args": parse_cni_args(env.get("CNI_ARGS", "")),
+        "path": env.get("CNI_PATH", ""),
+        "config": conf,
+    }
+
+
+def socket_path(env: Mapping[str, str], conf: Mapping[str, Any]) -> str:
+    return str(conf.get("agentSocket") or env.get("STICKYIP_AGENT_SOCKET") or DEFAULT_SOCKET)
+
+
+def call_agent(path: str, request: Mapping[str, Any], *,
+               timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    """Send one request line, read one reply line."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        s.sendall(json.dumps(request).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        s.close()
+    reply = json.loads(buf)
+    if not isinstance(reply, dict):
+        raise ValueError("agent reply is not an object")
+    return reply
+
+
+def version_result(version: str = "1.1.0") -> dict[str, Any]:
+    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+def error_result(version: str, code: int, msg: str, details: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {"cniVersion": version, "code": code, "msg": msg}
+    if details:
+        out["details"] = details
+    return out
+
+
+def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | None]:
+    """The whole plugin as a function: returns (exit code, JSON to print or None)."""
+    version = "1.1.0"
+    try:
+        command = env.get("CNI_COMMAND", "")
+        if not command:
+            raise CniFailure(E_INVALID_ENV, "CNI_COMMAND is not set")
+        if command not in COMMANDS:
+            raise CniFailure(E_INVALID_ENV, f"unknown CNI_COMMAND {command!r}")
+        if command == "VERSION":
+            if stdin.strip():
+                conf = parse_config(stdin)
+                v = conf.get("cniVersion")
+                if isinstance(v, str) and v in SUPPORTED_VERSIONS:
+                    version = v
+            return 0, version_result(version)
+        conf = parse_config(stdin)
+        if isinstance(conf.get("cniVersion"), str):
+            version = conf["cniVersion"]
+        version = check_config(conf, command)
+        request = build_request(env, conf)
+        path = socket_path(env, conf)
+        try:
+            reply = call_agent(path, request)
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            code = E_NOT_AVAILABLE if command == "STATUS" else E_TRY_AGAIN
+            raise CniFailure(code, "stickyip agent is not running on this node",
+                             f"{path}: {e.strerror}") from e
+        except (OSError, ValueError) as e:
+            raise CniFailure(E_TRY_AGAIN, "stickyip agent did not answer", str(e)) from e
+        if not reply.get("ok"):
+            raise CniFailure(int(reply.get("code", 999)), str(reply.get("msg", "agent error")),
+                             str(reply.get("details", "")))
+        result = reply.get("result")
+        if command == "ADD" and isinstance(result, dict):
+            result["cniVersion"] = version
+            return 0, result
+        return 0, None
+    except CniFailure as f:
+        return 1, error_result(version, f.code, f.msg, f.details)
+
+
 def main() -> None:
-    pass
+    stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
+    code, out = run(os.environ, stdin)
+    if out is not None:
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Settings of the node agent, read from ``STICKYIP_AGENT_*`` environment variables
+(command-line flags of ``stickyip agent`` override them)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STICKYIP_AGENT_", extra="ignore")
+
+    node: str = Field(default="", description="this node's name (as in Kubernetes)")
+    node_address: str = Field(
+        default="", description="this node's address other nodes route pod traffic to "
+        "(default: the first global IPv4 address of a non-pod interface)")
+    socket: str = Field(default="/run/stickyip/agent.sock",
+                        description="unix socket the CNI plugin talks to")
+    pin_root: str = Field(default="/sys/fs/bpf/stickyip",
+                          description="bpffs directory holding the pinned eBPF maps")
+    state_dir: str = Field(default="/var/lib/stickyip/agent",
+                           description="directory of the endpoint records kept across restarts")
+    routing: Literal["direct", "bgp"] = Field(
+        default="direct", description="direct: kernel routes to other nodes' blocks; "
+        "bgp: announce this node's blocks with BIRD 2")
+    default_pool: str = Field(default="default",
+                              description="pool of ephemeral addresses unless the network "
+                              "config names one ('pool')")
+    metrics_host: str = Field(default="0.0.0.0", description="address of /metrics and /healthz")
+    metrics_port: int = Field(default=9402, description="port of /metrics and /healthz (0: off)")
+    sync_interval: float = Field(default=0.5, description="seconds between route syncs with IPAM")
+    full_resync_interval: float = Field(
+        default=10.0, description="seconds between full kernel route diffs even if IPAM "
+        "did not change (repairs routes removed by hand)")
+    heartbeat_interval: float = Field(default=3.0,
+                                      description="seconds between heartbeats written to IPAM")
+    route_protocol: int = Field(default=201, description="rtnetlink protocol number marking "
+                                "routes this agent owns")
+    gateway: str = Field(default="169.254.1.1",
+                         description="link-local default gateway seen by pods")
+    host_prefix: str = Field(default="sip", description="name prefix of host-side pod veths")
+    bird_config: str = Field(default="/run/stickyip/bird.conf",
+                             description="BIRD 2 config file the agent generates (bgp mode)")
+    bird_socket: str = Field(default="/run/bird/bird.ctl",
+                             description="BIRD control socket for 'birdc configure'")
+    birdc: str = Field(default="birdc", description="birdc executable")
+    bgp_asn: int = Field(default=64512, description="AS number of the iBGP full mesh")
+    kube: bool = Field(default=False, description="read pods from the Kubernetes API to find "
+                       "their StatefulSet and pool (see stickyip.kube settings)")
+    hooks: list[str] = Field(
+        default_factory=list, description="endpoint hooks as 'module:factory'; the factory "
+        "is called with the AgentSettings and returns an EndpointHook")

@@ -1,0 +1,33 @@
+"""Node addresses published in the store by each agent (what direct routes and BGP
+peers point at). The agent's own hash next to the IPAM keys, keyed by node name."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from datapath.errors import TryAgain
+
+KEY = "sip:datapath:node-address"
+
+
+class NodeDirectory:
+    def __init__(self, client: Redis) -> None:
+        self._r = client
+
+    async def publish(self, node: str, address: str) -> None:
+        try:
+            await self._r.hset(KEY, node, address)
+        except (RedisError, OSError) as e:
+            raise TryAgain(f"cannot publish node address: {e}") from e
+
+    async def addresses(self) -> dict[str, str]:
+        try:
+            raw = await self._r.hgetall(KEY)
+        except (RedisError, OSError) as e:
+            raise TryAgain(f"cannot read node addresses: {e}") from e
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v

@@ -1,0 +1,141 @@
+"""Pure routing decisions: which routes a node wants (from the IPAM routing view, its
+endpoints and peer addresses), which addresses it must fence, and the diff between
+desired and actual kernel routes as a list of operations for the caller to apply."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ipam.models import RoutingView
+
+RouteKind = Literal["dev", "via", "blackhole"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Route:
+    """One route in the main table owned by the agent (marked by its protocol)."""
+
+    dst: ipaddress.IPv4Network
+    kind: RouteKind
+    #: interface name (dev), gateway address (via), "" (blackhole)
+    target: str = ""
+
+
+@dataclass(slots=True)
+class RoutePlan:
+    add: list[Route] = field(default_factory=list)
+    replace: list[Route] = field(default_factory=list)
+    delete: list[Route] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.add or self.replace or self.delete)
+
+    def __len__(self) -> int:
+        return len(self.add) + len(self.replace) + len(self.delete)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalEndpoint:
+    """What routing needs to know of a local pod attachment."""
+
+    address: ipaddress.IPv4Address
+    host_ifname: str
+    fenced: bool = False
+
+
+def serving_node(view: RoutingView, address: ipaddress.IPv4Address) -> str | None:
+    """The node that serves ``address`` per IPAM: a migrated /32's node, else its
+    block's node; None when the address is in no claimed block."""
+    for m in view.migrated:
+        if m.address == address:
+            return m.node
+    for b in view.blocks:
+        if address in b.cidr:
+            return b.node
+    return None
+
+
+def to_fence(node: str, view: RoutingView,
+             endpoints: Iterable[LocalEndpoint]) -> list[LocalEndpoint]:
+    """Endpoints this node serves but IPAM now places on another node (re-homed with a
+    newer epoch): their routes are withdrawn and their traffic dropped."""
+    out = []
+    for ep in endpoints:
+        if ep.fenced:
+            continue
+        who = serving_node(view, ep.address)
+        if who is not None and who != node:
+            out.append(ep)
+    return out
+
+
+def local_blocks(node: str, view: RoutingView) -> list[ipaddress.IPv4Network]:
+    return sorted(b.cidr for b in view.blocks if b.node == node)
+
+
+def announced(node: str, view: RoutingView) -> tuple[list[ipaddress.IPv4Network],
+                                                   list[ipaddress.IPv4Address]]:
+    """What this node announces in BGP: its blocks, and the /32s it serves away from
+    their block's node (aggregated blocks, /32 only for migrated addresses)."""
+    migrated = sorted({m.address for m in view.migrated
+                       if m.node == node and m.block_node != node})
+    return local_blocks(node, view), migrated
+
+
+def desired_routes(*, node: str, view: RoutingView, endpoints: Iterable[LocalEndpoint],
+                   peers: Mapping[str, str], mode: Literal["direct", "bgp"]) -> set[Route]:
+    """Routes this node wants in its main table.
+
+    - every unfenced local endpoint: ``ADDR/32 dev HOSTVETH``;
+    - its own blocks: blackhole (unused addresses are dropped here, not bounced back);
+    - direct mode only: other nodes' blocks and /32s migrated to other nodes, via that
+      node's address (``peers``); in bgp mode BIRD installs those.
+    """
+    routes: dict[ipaddress.IPv4Network, Route] = {}
+    for b in local_blocks(node, view):
+        routes[b] = Route(b, "blackhole")
+    if mode == "direct":
+        for blk in view.blocks:
+            gw = peers.get(blk.node)
+            if blk.node != node and gw:
+                routes[blk.cidr] = Route(blk.cidr, "via", gw)
+        for m in view.migrated:
+            gw = peers.get(m.node)
+            dst = ipaddress.IPv4Network(f"{m.address}/32")
+            if m.node != node and gw:
+                routes[dst] = Route(dst, "via", gw)
+    for ep in endpoints:
+        dst = ipaddress.IPv4Network(f"{ep.address}/32")
+        if ep.fenced:
+            routes.pop(dst, None)
+            continue
+        routes[dst] = Route(dst, "dev", ep.host_ifname)
+    return set(routes.values())
+
+
+def diff(desired: Iterable[Route], actual: Iterable[Route]) -> RoutePlan:
+    """Operations turning ``actual`` into ``desired``; routes that already match are
+    left alone (an agent restart must not flap working routes)."""
+    want = {r.dst: r for r in desired}
+    have: dict[ipaddress.IPv4Network, list[Route]] = {}
+    for r in actual:
+        have.setdefault(r.dst, []).append(r)
+    plan = RoutePlan()
+    for dst, routes in sorted(have.items()):
+        w = want.get(dst)
+        if w is None:
+            plan.delete.extend(sorted(routes))
+            continue
+        extra = [r for r in routes if r != w]
+        if len(extra) == len(routes):
+            plan.replace.append(w)
+            plan.delete.extend(sorted(extra[1:]))
+        else:
+            plan.delete.extend(sorted(extra))
+    for dst, w in sorted(want.items()):
+        if dst not in have:
+            plan.add.append(w)
+    return plan
