@@ -144,6 +144,13 @@ class ApiCore:
         rv = meta.get("resourceVersion")
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise _conflict(res, name)
+        uid = meta.get("uid")
+        if uid and uid != old["metadata"]["uid"]:
+            # A uid in the body is a precondition (kubelets and schedulers rely on it).
+            raise Conflict(f'Operation cannot be fulfilled on {_display(res)} "{name}": '
+                           f"Precondition failed: UID in precondition: {uid}, UID in object "
+                           f"meta: {old['metadata']['uid']}", kind=res.plural, name=name,
+                           group=res.group)
         if subresource == "status":
             new = copy.deepcopy(old)
             if "status" in body:

@@ -247,3 +247,17 @@ def test_discovery_serves_every_resource_to_the_dynamic_client(
     nodes = dyn.resources.get(api_version="v1", kind="Node")
     nodes.create(body=objects.node("n9"))
     assert nodes.get(name="n9").status.allocatable.cpu == "8"
+
+
+def test_a_uid_in_the_body_is_a_precondition(kube: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(kube)
+    pod = v1.create_namespaced_pod("default", objects.pod("p1"))
+    v1.patch_namespaced_pod("p1", "default", {"metadata": {"uid": pod.metadata.uid,
+                                                           "annotations": {"a": "1"}}},
+                            _content_type="application/merge-patch+json")
+    with pytest.raises(client.ApiException) as e:
+        v1.patch_namespaced_pod("p1", "default", {"metadata": {"uid": "someone-else",
+                                                               "annotations": {"a": "2"}}},
+                                _content_type="application/merge-patch+json")
+    assert e.value.status == 409
+    assert v1.read_namespaced_pod("p1", "default").metadata.annotations == {"a": "1"}
