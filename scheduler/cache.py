@@ -190,6 +190,8 @@ class Informer:
         self.retry = retry
         self.stopped = threading.Event()
         self.relists = 0
+        #: Resume from here instead of listing first (a restart that kept its cache).
+        self.resume_from = ""
 
     def stop(self) -> None:
         self.stopped.set()
@@ -202,13 +204,15 @@ class Informer:
                 self.stopped.set()
 
     def run(self) -> None:
-        rv = ""
+        rv = self.resume_from
         while not self.stopped.is_set():
             try:
                 if not rv:
                     items, rv = self.kube.list(self.kind)
                     self.relists += 1
                     self._post(self.cache.replace, self.kind, items)
+                if self.stopped.is_set():
+                    return
                 for etype, obj in self.kube.watch(self.kind, rv, timeout=self.watch_timeout):
                     if self.stopped.is_set():
                         return

@@ -62,6 +62,7 @@ class KubeApi:
         self.timeout = timeout
         self._open: set[Any] = set()
         self._lock = threading.Lock()
+        self._closing = False
 
     def _call(self, method: str, path: str, *, query: dict[str, Any] | None = None,
               body: Any = None, content_type: str | None = None,
@@ -107,6 +108,9 @@ class KubeApi:
                                  "allowWatchBookmarks": True, "timeoutSeconds": timeout})
         with self._lock:
             self._open.add(resp)
+            if self._closing:
+                resp._stickyip_closed = True
+                resp.close()
         try:
             for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
                 if not line:
@@ -129,6 +133,7 @@ class KubeApi:
     def close_watches(self) -> None:
         """End every open watch stream (used on shutdown, from another thread)."""
         with self._lock:
+            self._closing = True
             streams = list(self._open)
         for resp in streams:
             resp._stickyip_closed = True

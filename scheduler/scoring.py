@@ -69,7 +69,7 @@ def raw_score(node: NodeInfo, inputs: ScoreInputs) -> float:
     addr = address_score(node.name, inputs.addresses)
     bal = balance_score(node, inputs.used)
     if inputs.sticky:
-        raw = 0.4 * addr + 0.4 * spread_score(node.name, inputs.replicas_on) + 0.2 * bal
+        raw = 0.3 * addr + 0.5 * spread_score(node.name, inputs.replicas_on) + 0.2 * bal
     else:
         raw = 0.3 * addr + 0.7 * bal
     return raw

@@ -1,0 +1,134 @@
+"""Wiring of one scheduler replica: watch caches, leader election, the scheduling
+loop, the failover and GC controllers, and (optionally) the extender server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from ipam import RedisIpam
+from scheduler.cache import ClusterCache, Informer
+from scheduler.config import SchedulerSettings
+from scheduler.controllers import FailoverController, GcController
+from scheduler.errors import SchedulerError
+from scheduler.extender import Extender
+from scheduler.kubeapi import KubeApi
+from scheduler.leader import LeaderElector
+from scheduler.metrics import Metrics
+from scheduler.scheduling import Scheduler
+
+log = logging.getLogger("stickyip.scheduler.app")
+
+
+class SchedulerApp:
+    def __init__(self, settings: SchedulerSettings, kube: KubeApi, ipam: RedisIpam) -> None:
+        self.settings, self.kube, self.ipam = settings, kube, ipam
+        self.metrics = Metrics()
+        self.cache = ClusterCache()
+        self.leader: LeaderElector | None = None
+        if settings.leader_election:
+            self.leader = LeaderElector(
+                kube, namespace=settings.lease_namespace, name=settings.lease_name,
+                identity=settings.identity, duration=settings.lease_duration,
+                renew_period=settings.renew_period, on_change=self._on_leader)
+        self.scheduler = Scheduler(settings, self.cache, ipam, kube, metrics=self.metrics,
+                                   is_leader=self.is_leader)
+        self.failover = FailoverController(settings, self.cache, ipam, kube, self.scheduler,
+                                           metrics=self.metrics)
+        self.gc = GcController(settings, ipam, kube, metrics=self.metrics)
+        self.extender = Extender(self.cache, ipam, self.scheduler, metrics=self.metrics)
+        self._informers: list[Informer] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._threads: list[asyncio.Future[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.extender_url = ""
+
+    def is_leader(self) -> bool:
+        return self.leader is None or self.leader.is_leader
+
+    def _on_leader(self, leading: bool) -> None:
+        self.metrics.leader.set(1 if leading else 0)
+        if leading:
+            self.scheduler.enqueue_pending()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for kind in ("nodes", "pods", "statefulsets"):
+            inf = Informer(self.kube, kind, self.cache, loop=loop,
+                           watch_timeout=self.settings.watch_timeout)
+            self._informers.append(inf)
+            self._threads.append(loop.run_in_executor(None, inf.run))
+        if self.settings.extender_port or self.settings.metrics_port:
+            await self._serve()
+        if self.settings.extender_port:
+            return  # extender mode: kube-scheduler binds; no loop, no controllers here
+        if self.leader is not None:
+            self._spawn(self.leader.run(), "leader")
+        else:
+            self.metrics.leader.set(1)
+        self._spawn(self.scheduler.run(), "scheduling")
+        self._spawn(self._periodic(self.failover.run_once, self.settings.failover_period),
+                    "failover")
+        self._spawn(self._periodic(self.gc.run_once, self.settings.gc_period), "gc")
+
+    async def _serve(self) -> None:
+        app = self.extender.app() if self.settings.extender_port else web.Application()
+        if not self.settings.extender_port:
+            app.router.add_get("/metrics", self.extender.metrics_handler)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = self.settings.extender_port or self.settings.metrics_port
+        site = web.TCPSite(self._runner, self.settings.extender_host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        bound = sockets[0].getsockname()[1] if sockets else port
+        self.extender_url = f"http://127.0.0.1:{bound}"
+
+    async def _periodic(self, fn: Any, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            if not self.is_leader():
+                continue
+            try:
+                await fn()
+            except (SchedulerError, Exception) as e:  # a controller pass must not kill the app
+                log.warning("controller pass failed", extra={"error": repr(e)})
+
+    async def wait_synced(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while not self.cache.is_synced("nodes", "pods", "statefulsets"):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        for inf in self._informers:
+            inf.stop()
+        self.kube.close_watches()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.scheduler.drain()
+        if self.leader is not None:
+            await asyncio.to_thread(self.leader.release_sync)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for fut in self._threads:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(fut, timeout=10)
+
+    async def __aenter__(self) -> SchedulerApp:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

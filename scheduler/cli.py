@@ -1,0 +1,69 @@
+"""``stickyip scheduler``: run the sticky scheduler (or its extender endpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+log = logging.getLogger("stickyip.scheduler")
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="run the sticky scheduler, its failover and GC controllers, "
+                       "or (--extender-port) the kube-scheduler extender endpoints")
+    p.add_argument("--name", default=None,
+                   help="spec.schedulerName to serve (default: stickyip-scheduler)")
+    p.add_argument("--extender-port", type=int, default=None,
+                   help="serve POST /filter, /prioritize and /bind on this port instead of "
+                   "scheduling (for clusters that keep kube-scheduler)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus /metrics on this port")
+    p.set_defaults(handler=run)
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    from scheduler.config import SchedulerSettings
+
+    overrides: dict[str, Any] = {}
+    if args.name:
+        overrides["name"] = args.name
+    if args.extender_port is not None:
+        overrides["extender_port"] = args.extender_port
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
+    return SchedulerSettings(**overrides)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from ipam import open_ipam
+    from ipam.config import IpamSettings
+    from scheduler.app import SchedulerApp
+    from scheduler.kubeapi import KubeApi
+    from stickyip.kube import KubeSettings, api_client
+
+    settings = settings_from(args)
+    ipam_settings = IpamSettings()
+    url = args.redis_url if args.redis_url is not None else ipam_settings.redis_url
+    ipam = await open_ipam(url or None, actor=f"scheduler/{settings.identity}",
+                           embedded_path=ipam_settings.embedded_path or None)
+    kube_settings = KubeSettings()
+    kube = KubeApi(api_client(kube_settings), timeout=kube_settings.kube_qps_timeout)
+    app = SchedulerApp(settings, kube, ipam)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    log.info("scheduler started", extra={"name": settings.name,
+                                         "extender": app.extender_url or None})
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
+        await ipam.aclose()
+    return 0
