@@ -87,7 +87,7 @@ class FeaturePrograms:
                 self.fds[name] = int(self._bpf.load_func(name, BPF.SCHED_CLS).fd)
         except Exception as e:  # bcc raises plain Exception on compile/load errors
             raise BpfFailure(f"cannot load service/policy programs: {e}") from e
-        self._tables = {name: self._bpf[name] for name in fm.LAYOUTS}
+        self._tables = {name: self._bpf[name.encode()] for name in fm.LAYOUTS}
         self.check_layouts()
 
     def check_layouts(self) -> None:

@@ -1,0 +1,260 @@
+"""Pure NetworkPolicy computation: identities, the ipcache and the per-endpoint
+policy entries the eBPF program looks up.
+
+Identities are node-local: every node derives them from the same API objects, so no
+identity travels in packets and none needs a cluster-wide allocator. An identity is
+the equivalence class of everything a policy can select an address by: for a pod its
+namespace, its labels, its namespace's labels and the longest ipBlock prefix (from
+any policy) that contains its address; for other addresses that longest prefix
+alone. An ipBlock then selects exactly the identities whose prefix lies inside its
+CIDR and inside none of its excepts, which makes ``except`` exact even for pod IPs
+(the ipcache is an LPM trie: an address resolves to its longest prefix).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from datapath import features_maps as fm
+from datapath.features_state import Key, MapState, Value
+from datapath.policy.errors import InvalidPolicy
+from datapath.policy.models import (
+    LabelSelector,
+    NamespaceInfo,
+    NetworkPolicyObject,
+    PodInfo,
+    PolicyKey,
+)
+from datapath.policy.selectors import matches
+
+WORLD = ipaddress.IPv4Network("0.0.0.0/0")
+FIRST_IDENTITY = 256
+MAP_ORDER = (fm.IPCACHE_MAP, fm.POLICY_MAP, fm.POLICY_EP_MAP)
+
+
+class Allocator:
+    """Stable numbers for hashable keys, starting at ``first``."""
+
+    def __init__(self, first: int) -> None:
+        self._ids: dict[Hashable, int] = {}
+        self._next = first
+
+    def get(self, key: Hashable) -> int:
+        if key not in self._ids:
+            self._ids[key] = self._next
+            self._next += 1
+        return self._ids[key]
+
+    def retain(self, keys: Iterable[Hashable]) -> None:
+        keep = set(keys)
+        for k in [k for k in self._ids if k not in keep]:
+            del self._ids[k]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityKey:
+    namespace: str | None  # None: not a pod (an address range)
+    labels: frozenset[tuple[str, str]]
+    ns_labels: frozenset[tuple[str, str]]
+    prefix: ipaddress.IPv4Network
+
+
+@dataclass(slots=True)
+class PolicyState:
+    """Map entries plus what the counters need: which policies select an endpoint."""
+
+    maps: MapState = field(default_factory=dict)
+    identities: dict[IdentityKey, int] = field(default_factory=dict)
+    #: (ep_id, direction) -> names of the policies selecting that endpoint that way
+    selecting: dict[tuple[int, int], list[PolicyKey]] = field(default_factory=dict)
+    endpoints: dict[ipaddress.IPv4Address, int] = field(default_factory=dict)
+
+
+def port_prefixes(start: int, end: int) -> list[tuple[int, int]]:
+    """Cover [start, end] with aligned (port, prefix bits) blocks of the 16-bit space."""
+    if not 0 <= start <= end <= 0xFFFF:
+        raise InvalidPolicy(f"bad port range {start}-{end}")
+    out = []
+    while start <= end:
+        size = start & -start if start else 1 << 16
+        while start + size - 1 > end:
+            size >>= 1
+        out.append((start, 16 - size.bit_length() + 1))
+        start += size
+    return out
+
+
+def _policy_types(spec: dict[str, Any]) -> tuple[bool, bool]:
+    types = spec.get("policyTypes")
+    if types:
+        return "Ingress" in types, "Egress" in types
+    return True, bool(spec.get("egress"))
+
+
+def _net(cidr: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(cidr, strict=False)
+    except ValueError as e:
+        raise InvalidPolicy(f"bad ipBlock CIDR {cidr!r}") from e
+
+
+class _Ctx:
+    def __init__(self, namespaces: dict[str, NamespaceInfo], pods: list[PodInfo],
+                 prefixes: list[ipaddress.IPv4Network], ids: Allocator) -> None:
+        self.namespaces = namespaces
+        self.prefixes = sorted(prefixes, key=lambda n: n.prefixlen, reverse=True)
+        self.ids = ids
+        self.identities: dict[IdentityKey, int] = {}
+        self.pod_ident: dict[str, int] = {}
+        self.pods_by_ident: dict[int, list[PodInfo]] = {}
+        for p in pods:
+            ctx = self.context(p.address)
+            ns = namespaces.get(p.namespace, NamespaceInfo(p.namespace))
+            k = IdentityKey(p.namespace, frozenset(p.labels.items()),
+                            frozenset(ns.all_labels().items()), ctx)
+            i = self._ident(k)
+            self.pod_ident[p.key] = i
+            self.pods_by_ident.setdefault(i, []).append(p)
+        for pfx in self.prefixes:
+            self._ident(IdentityKey(None, frozenset(), frozenset(), pfx))
+
+    def context(self, addr: ipaddress.IPv4Address) -> ipaddress.IPv4Network:
+        return next(p for p in self.prefixes if addr in p)
+
+    def _ident(self, k: IdentityKey) -> int:
+        if k not in self.identities:
+            is_world = k.namespace is None and k.prefix == WORLD
+            self.identities[k] = fm.ID_WORLD if is_world else self.ids.get(k)
+        return self.identities[k]
+
+    def peer(self, peer: dict[str, Any], policy_ns: str) -> set[int]:
+        """Identities one NetworkPolicyPeer selects."""
+        block = peer.get("ipBlock")
+        if block:
+            cidr = _net(block["cidr"])
+            excepts = [_net(e) for e in block.get("except") or []]
+            return {i for k, i in self.identities.items()
+                    if k.prefix.subnet_of(cidr)
+                    and not any(k.prefix.subnet_of(e) for e in excepts)}
+        pod_sel = peer.get("podSelector")
+        ns_sel = peer.get("namespaceSelector")
+        out = set()
+        for k, i in self.identities.items():
+            if k.namespace is None:
+                continue
+            if ns_sel is None:
+                if k.namespace != policy_ns:
+                    continue
+            elif not matches(ns_sel, dict(k.ns_labels)):
+                continue
+            if pod_sel is not None and not matches(pod_sel, dict(k.labels)):
+                continue
+            out.add(i)
+        return out
+
+
+def _port_entries(port: dict[str, Any], named_on: Iterable[PodInfo]
+                  ) -> list[tuple[int, int, int]]:
+    """(protocol, port, port prefix bits) entries of one NetworkPolicyPort."""
+    proto_name = port.get("protocol") or "TCP"
+    if proto_name not in fm.PROTO_NUMBERS:
+        raise InvalidPolicy(f"unknown protocol {proto_name!r}")
+    proto = fm.PROTO_NUMBERS[proto_name]
+    p = port.get("port")
+    if p is None:
+        return [(proto, 0, 0)]
+    if isinstance(p, str) and not p.isdigit():
+        found = {pn for pod in named_on for (pr, pn) in pod.named_ports.get(p, [])
+                 if pr == proto_name}
+        return [(proto, n, 16) for n in sorted(found)]
+    start = int(p)
+    end = int(port.get("endPort") or start)
+    return [(proto, n, bits) for n, bits in port_prefixes(start, end)]
+
+
+def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceInfo],
+            pods: list[PodInfo], local: Iterable[ipaddress.IPv4Address],
+            host_addresses: Iterable[ipaddress.IPv4Address] = (),
+            identities: Allocator | None = None, endpoint_ids: Allocator | None = None
+            ) -> PolicyState:
+    """Everything the policy maps should hold for the pods at ``local`` addresses."""
+    ids = identities or Allocator(FIRST_IDENTITY)
+    eps = endpoint_ids or Allocator(1)
+    ns_map = {n.name: n for n in namespaces}
+    prefixes = {WORLD}
+    for pol in policies:
+        spec = pol.get("spec") or {}
+        for rule in (spec.get("ingress") or []) + (spec.get("egress") or []):
+            for peer in (rule.get("from") or []) + (rule.get("to") or []):
+                block = peer.get("ipBlock")
+                if block:
+                    prefixes.add(_net(block["cidr"]))
+                    prefixes.update(_net(e) for e in block.get("except") or [])
+    ctx = _Ctx(ns_map, pods, list(prefixes), ids)
+    state = PolicyState()
+    ipcache: dict[Key, Value] = {}
+    for pfx in ctx.prefixes:
+        k = IdentityKey(None, frozenset(), frozenset(), pfx)
+        ipcache[(pfx.prefixlen, fm.be32(pfx.network_address))] = (ctx.identities[k],)
+    for p in pods:
+        ipcache[(32, fm.be32(p.address))] = (ctx.pod_ident[p.key],)
+    for h in [*host_addresses, fm.HAIRPIN_ADDR]:
+        ipcache[(32, fm.be32(h))] = (fm.ID_HOST,)
+    policy: dict[Key, Value] = {}
+    ep_map: dict[Key, Value] = {}
+    local_set = set(local)
+    for pod in pods:
+        if pod.address not in local_set:
+            continue
+        ep_id = eps.get(pod.address)
+        state.endpoints[pod.address] = ep_id
+        flags = 0
+        for n, pol in enumerate(policies):
+            meta = pol.get("metadata") or {}
+            if meta.get("namespace", "default") != pod.namespace:
+                continue
+            spec = pol.get("spec") or {}
+            selector = cast(LabelSelector, spec.get("podSelector") or {})
+            if not matches(selector, pod.labels):
+                continue
+            name = PolicyKey(f"{pod.namespace}/{meta.get('name', '')}")
+            ing, egr = _policy_types(spec)
+            for enabled, direction, rules, peer_field, flag in (
+                    (ing, fm.POL_DIR_INGRESS, spec.get("ingress"), "from",
+                     fm.EP_F_INGRESS_ENFORCED),
+                    (egr, fm.POL_DIR_EGRESS, spec.get("egress"), "to",
+                     fm.EP_F_EGRESS_ENFORCED)):
+                if not enabled:
+                    continue
+                flags |= flag
+                state.selecting.setdefault((ep_id, direction), []).append(name)
+                for rule in rules or []:
+                    peers = rule.get(peer_field) or []
+                    idents = ({fm.ID_ANY} if not peers else
+                              set().union(*(ctx.peer(pr, pod.namespace) for pr in peers)))
+                    ports = rule.get("ports") or []
+                    for ident in idents:
+                        if direction == fm.POL_DIR_INGRESS:
+                            named_on: list[PodInfo] = [pod]
+                        elif ident == fm.ID_ANY:
+                            named_on = pods
+                        else:
+                            named_on = ctx.pods_by_ident.get(ident, [])
+                        entries = ([(0, 0, 0)] if not ports else
+                                   [e for pt in ports for e in _port_entries(pt, named_on)])
+                        for proto, port, bits in entries:
+                            # no protocol: the prefix stops before the protocol byte
+                            plen = (fm.POLICY_PREFIX_BITS - 8 if proto == 0
+                                    else fm.POLICY_PREFIX_BITS + bits)
+                            key = (plen, ep_id, ident, direction, proto, fm.be16(port))
+                            policy.setdefault(key, (n, 0))
+        if flags:
+            ep_map[(fm.be32(pod.address),)] = (ep_id, flags)
+    eps.retain(state.endpoints)
+    ids.retain(k for k, i in ctx.identities.items() if i >= FIRST_IDENTITY)
+    state.identities = ctx.identities
+    state.maps = {fm.IPCACHE_MAP: ipcache, fm.POLICY_MAP: policy, fm.POLICY_EP_MAP: ep_map}
+    return state
