@@ -83,16 +83,12 @@ class FailoverController:
                 report.slow[name] = verdict.reason
                 continue
             report.gone[name] = verdict.reason
-            if health.fenced_at <= 0:
-                await self.ipam.fence_node(name, now=now)
-                self.metrics.nodes_gone.inc()
-                log.warning("node confirmed gone; fenced", extra={"node": name,
-                                                                  "why": verdict.reason})
-            await self._rehome(name, verdict.reason, records, report)
+            await self._rehome(name, verdict.reason, records, report,
+                               fenced=health.fenced_at > 0)
         return report
 
     async def _rehome(self, gone: NodeName, why: str, records: list[Lease],
-                      report: FailoverReport) -> None:
+                      report: FailoverReport, *, fenced: bool) -> None:
         mine = failover.homed_on(records, gone)
         if not mine:
             return
@@ -121,6 +117,12 @@ class FailoverController:
             candidates[r.owner] = per_template[tkey]
         plan = failover.plan_rehome(gone, mine, placement=placement, candidates=candidates,
                                     why=why)
+        if (plan.blocks or plan.addresses) and not fenced:
+            # Fence first: the node's agent, if it ever comes back, must withdraw what
+            # moved before the new homes serve it (a newer epoch wins in any case).
+            await self.ipam.fence_node(gone)
+            self.metrics.nodes_gone.inc()
+            log.warning("node confirmed gone; fenced", extra={"node": gone, "why": why})
         for mv in plan.blocks:
             try:
                 moved = await self.ipam.rehome_block(pool=mv.pool, block=mv.block,
