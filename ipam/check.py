@@ -25,6 +25,7 @@ class PoolSnapshot:
     bused: dict[int, int]
     blocks: dict[int, str]
     node_blocks: dict[str, set[int]] = field(default_factory=dict)
+    node_free: dict[str, set[int]] = field(default_factory=dict)
 
     def bit(self, off: int) -> bool:
         byte = off // 8
@@ -88,4 +89,19 @@ def check_pool(snap: PoolSnapshot) -> list[Finding]:
         if b not in snap.node_blocks.get(node, set()):
             out.append(Finding(pool=pool, kind="affinity-mismatch", block=b,
                                detail=f"block {b} belongs to {node}, which does not list it"))
+    # the index of blocks with free space must match the bitmap
+    for b, node in snap.blocks.items():
+        has_free = any(not snap.bit(o) for o in range(b * snap.block_size,
+                                                       (b + 1) * snap.block_size))
+        listed = b in snap.node_free.get(node, set())
+        if has_free != listed:
+            state = "has free addresses but is not" if has_free else "is full but is"
+            out.append(Finding(pool=pool, kind="free-index-mismatch", block=b,
+                               detail=f"block {b} of {node} {state} listed as having free space"))
+    for node, blocks in snap.node_free.items():
+        for b in blocks:
+            if snap.blocks.get(b) != node:
+                out.append(Finding(pool=pool, kind="free-index-mismatch", block=b,
+                                   detail=f"node {node} lists block {b} as free, "
+                                          "but does not own it"))
     return out

@@ -638,6 +638,8 @@ async def snapshot_pool(ipam: RedisIpam, pool: str) -> check.PoolSnapshot:
             pipe.hgetall(p + "blocks")
             for n in nodes:
                 pipe.smembers(p + f"nb:{n}")
+            for n in nodes:
+                pipe.zrange(p + f"nf:{n}", 0, -1)
             res = await pipe.execute()
     except (RedisError, OSError) as e:
         raise StoreUnavailable(f"Redis store error: {e}") from e
@@ -649,7 +651,10 @@ async def snapshot_pool(ipam: RedisIpam, pool: str) -> check.PoolSnapshot:
         records={_s(k): _s(v) for k, v in recs.items()},
         bused={int(k): int(v) for k, v in bused.items()},
         blocks={int(k): _s(v) for k, v in blocks.items()},
-        node_blocks={n: {int(b) for b in s} for n, s in zip(nodes, res[6:], strict=True)},
+        node_blocks={n: {int(b) for b in s}
+                     for n, s in zip(nodes, res[6:6 + len(nodes)], strict=True)},
+        node_free={n: {int(b) for b in s}
+                   for n, s in zip(nodes, res[6 + len(nodes):], strict=True)},
     )
 
 

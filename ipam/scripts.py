@@ -18,6 +18,8 @@ Pool key layout (prefix ``sip:{P}:``):
   blocks    hash   block -> node
   nodes     set    nodes that ever claimed a block here
   nb:NODE   set    blocks of NODE
+  nf:NODE   zset   blocks of NODE that still have a free address (score = block), so
+                   allocation is O(log n) however many full blocks a node holds
   bused     hash   block -> number of owned addresses
   owner     hash   offset -> owner key
   rec       hash   owner key -> JSON record (lease or reservation)
@@ -44,10 +46,23 @@ local function audit(off, op, owner, node, epoch, now, actor)
   redis.call('LTRIM', k, 0, %(cap)d - 1)
 end
 local function blockof(m, off) return math.floor(off / m.bsize) end
+local function first_free(m, b)
+  local bytes = m.bsize / 8
+  return redis.call('BITPOS', P..'used', 0, b * bytes, (b + 1) * bytes - 1)
+end
+-- keep nf:NODE in step with one block's fullness
+local function refresh_free(m, b)
+  local node = redis.call('HGET', P..'blocks', b)
+  if not node then return end
+  if first_free(m, b) >= 0 then redis.call('ZADD', P..'nf:'..node, b, b)
+  else redis.call('ZREM', P..'nf:'..node, b) end
+end
 local function take(m, off, owner)
   redis.call('SETBIT', P..'used', off, 1)
   redis.call('HSET', P..'owner', off, owner)
-  redis.call('HINCRBY', P..'bused', blockof(m, off), 1)
+  local b = blockof(m, off)
+  redis.call('HINCRBY', P..'bused', b, 1)
+  refresh_free(m, b)
 end
 local function free(m, off, owner)
   -- Never touch an address another owner holds (defends the invariant even
@@ -58,32 +73,32 @@ local function free(m, off, owner)
   end
   redis.call('HDEL', P..'owner', off)
   redis.call('HDEL', P..'mig', off)
-  redis.call('HINCRBY', P..'bused', blockof(m, off), -1)
+  local b = blockof(m, off)
+  redis.call('HINCRBY', P..'bused', b, -1)
+  refresh_free(m, b)
   return true
 end
-local function first_free(m, b)
-  local bytes = m.bsize / 8
-  return redis.call('BITPOS', P..'used', 0, b * bytes, (b + 1) * bytes - 1)
-end
-local function claim_block(b, node)
+local function claim_block(m, b, node)
   redis.call('SETBIT', P..'bmap', b, 1)
   redis.call('HSET', P..'blocks', b, node)
   redis.call('SADD', P..'nb:'..node, b)
   redis.call('SADD', P..'nodes', node)
+  refresh_free(m, b)
 end
 -- A free offset for NODE: its own blocks first (lowest block first), then a
 -- newly claimed block, then (borrow) any free address of another node's block.
 local function alloc_on_node(m, node, borrow)
-  local bl = redis.call('SMEMBERS', P..'nb:'..node)
-  table.sort(bl, function(a, b) return tonumber(a) < tonumber(b) end)
-  for _, b in ipairs(bl) do
-    local off = first_free(m, tonumber(b))
+  while true do
+    local bl = redis.call('ZRANGE', P..'nf:'..node, 0, 0)
+    if #bl == 0 then break end
+    local off = first_free(m, tonumber(bl[1]))
     if off >= 0 then return off end
+    redis.call('ZREM', P..'nf:'..node, bl[1])  -- stale entry: repair as we go
   end
   while true do
     local b = redis.call('BITPOS', P..'bmap', 0)
     if b < 0 or b >= m.nblocks then break end
-    claim_block(b, node)
+    claim_block(m, b, node)
     local off = first_free(m, b)
     if off >= 0 then return off end
   end
@@ -174,7 +189,7 @@ if node ~= '' then
   elseif r.node == '' then
     local b = blockof(m, r.off)
     local bn = redis.call('HGET', P..'blocks', b)
-    if not bn then claim_block(b, node)
+    if not bn then claim_block(m, b, node)
     elseif bn ~= node then redis.call('HSET', P..'mig', r.off, node) end
     r.node = node; changed = true
     audit(r.off, 'home', owner, node, r.epoch, now, actor)
@@ -277,8 +292,10 @@ if cur == to then return {'already'} end
 if cur ~= from then return {'err', 'notfrom', cur or ''} end
 redis.call('HSET', P..'blocks', b, to)
 redis.call('SREM', P..'nb:'..from, b)
+redis.call('ZREM', P..'nf:'..from, b)
 redis.call('SADD', P..'nb:'..to, b)
 redis.call('SADD', P..'nodes', to)
+refresh_free(m, b)
 local offs = {}
 for off = b * m.bsize, (b + 1) * m.bsize - 1 do offs[#offs + 1] = off end
 local owners = redis.call('HMGET', P..'owner', unpack(offs))
@@ -343,20 +360,24 @@ redis.call('HSET', P..'meta', 'cidr', cidr, 'size', size, 'bsize', bsize, 'nbloc
 local want = {}
 for off in string.gmatch(ARGV[6], '[^,]+') do want[tonumber(off)] = true end
 local held = 0
+local touched = {}
 for _, o in ipairs(redis.call('SMEMBERS', P..'excl')) do
   local off = tonumber(o)
   if not want[off] then
     redis.call('SREM', P..'excl', off)
     if not redis.call('HGET', P..'owner', off) then redis.call('SETBIT', P..'used', off, 0) end
+    touched[math.floor(off / bsize)] = true
   end
 end
 for off, _ in pairs(want) do
-  redis.call('SADD', P..'excl', off)
+  if redis.call('SADD', P..'excl', off) == 1 then touched[math.floor(off / bsize)] = true end
   if redis.call('HGET', P..'owner', off) then held = held + 1 end
   redis.call('SETBIT', P..'used', off, 1)
 end
 -- BITPOS clamps byte ranges to the string length: keep the bitmap full length.
 redis.call('SETBIT', P..'used', size - 1, redis.call('GETBIT', P..'used', size - 1))
+local m = meta()
+for b, _ in pairs(touched) do refresh_free(m, b) end
 return {'ok', tostring(held)}
 """
 
@@ -365,7 +386,9 @@ POOL_DELETE = PRELUDE + """
 if redis.call('HLEN', P..'rec') > 0 or redis.call('HLEN', P..'owner') > 0 then
   return {'err', 'inuse'}
 end
-for _, n in ipairs(redis.call('SMEMBERS', P..'nodes')) do redis.call('DEL', P..'nb:'..n) end
+for _, n in ipairs(redis.call('SMEMBERS', P..'nodes')) do
+  redis.call('DEL', P..'nb:'..n, P..'nf:'..n)
+end
 redis.call('DEL', P..'meta', P..'used', P..'excl', P..'bmap', P..'blocks', P..'nodes',
            P..'bused', P..'mig', P..'rec', P..'owner')
 return {'ok'}
@@ -402,16 +425,19 @@ if o then
     redis.call('HDEL', P..'mig', off)
     redis.call('HINCRBY', P..'bused', blockof(m, off), -1)
     if not excl then redis.call('SETBIT', P..'used', off, 0) end
+    refresh_free(m, blockof(m, off))
     return {'freed_orphan', o}
   end
   if redis.call('GETBIT', P..'used', off) == 0 then
     redis.call('SETBIT', P..'used', off, 1)
+    refresh_free(m, blockof(m, off))
     return {'set_bit', o}
   end
   return {'ok'}
 end
 if not excl and redis.call('GETBIT', P..'used', off) == 1 then
   redis.call('SETBIT', P..'used', off, 0)
+  refresh_free(m, blockof(m, off))
   return {'cleared_leak'}
 end
 return {'ok'}
@@ -469,6 +495,8 @@ for _, node in ipairs(redis.call('SMEMBERS', P..'nodes')) do
   local has = redis.call('SISMEMBER', P..'nb:'..node, b) == 1
   if node == bn and not has then redis.call('SADD', P..'nb:'..node, b); fixed = fixed + 1 end
   if node ~= bn and has then redis.call('SREM', P..'nb:'..node, b); fixed = fixed + 1 end
+  if node ~= bn then redis.call('ZREM', P..'nf:'..node, b) end
 end
+refresh_free(m, b)
 return {'ok', tostring(fixed)}
 """
