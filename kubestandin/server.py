@@ -142,6 +142,8 @@ class ApiHttp:
             raise NotFound("the server could not find the requested resource")
         if not rest:
             return _json(self._resource_list(group, version))
+        if "dryRun" in request.query:
+            raise BadRequest("dryRun is not supported by the stand-in")
         watch = _truthy(request.query.get("watch"))
         if rest[0] == "watch":  # the deprecated /watch/ path prefix
             watch, rest = True, rest[1:]
