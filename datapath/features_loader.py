@@ -81,10 +81,10 @@ class FeaturePrograms:
         cflags = [f'-DPIN_DIR="{self.pin_dir}"', "-Wno-macro-redefined"]
         cflags += [f"-D{k}={v}" for k, v in self.defines.items()]
         try:
-            self._bpf = BPF(text=program_text(), cflags=cflags)
+            self._bpf = BPF(text=program_text().encode(), cflags=cflags)
             for name in (fm.PROG_SVC_FROM_POD, fm.PROG_SVC_TO_POD,
                          fm.PROG_POL_FROM_POD, fm.PROG_POL_TO_POD):
-                self.fds[name] = int(self._bpf.load_func(name, BPF.SCHED_CLS).fd)
+                self.fds[name] = int(self._bpf.load_func(name.encode(), BPF.SCHED_CLS).fd)
         except Exception as e:  # bcc raises plain Exception on compile/load errors
             raise BpfFailure(f"cannot load service/policy programs: {e}") from e
         self._tables = {name: self._bpf[name.encode()] for name in fm.LAYOUTS}
