@@ -1,0 +1,52 @@
+"""Rendered manifests shared by the manifest tests (rendered once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.kustomize import render
+
+ROOT = Path(__file__).resolve().parents[3]
+MANIFESTS = ROOT / "manifests"
+
+#: Every kustomization an administrator may apply, by name.
+KUSTOMIZATIONS = {
+    "default": MANIFESTS,
+    "base": MANIFESTS / "base",
+    "self-signed": MANIFESTS / "overlays" / "self-signed",
+    "sentinel": MANIFESTS / "overlays" / "sentinel",
+    "extender": MANIFESTS / "overlays" / "extender",
+    "monitoring": MANIFESTS / "monitoring",
+}
+#: The ones that install stickyip itself (monitoring comes on top).
+INSTALLS = ("default", "base", "self-signed", "sentinel", "extender")
+
+_cache: dict[str, list[dict[str, Any]]] = {}
+
+
+def rendered(name: str) -> list[dict[str, Any]]:
+    if name not in _cache:
+        _cache[name] = render(KUSTOMIZATIONS[name])
+    return _cache[name]
+
+
+@pytest.fixture(params=INSTALLS)
+def install(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    """(name, objects) of each installable kustomization."""
+    return request.param, rendered(request.param)
+
+
+def find(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    hits = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(hits) == 1, f"expected one {kind}/{name}, found {len(hits)}"
+    return hits[0]
+
+
+def find_prefix(objs: list[dict[str, Any]], kind: str, prefix: str) -> dict[str, Any]:
+    """A generated object (name plus hash suffix)."""
+    hits = [o for o in objs if o["kind"] == kind and o["metadata"]["name"].startswith(prefix)]
+    assert len(hits) == 1, f"expected one {kind}/{prefix}*, found {len(hits)}"
+    return hits[0]
