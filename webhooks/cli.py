@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 from typing import Any
 
@@ -48,6 +49,9 @@ async def run(args: argparse.Namespace) -> int:
             server = await start(settings, ipam)
         except WebhookError as e:
             raise SystemExit(f"error: {e}") from e
+        # Everything loaded so far lives until exit: keep it out of the collector's
+        # full passes (shorter GC pauses in the request path).
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

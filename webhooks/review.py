@@ -7,6 +7,7 @@ Pure: no I/O. Parsing raises :class:`BadReview` with a one-line reason (HTTP 400
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
@@ -126,8 +127,10 @@ class Verdict:
         return cls(allowed=False, code=code, message=message, warnings=tuple(warnings))
 
 
+@functools.lru_cache(maxsize=1024)
 def pointer(*tokens: str) -> str:
-    """An RFC 6901 JSON pointer: ``~`` becomes ``~0`` and ``/`` becomes ``~1``."""
+    """An RFC 6901 JSON pointer: ``~`` becomes ``~0`` and ``/`` becomes ``~1``.
+    (Cached: the same few paths are built for every pod.)"""
     return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
 
 
