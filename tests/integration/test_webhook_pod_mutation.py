@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonpatch
+import kubernetes_validate
 import pytest
 
 from ipam import PoolSpec, RedisIpam, ReservationKey, ephemeral_owner
@@ -49,6 +50,11 @@ async def mutate(client: Client, pod: dict[str, Any], *, dry_run: bool = False
     return resp, patched
 
 
+def schema_valid(pod: dict[str, Any]) -> None:
+    """The patched pod is still a valid Pod for the Kubernetes OpenAPI schema."""
+    kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+
+
 def ann(pod: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = pod["metadata"].get("annotations") or {}
     return out
@@ -82,6 +88,7 @@ async def test_first_claim_then_home_after_scheduling(hook: Client, ipam: RedisI
     assert ann(again)["stickyip.io/ip"] == str(placed.address)
     assert ann(again)["stickyip.io/node"] == "node-2"
     assert ann(again)["stickyip.io/epoch"] == str(placed.epoch)
+    schema_valid(again)
     assert home_terms(again) == [{"matchFields": [
         {"key": "metadata.name", "operator": "In", "values": ["node-2"]}]}]
     # Everything else of the pod is untouched.
@@ -106,6 +113,7 @@ async def test_explicit_address_reserved_and_homed_on_block_node(
     assert resp["allowed"] is True
     assert ann(patched)["stickyip.io/ip"] == "10.20.0.12"
     assert ann(patched)["stickyip.io/node"] == "node-5"
+    schema_valid(patched)
     for term in home_terms(patched):
         assert {"key": "metadata.name", "operator": "In", "values": ["node-5"]} in \
             term["matchFields"]
