@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Coroutine
 from typing import Any
 
@@ -44,7 +45,7 @@ class SchedulerApp:
         self.extender = Extender(self.cache, ipam, self.scheduler, metrics=self.metrics)
         self._informers: list[Informer] = []
         self._tasks: list[asyncio.Task[Any]] = []
-        self._threads: list[asyncio.Future[None]] = []
+        self._threads: list[threading.Thread] = []
         self._runner: web.AppRunner | None = None
         self.extender_url = ""
 
@@ -65,7 +66,11 @@ class SchedulerApp:
             inf = Informer(self.kube, kind, self.cache, loop=loop,
                            watch_timeout=self.settings.watch_timeout)
             self._informers.append(inf)
-            self._threads.append(loop.run_in_executor(None, inf.run))
+            # Own threads, not the default executor: watches block for minutes and would
+            # starve every asyncio.to_thread call (binding, events) of workers.
+            thread = threading.Thread(target=inf.run, name=f"watch-{kind}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         if self.settings.extender_port or self.settings.metrics_port:
             await self._serve()
         if self.settings.extender_port:
@@ -122,9 +127,8 @@ class SchedulerApp:
             await asyncio.to_thread(self.leader.release_sync)
         if self._runner is not None:
             await self._runner.cleanup()
-        for fut in self._threads:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(fut, timeout=10)
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, 10)
 
     async def __aenter__(self) -> SchedulerApp:
         await self.start()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 log = logging.getLogger("stickyip.scheduler")
@@ -55,6 +56,8 @@ async def run(args: argparse.Namespace) -> int:
     app = SchedulerApp(settings, kube, ipam)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Bindings, events and Lease renewals are blocking client calls run in threads.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
