@@ -48,6 +48,7 @@ from ipam.models import (
     PoolSpec,
     PoolStatus,
     ReservationKey,
+    ReservationState,
     RoutingView,
     check_name,
 )
@@ -303,20 +304,22 @@ class RedisIpam:
     # ---------------------------------------------------------------- records
 
     def _lease(self, pc: PoolCache, raw: str) -> Lease:
+        # Records are written only by our scripts: build without re-validating (this
+        # is on every allocation's path).
         d = json.loads(raw)
         off = int(d.get("off", -1))
-        return Lease(
+        return Lease.model_construct(
             owner=OwnerKey(d["owner"]),
             pool=PoolName(pc.spec.name),
             kind=LeaseKind(d["kind"]),
-            address=pc.geo.address_at(off) if off >= 0 else None,
+            address=ipaddress.IPv4Address(pc.geo.first + off) if off >= 0 else None,
             node=NodeName(d["node"]) if d.get("node") else None,
             epoch=int(d.get("epoch", 0)),
-            holder=d.get("holder", ""),
-            pod=d.get("pod", ""),
-            state=d.get("state", "bound"),
+            holder=d.get("holder") or "",
+            pod=d.get("pod") or "",
+            state=ReservationState(d.get("state", "bound")),
             retain=float(d.get("retain", 0)),
-            policy=d.get("policy", "migrate"),
+            policy=NodeFailurePolicy(d.get("policy", "migrate")),
             expires_at=float(d.get("expires", 0)),
             created_at=float(d.get("created", 0)),
             updated_at=float(d.get("updated", 0)),

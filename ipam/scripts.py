@@ -41,9 +41,9 @@ end
 local function audit(off, op, owner, node, epoch, now, actor)
   if off < 0 then return end
   local k = P..'audit:'..off
-  redis.call('LPUSH', k, cjson.encode({at=now, op=op, owner=owner, node=node,
-                                        epoch=epoch, actor=actor}))
-  redis.call('LTRIM', k, 0, %(cap)d - 1)
+  local n = redis.call('LPUSH', k, cjson.encode({at=now, op=op, owner=owner, node=node,
+                                                  epoch=epoch, actor=actor}))
+  if n > %(cap)d then redis.call('LTRIM', k, 0, %(cap)d - 1) end
 end
 local function blockof(m, off) return math.floor(off / m.bsize) end
 local function first_free(m, b)
@@ -62,20 +62,26 @@ local function take(m, off, owner)
   redis.call('HSET', P..'owner', off, owner)
   local b = blockof(m, off)
   redis.call('HINCRBY', P..'bused', b, 1)
-  refresh_free(m, b)
+  -- taking can only fill a block: drop it from its node's free index when full
+  if first_free(m, b) < 0 then
+    local node = redis.call('HGET', P..'blocks', b)
+    if node then redis.call('ZREM', P..'nf:'..node, b) end
+  end
 end
 local function free(m, off, owner)
   -- Never touch an address another owner holds (defends the invariant even
   -- against a damaged record).
   if redis.call('HGET', P..'owner', off) ~= owner then return false end
+  local b = blockof(m, off)
   if redis.call('SISMEMBER', P..'excl', off) == 0 then
     redis.call('SETBIT', P..'used', off, 0)
+    -- freeing a non-excluded address always leaves its block with free space
+    local node = redis.call('HGET', P..'blocks', b)
+    if node then redis.call('ZADD', P..'nf:'..node, b, b) end
   end
   redis.call('HDEL', P..'owner', off)
   redis.call('HDEL', P..'mig', off)
-  local b = blockof(m, off)
   redis.call('HINCRBY', P..'bused', b, -1)
-  refresh_free(m, b)
   return true
 end
 local function claim_block(m, b, node)
