@@ -3,7 +3,6 @@ concurrency (409), status/scale/binding subresources, deletion with owner cascad
 
 from __future__ import annotations
 
-import copy
 import datetime
 import ipaddress
 import secrets
@@ -23,7 +22,7 @@ from kubestandin.errors import (
 )
 from kubestandin.resources import BY_KIND, Resource, by_kind
 from kubestandin.selectors import selector_from_match_labels
-from kubestandin.store import Obj, Store
+from kubestandin.store import Obj, Store, clone
 
 # A mutating admission step: (resource, operation, object) -> the admitted object.
 Admission = Callable[[Resource, str, Obj], Awaitable[Obj]]
@@ -85,7 +84,7 @@ class ApiCore:
     def _prepare_create(self, res: Resource, body: Obj, namespace: str) -> Obj:
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
-        obj = copy.deepcopy(body)
+        obj: Obj = clone(body)
         if obj.get("kind", res.kind) != res.kind or \
                 obj.get("apiVersion", res.api_version) != res.api_version:
             raise BadRequest(f"the API version in the data ({obj.get('apiVersion')}) does not "
@@ -152,11 +151,11 @@ class ApiCore:
                            f"meta: {old['metadata']['uid']}", kind=res.plural, name=name,
                            group=res.group)
         if subresource == "status":
-            new = copy.deepcopy(old)
+            new = clone(old)
             if "status" in body:
-                new["status"] = copy.deepcopy(body["status"])
+                new["status"] = clone(body["status"])
         else:
-            new = copy.deepcopy(body)
+            new = clone(body)
             new["kind"], new["apiVersion"] = res.kind, res.api_version
             new_meta = new.setdefault("metadata", {})
             for field in ("uid", "creationTimestamp", "name", "namespace", "generation",
@@ -167,7 +166,7 @@ class ApiCore:
                     new_meta.pop(field, None)
             if res.has_status:
                 if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
+                    new["status"] = clone(old["status"])
                 else:
                     new.pop("status", None)
             if res.kind == "Pod":
@@ -286,16 +285,14 @@ class ApiCore:
         final = self.store.remove(res, namespace, name)
         uid = final["metadata"]["uid"]
         # Simplified garbage collection: dependents go with their owner, at once.
-        for dep_res, dep in list(self.store.all_resources()):
-            dep_meta = dep["metadata"]
-            owned = any(ref.get("uid") == uid for ref in dep_meta.get("ownerReferences") or ())
-            in_ns = res.kind == "Namespace" and dep_res.namespaced and \
-                dep_meta.get("namespace") == name
-            still_there = self.store.peek(dep_res, dep_meta.get("namespace", ""),
-                                          dep_meta["name"]) is not None
-            if (in_ns or (owned and not orphan)) and still_there:
-                self._remove(dep_res, dep_meta.get("namespace", ""), dep_meta["name"],
-                             orphan=False)
+        dependents = [] if orphan else self.store.owned_by(uid)
+        if res.kind == "Namespace":
+            dependents += [(r, o) for r, o in self.store.all_resources()
+                           if r.namespaced and o["metadata"].get("namespace") == name]
+        for dep_res, dep in dependents:
+            dep_ns, dep_name = dep["metadata"].get("namespace", ""), dep["metadata"]["name"]
+            if self.store.peek(dep_res, dep_ns, dep_name) is not None:
+                self._remove(dep_res, dep_ns, dep_name, orphan=False)
         return final
 
     # --------------------------------------------------------- by apiVersion

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -16,7 +15,7 @@ from kubestandin.apiserver import ApiCore, now_rfc3339
 from kubestandin.errors import StandInError
 from kubestandin.resources import BY_KIND
 from kubestandin.selectors import match_label_selector_object
-from kubestandin.store import Event, Obj
+from kubestandin.store import Event, Obj, clone
 
 log = logging.getLogger("stickyip.kubestandin")
 
@@ -117,9 +116,9 @@ class Kubelet:
                            {"key": key, "effect": "NoExecute", "timeAdded": stamp}]
             spec["taints"] = taints
             node = self.core.update(NODES, "", name, node)
-            for pod in list(self.core.store.iter(PODS)):
-                if pod["spec"].get("nodeName") == name and not ready and pod_is_ready(pod):
-                    p = copy.deepcopy(pod)
+            for pod in self.core.store.pods_on_node(name):
+                if not ready and pod_is_ready(pod):
+                    p = clone(pod)
                     set_pod_condition(p, "Ready", False)
                     self.core.update(PODS, p["metadata"]["namespace"], p["metadata"]["name"],
                                      p, "status")
@@ -193,16 +192,13 @@ class Controllers:
         elif ev.resource == PODS:
             if ev.type != "DELETED":
                 self._kubelet_pod(ev.obj)
-            uid = _controller_uid(ev.obj)
-            if uid:
-                ns = ev.obj["metadata"]["namespace"]
-                for sts in self.core.store.iter(STS, ns):
-                    if sts["metadata"]["uid"] == uid:
-                        self._dirty.add((ns, sts["metadata"]["name"]))
-        elif ev.resource == NODES and ev.type != "DELETED" and node_is_ready(ev.obj):
-            for pod in list(self.core.store.iter(PODS)):
-                if pod["spec"].get("nodeName") == ev.obj["metadata"]["name"]:
-                    self._kubelet_pod(pod)
+            for ref in ev.obj["metadata"].get("ownerReferences") or ():
+                if ref.get("controller") and ref.get("kind") == "StatefulSet":
+                    self._dirty.add((ev.obj["metadata"]["namespace"], ref.get("name", "")))
+        elif ev.resource == NODES and ev.type != "DELETED" and self.auto_ready and \
+                node_is_ready(ev.obj) and (ev.old is None or not node_is_ready(ev.old)):
+            for pod in self.core.store.pods_on_node(ev.obj["metadata"]["name"]):
+                self._kubelet_pod(pod)
 
     def _kubelet_pod(self, pod: Obj) -> None:
         if not self.auto_ready or pod["metadata"].get("deletionTimestamp"):
@@ -232,9 +228,9 @@ class Controllers:
         revision = f"{name}-{revision_hash(template)}"
         pattern = re.compile(rf"^{re.escape(name)}-(\d+)$")
         pods: dict[int, Obj] = {}
-        for pod in self.core.store.iter(PODS, ns):
+        for res, pod in self.core.store.owned_by(uid):
             m = pattern.match(pod["metadata"]["name"])
-            if m and _controller_uid(pod) == uid:
+            if res == PODS and m and _controller_uid(pod) == uid:
                 pods[int(m.group(1))] = pod
 
         await self._scale(sts, pods, replicas, ordered, revision)
@@ -272,7 +268,7 @@ class Controllers:
 
     async def _create_pod(self, sts: Obj, ordinal: int, revision: str) -> Obj | None:
         meta, spec = sts["metadata"], sts["spec"]
-        template = copy.deepcopy(spec.get("template") or {})
+        template = clone(spec.get("template") or {})
         tmeta = template.get("metadata") or {}
         pod_name = f"{meta['name']}-{ordinal}"
         labels = dict(tmeta.get("labels") or {})
@@ -311,7 +307,8 @@ class Controllers:
     def _update_status(self, sts: Obj, revision: str) -> None:
         ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
         uid = sts["metadata"]["uid"]
-        owned = [p for p in self.core.store.iter(PODS, ns) if _controller_uid(p) == uid]
+        owned = [p for res, p in self.core.store.owned_by(uid)
+                 if res == PODS and _controller_uid(p) == uid]
         ready = sum(1 for p in owned if pod_is_ready(p))
         status = dict(sts.get("status") or {})
         status.update({

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+# eq=False: the instances in RESOURCES are the only ones, and identity hashing keeps
+# the store's per-event lookups cheap.
+@dataclass(frozen=True, eq=False)
 class Resource:
     """One served resource type (``group``/``version``/``plural``) and its subresources."""
 

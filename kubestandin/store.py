@@ -4,7 +4,6 @@ history, which is what watch resumption and 410 Gone are made of (as etcd provid
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,15 @@ class Event:
     old: Obj | None
 
 
+def clone(value: Any) -> Any:
+    """Deep copy of JSON data (several times faster than ``copy.deepcopy``)."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    return value
+
+
 def key_of(obj: Obj) -> Key:
     meta = obj["metadata"]
     return meta.get("namespace") or "", meta["name"]
@@ -37,6 +45,7 @@ class Store:
     """All objects by resource and (namespace, name); every change gets the next revision."""
 
     def __init__(self, *, history_size: int = 20000) -> None:
+        self._pods = next(r for r in RESOURCES if r.kind == "Pod" and not r.group)
         self.rv = 0
         self._objects: dict[Resource, dict[Key, Obj]] = {r: {} for r in RESOURCES}
         self._history: deque[Event] = deque()
@@ -44,11 +53,14 @@ class Store:
         # Events at or below this revision are no longer in the history.
         self._floor = 0
         self._subscribers: set[asyncio.Queue[Event]] = set()
+        # Indexes for the controllers and the owner cascade.
+        self._owned: dict[str, set[tuple[Resource, Key]]] = {}
+        self._pods_on_node: dict[str, set[Key]] = {}
 
     # --- reads (return deep copies: callers may mutate them) ---
     def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
         obj = self._objects[res].get((namespace if res.namespaced else "", name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def peek(self, res: Resource, namespace: str, name: str) -> Obj | None:
         """Like ``get`` without the copy; the caller must not mutate the result."""
@@ -65,24 +77,58 @@ class Store:
             for obj in list(objs.values()):
                 yield res, obj
 
+    def owned_by(self, uid: str) -> list[tuple[Resource, Obj]]:
+        """Objects whose ownerReferences name ``uid`` (not copies)."""
+        return [(res, self._objects[res][key])
+                for res, key in sorted(self._owned.get(uid, ()), key=lambda rk: rk[1])]
+
+    def pods_on_node(self, node: str) -> list[Obj]:
+        """Pods whose ``spec.nodeName`` is ``node`` (not copies)."""
+        pods = self._objects[self._pods]
+        return [pods[key] for key in sorted(self._pods_on_node.get(node, ()))]
+
+    def _index(self, res: Resource, obj: Obj, add: bool) -> None:
+        key = key_of(obj)
+        for ref in obj["metadata"].get("ownerReferences") or ():
+            owned = self._owned.setdefault(str(ref.get("uid")), set())
+            if add:
+                owned.add((res, key))
+            else:
+                owned.discard((res, key))
+                if not owned:
+                    del self._owned[str(ref.get("uid"))]
+        node = (obj.get("spec") or {}).get("nodeName") if res is self._pods else None
+        if node:
+            on_node = self._pods_on_node.setdefault(node, set())
+            if add:
+                on_node.add(key)
+            else:
+                on_node.discard(key)
+                if not on_node:
+                    del self._pods_on_node[node]
+
     # --- writes: each assigns the next revision and publishes one event ---
     def put(self, res: Resource, obj: Obj, *, created: bool) -> Obj:
         old = self._objects[res].get(key_of(obj))
         self.rv += 1
-        stored = copy.deepcopy(obj)
+        stored: Obj = clone(obj)
         stored["metadata"]["resourceVersion"] = str(self.rv)
+        if old is not None:
+            self._index(res, old, add=False)
         self._objects[res][key_of(stored)] = stored
+        self._index(res, stored, add=True)
         self._publish(Event("ADDED" if created else "MODIFIED", self.rv, res, stored, old))
-        return copy.deepcopy(stored)
+        return clone(stored)  # type: ignore[no-any-return]
 
     def remove(self, res: Resource, namespace: str, name: str) -> Obj:
         old = self._objects[res].pop((namespace if res.namespaced else "", name))
+        self._index(res, old, add=False)
         self.rv += 1
-        final = copy.deepcopy(old)
+        final: Obj = clone(old)
         # The DELETED event carries the revision of the deletion, as etcd reports it.
         final["metadata"]["resourceVersion"] = str(self.rv)
         self._publish(Event("DELETED", self.rv, res, final, old))
-        return copy.deepcopy(final)
+        return clone(final)  # type: ignore[no-any-return]
 
     def _publish(self, event: Event) -> None:
         if len(self._history) >= self._history_size:
