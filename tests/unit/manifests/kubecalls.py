@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib
-import inspect
-import pkgutil
+import importlib.util
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,20 +89,31 @@ def request_for(method: str, path: str, *, watch: bool = False) -> Request | Non
 
 @functools.cache
 def client_methods() -> dict[str, list[tuple[str, str]]]:
-    """Every official client method name -> [(HTTP method, path template)]."""
-    import kubernetes.client.api as api_pkg
-
+    """Every official client method name -> [(HTTP method, path template)], read
+    from the generated sources (not imported: importing every API module is slow)."""
+    spec = importlib.util.find_spec("kubernetes")
+    if spec is None or spec.origin is None:
+        return {}
+    api_dir = Path(spec.origin).parent / "client" / "api"
     table: dict[str, list[tuple[str, str]]] = {}
-    serialize = re.compile(
-        r"def _(\w+)_serialize\(.*?method='(\w+)',\s*resource_path='([^']+)'", re.S)
-    legacy = re.compile(
-        r"def (\w+)_with_http_info\(.*?call_api\(\s*'([^']+)',\s*'(\w+)'", re.S)
-    for mod in pkgutil.iter_modules(api_pkg.__path__):
-        src = inspect.getsource(importlib.import_module(f"{api_pkg.__name__}.{mod.name}"))
-        for name, method, path in serialize.findall(src):
-            table.setdefault(name, []).append((method, path))
-        for name, path, method in legacy.findall(src):
-            table.setdefault(name, []).append((method, path))
+    defs = re.compile(r"^    def (\w+)\(", re.M)
+    new_style = re.compile(r"method='(\w+)',\s*resource_path='([^']+)'")
+    old_style = re.compile(r"call_api\(\s*'([^']+)',\s*'(\w+)'")
+    for f in sorted(api_dir.glob("*_api.py")):
+        src = f.read_text()
+        starts = [(m.start(), m.group(1)) for m in defs.finditer(src)] + [(len(src), "")]
+        for (start, fname), (end, _) in itertools.pairwise(starts):
+            body = src[start:end]
+            if fname.startswith("_") and fname.endswith("_serialize"):
+                m = new_style.search(body)
+                if m:
+                    table.setdefault(fname[1:-len("_serialize")], []).append(
+                        (m.group(1), m.group(2)))
+            elif fname.endswith("_with_http_info"):
+                m = old_style.search(body)
+                if m:
+                    table.setdefault(fname[:-len("_with_http_info")], []).append(
+                        (m.group(2), m.group(1)))
     return table
 
 
