@@ -266,3 +266,39 @@ def test_store_is_consistent_after_fuzzing(served: tuple[Https, redis.Redis]) ->
 
     assert asyncio.run(findings()) == []
     assert client.request("GET", "/healthz")[0] == 200
+
+
+def _bad_bodies() -> list[tuple[str, bytes, str]]:
+    good = base_reviews()[0]
+    wrong_version = copy.deepcopy(good)
+    wrong_version["apiVersion"] = "admission.k8s.io/v1beta1"
+    no_uid = copy.deepcopy(good)
+    del no_uid["request"]["uid"]
+    return [
+        ("not JSON", b"<html>", "not JSON"),
+        ("not a review", json.dumps({"kind": "Pod", "apiVersion": "v1"}).encode(),
+         "not an AdmissionReview"),
+        ("wrong apiVersion", json.dumps(wrong_version).encode(), "unsupported apiVersion"),
+        ("missing uid", json.dumps(no_uid).encode(), "uid is missing"),
+    ]
+
+
+@pytest.mark.parametrize(("what", "body", "reason"), _bad_bodies(),
+                         ids=[b[0] for b in _bad_bodies()])
+def test_bad_input_is_400_with_one_line(served: tuple[Https, redis.Redis], what: str,
+                                        body: bytes, reason: str) -> None:
+    client, _ = served
+    for path in ENDPOINTS:
+        status, raw = client.request("POST", path, body)
+        assert status == 400 and reason.encode() in raw
+        assert raw.count(b"\n") == 1 and raw.endswith(b"\n")
+
+
+def test_wrong_kind_for_endpoint_is_400(served: tuple[Https, redis.Redis]) -> None:
+    client, _ = served
+    sts_review = json.dumps(base_reviews()[1]).encode()
+    status, raw = client.request("POST", "/mutate-pods", sts_review)
+    assert status == 400 and b"judges Pod objects" in raw
+    pod_review = json.dumps(base_reviews()[0]).encode()
+    status, raw = client.request("POST", "/validate-statefulsets", pod_review)
+    assert status == 400 and b"judges StatefulSet objects" in raw
