@@ -311,7 +311,7 @@ class Agent:
         namespace, pod = args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", "")
         uid = args.get("K8S_POD_UID", "")
         if self.store.get(cid, ifname) is not None:
-            raise InterfaceExists(f"container {cid} already has interface {ifname}")
+            raise InterfaceExists(f"interface {ifname} of container {cid} already exists")
         if not netns or not netns_exists(netns):
             raise UnknownContainer(f"network namespace {netns!r} does not exist")
         if await self.net.pod_link(netns, ifname) is not None:

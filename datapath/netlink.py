@@ -20,6 +20,7 @@ from datapath.routing import Route
 
 RT_TABLE_MAIN = 254
 RT_SCOPE_LINK = 253
+RT_SCOPE_NOWHERE = 255
 RTN_UNICAST = 1
 RTN_BLACKHOLE = 6
 NUD_PERMANENT = 0x80
@@ -265,7 +266,9 @@ class Netlink:
     async def apply_route(self, op: str, route: Route, names: dict[str, int]) -> None:
         try:
             if op == "del":
-                args = {"dst": str(route.dst), "table": RT_TABLE_MAIN, "proto": self.proto}
+                # scope "nowhere" matches any scope, as iproute2 does for deletes
+                args = {"dst": str(route.dst), "table": RT_TABLE_MAIN, "proto": self.proto,
+                        "scope": RT_SCOPE_NOWHERE}
                 if route.kind == "blackhole":
                     args["type"] = "blackhole"
                 await self.ipr.route("del", **args)

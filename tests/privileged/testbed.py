@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,8 @@ class CniCall:
 
 class Testbed:
     """N nodes with agents on a fabric; see the module docstring."""
+
+    __test__ = False  # not a pytest test class
 
     def __init__(self, *, nodes: int = 3, routing: str = "direct",
                  pool_cidr: str = "10.244.0.0/16", block_size: int = 26,
@@ -427,6 +429,17 @@ class Testbed:
                 return True
             await asyncio.sleep(0.05)
         return False
+
+
+async def eventually(check: Callable[[], bool], *, within: float = 10,
+                     every: float = 0.05) -> bool:
+    """Poll ``check`` until it is true or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(every)
+    return check()
 
 
 class TcpSession:
