@@ -93,22 +93,23 @@ class Webhook:
             verdict = mutation.refusal(e, target)
             log.info("pod refused", extra={"reservation": str(key), "reason": verdict.message})
             return verdict
-        log.debug("pod pinned", extra={"reservation": str(key), "ip": home.address,
-                                       "node": home.node, "dry_run": req.dry_run})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("pod pinned", extra={"reservation": str(key), "ip": home.address,
+                                           "node": home.node, "dry_run": req.dry_run})
         return mutation.pin(req.object, home, scheduler_name=self.scheduler_name)
 
     async def _look(self, key: ReservationKey, target: mutation.Target) -> mutation.Home:
         """dryRun: what a claim would give, read-only."""
         pool = target.intent.pool
         found = await self.ipam.lease(pool=pool, owner=key.owner)
-        if found is not None:
-            if target.address is not None and found.address not in (None, target.address):
+        if found is not None and found.address is not None:
+            if target.address is not None and found.address != target.address:
                 raise ReservationConflict(
                     f"reservation {key} already holds {found.address}; release it first with "
                     "'stickyip ipam release' to give it another address")
             return _home(found.address, found.node, found.epoch)
         if target.address is None:
-            return mutation.Home()
+            return mutation.Home(node=found.node if found is not None else None)
         pc = await self.ipam.pool(pool)
         if not pc.geo.contains(target.address):
             raise InvalidAddress(f"{target.address} is outside pool {pool!r} ({pc.geo.network})")

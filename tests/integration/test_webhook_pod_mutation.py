@@ -143,6 +143,12 @@ async def test_dry_run_writes_nothing(hook: Client, ipam: RedisIpam) -> None:
     assert resp["allowed"] is True
     assert ann(patched)["stickyip.io/ip"] == "10.20.0.31"
     assert await snapshot(ipam) == before
+    # A reservation recorded without an address yet: dryRun shows the listed one.
+    await ipam.claim(ReservationKey.of("prod", "web", 1), pool="pool-a")
+    before = await snapshot(ipam)
+    resp, patched = await mutate(hook, statefulset_pod(sts, 1), dry_run=True)
+    assert ann(patched)["stickyip.io/ip"] == "10.20.0.31"
+    assert await snapshot(ipam) == before
     # dryRun still refuses what the real request would refuse.
     await ipam.claim(ReservationKey.of("prod", "other", 0), pool="pool-a", address="10.20.0.30")
     before = await snapshot(ipam)
