@@ -1,0 +1,522 @@
+"""What the rendered manifests promise an administrator, checked on every
+install: least-privilege RBAC, nothing referenced that is not shipped,
+webhooks wired to the server's real endpoints with the agreed policies,
+certificates that match the Service, highly-available control plane, an agent
+with the host access it needs, Redis with AOF, command lines the real CLI
+accepts and environment variables the settings classes know."""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import celpy
+import pytest
+import yaml
+
+from tests.unit.manifests.conftest import MANIFESTS, find, find_prefix, rendered
+
+NS = "stickyip-system"
+IMAGE = "ghcr.io/stickyip/stickyip:0.1.0"
+WEBHOOK_PATHS = {"/mutate-pods", "/validate-statefulsets", "/validate-pods"}
+OPT_IN = "stickyip.io/fixed-ip"
+Objs = list[dict[str, Any]]
+
+
+def pod_specs(objs: Objs) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(workload, pod spec) of every workload."""
+    return [(o, o["spec"]["template"]["spec"]) for o in objs
+            if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+
+
+def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(pod.get("initContainers") or []) + list(pod.get("containers") or [])
+
+
+def webhooks(objs: Objs) -> list[tuple[str, dict[str, Any]]]:
+    return [(o["kind"], w) for o in objs if o["kind"] in (
+        "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+        for w in o["webhooks"]]
+
+
+def named(objs: Objs, kind: str) -> set[str]:
+    return {o["metadata"]["name"] for o in objs if o["kind"] == kind}
+
+
+# ------------------------------------------------------------------ RBAC
+
+def test_rbac_has_no_wildcards(install: tuple[str, Objs]) -> None:
+    _, objs = install
+    roles = [o for o in objs if o["kind"] in ("Role", "ClusterRole")]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for field in ("verbs", "resources", "apiGroups"):
+                assert "*" not in rule.get(field, []), (
+                    f"{role['kind']}/{role['metadata']['name']} has {field}: '*'")
+            assert not any(r.endswith("/*") for r in rule.get("resources", []))
+
+
+def test_scheduler_rules_follow_kube_scheduler_and_its_lease_is_namespaced() -> None:
+    objs = rendered("default")
+    rules = find(objs, "ClusterRole", "stickyip-scheduler")["rules"]
+
+    def granted(group: str, resource: str) -> set[str]:
+        return {v for r in rules if group in r["apiGroups"] and resource in r["resources"]
+                for v in r["verbs"]}
+
+    assert {"get", "list", "watch", "delete"} <= granted("", "pods")
+    assert "create" in granted("", "pods/binding")
+    assert "patch" in granted("", "pods/status")
+    assert {"get", "list", "watch"} <= granted("", "nodes")
+    assert {"create", "patch"} <= granted("", "events")
+    assert {"create", "patch"} <= granted("events.k8s.io", "events")
+    assert {"get", "list", "watch"} <= granted("apps", "statefulsets")
+    assert not any("leases" in r["resources"] for r in rules), "Lease rights must be namespaced"
+    role = find(objs, "Role", "stickyip-scheduler-leader-election")
+    assert role["metadata"]["namespace"] == NS
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "create", "update"]}]
+
+
+def test_agent_and_webhook_only_read_and_write_events() -> None:
+    objs = rendered("default")
+    for name in ("stickyip-agent", "stickyip-webhook"):
+        for rule in find(objs, "ClusterRole", name)["rules"]:
+            writes = set(rule["verbs"]) - {"get", "list", "watch"}
+            assert not writes or rule["resources"] == ["events"], (name, rule)
+    agent = find(objs, "ClusterRole", "stickyip-agent")["rules"]
+    reads = {(g, r) for rule in agent for g in rule["apiGroups"] for r in rule["resources"]
+             if {"list", "watch"} <= set(rule["verbs"])}
+    assert {("", "pods"), ("", "services"), ("discovery.k8s.io", "endpointslices"),
+            ("networking.k8s.io", "networkpolicies"), ("", "namespaces")} <= reads
+
+
+# ------------------------------------------------------------------ references
+
+def test_everything_referenced_is_shipped(install: tuple[str, Objs]) -> None:
+    name, objs = install
+    accounts = named(objs, "ServiceAccount")
+    configmaps = named(objs, "ConfigMap")
+    secrets = named(objs, "Secret") | {
+        o["spec"]["secretName"] for o in objs if o["kind"] == "Certificate"}
+    for _, pod in pod_specs(objs):
+        for c in containers(pod):  # a certgen Job creates its Secret
+            secrets |= {a.split("=", 1)[1] for a in c.get("args", [])
+                        if a.startswith("--secret-name=")}
+    for workload, pod in pod_specs(objs):
+        what = f"{name}: {workload['kind']}/{workload['metadata']['name']}"
+        assert workload["metadata"]["namespace"] == NS, what
+        if "serviceAccountName" in pod:
+            assert pod["serviceAccountName"] in accounts, what
+        for vol in pod.get("volumes") or []:
+            if "configMap" in vol:
+                assert vol["configMap"]["name"] in configmaps, (what, vol)
+            if "secret" in vol:
+                assert vol["secret"]["secretName"] in secrets, (what, vol)
+        for c in containers(pod):
+            for ef in c.get("envFrom") or []:
+                assert ef["configMapRef"]["name"] in configmaps, (what, ef)
+            mounts = {m["name"] for m in c.get("volumeMounts") or []}
+            assert mounts <= {v["name"] for v in pod.get("volumes") or []} | {
+                t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])
+            }, what
+    for b in objs:
+        if b["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+            assert b["roleRef"]["name"] in named(objs, b["roleRef"]["kind"]), b
+            for s in b["subjects"]:
+                assert s["kind"] == "ServiceAccount" and s["name"] in accounts, b
+                assert s["namespace"] == NS
+
+
+def test_every_namespaced_object_lives_in_stickyip_system(install: tuple[str, Objs]) -> None:
+    _, objs = install
+    assert find(objs, "Namespace", NS)
+    cluster = {"Namespace", "ClusterRole", "ClusterRoleBinding",
+               "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
+    for o in objs:
+        if o["kind"] not in cluster:
+            assert o["metadata"].get("namespace") == NS, o["metadata"]["name"]
+
+
+def test_stickyip_images_are_pinned(install: tuple[str, Objs]) -> None:
+    _, objs = install
+    for _, pod in pod_specs(objs):
+        for c in containers(pod):
+            assert ":" in c["image"].rsplit("/", 1)[-1], c["image"]
+            if "stickyip/stickyip" in c["image"]:
+                assert c["image"] == IMAGE
+
+
+# ------------------------------------------------------------------ webhooks
+
+def test_webhooks_reach_the_server_endpoints(install: tuple[str, Objs]) -> None:
+    _, objs = install
+    hooks = webhooks(objs)
+    assert {w["clientConfig"]["service"]["path"] for _, w in hooks} == WEBHOOK_PATHS
+    dep = find(objs, "Deployment", "stickyip-webhook")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    port = int(args[args.index("--port") + 1])
+    for _, w in hooks:
+        ref = w["clientConfig"]["service"]
+        assert ref["namespace"] == NS
+        svc = find(objs, "Service", ref["name"])
+        (sp,) = [p for p in svc["spec"]["ports"] if p["port"] == ref["port"]]
+        (cp,) = [p for p in container["ports"] if p["name"] == sp["targetPort"]]
+        assert cp["containerPort"] == port
+        assert svc["spec"]["selector"].items() <= (
+            dep["spec"]["template"]["metadata"]["labels"].items())
+
+
+def test_server_serves_the_configured_paths() -> None:
+    server = pytest.importorskip("webhooks.server")
+    source = Path(server.__file__).read_text()
+    for path in WEBHOOK_PATHS | {"/healthz", "/readyz", "/metrics"}:
+        assert f'"{path}"' in source, f"webhooks/server.py does not route {path}"
+
+
+def test_webhook_policies(install: tuple[str, Objs]) -> None:
+    _, objs = install
+    for kind, w in webhooks(objs):
+        assert w["failurePolicy"] in ("Fail", "Ignore"), w["name"]
+        assert w["sideEffects"] == "NoneOnDryRun"
+        assert w["timeoutSeconds"] == 5
+        assert w["admissionReviewVersions"] == ["v1"]
+        (expr,) = w["namespaceSelector"]["matchExpressions"]
+        assert expr["key"] == "kubernetes.io/metadata.name" and expr["operator"] == "NotIn"
+        assert {"kube-system", NS} <= set(expr["values"])
+        assert w["rules"], w["name"]
+        resources = {r for rule in w["rules"] for r in rule["resources"]}
+        if kind == "MutatingWebhookConfiguration":
+            assert resources == {"pods"}
+            assert w["objectSelector"] == {"matchLabels": {OPT_IN: "true"}}
+            assert w["reinvocationPolicy"] == "IfNeeded"
+        elif resources == {"statefulsets"}:
+            # objectSelector would see the StatefulSet's labels, not the template's.
+            assert "objectSelector" not in w
+            assert any("object.spec.template.metadata.labels" in c["expression"]
+                       for c in w["matchConditions"])
+
+
+def test_every_failure_policy_is_explained_in_a_comment() -> None:
+    lines = (MANIFESTS / "base" / "webhook-configurations.yaml").read_text().splitlines()
+    policies = [i for i, line in enumerate(lines) if line.strip().startswith("failurePolicy:")]
+    assert len(policies) == 3
+    for i in policies:
+        value = lines[i].split(":", 1)[1].strip()
+        above = []
+        for line in reversed(lines[:i]):
+            if not line.strip().startswith("#"):
+                break
+            above.append(line)
+        assert above and any(value in line for line in above), (
+            f"failurePolicy {value} at line {i + 1} has no comment saying why")
+
+
+def _cel(expression: str, obj: dict[str, Any]) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(expression)).evaluate({"object": celpy.json_to_cel(obj)})
+
+
+def _conditions(objs: Objs, resource: str, kind: str) -> list[str]:
+    return [c["expression"] for k, w in webhooks(objs) if k == kind
+            and resource in {r for rule in w["rules"] for r in rule["resources"]}
+            for c in w.get("matchConditions") or []]
+
+
+def test_statefulset_match_condition_selects_opted_in_templates() -> None:
+    (expr,) = _conditions(rendered("default"), "statefulsets", "ValidatingWebhookConfiguration")
+
+    def sts(labels: dict[str, str] | None) -> dict[str, Any]:
+        meta = {} if labels is None else {"labels": labels}
+        return {"metadata": {"name": "x", "labels": {OPT_IN: "true"}},
+                "spec": {"template": {"metadata": meta}}}
+
+    assert _cel(expr, sts({OPT_IN: "true", "app": "db"})) is not False
+    assert bool(_cel(expr, sts({OPT_IN: "true"})))
+    assert not bool(_cel(expr, sts({OPT_IN: "false"})))
+    assert not bool(_cel(expr, sts({"app": "db"})))  # only the StatefulSet is labelled
+    assert not bool(_cel(expr, sts(None)))           # no labels: skipped, no error
+
+
+def test_pod_match_conditions_select_statefulset_pods_and_named_addresses() -> None:
+    objs = rendered("default")
+    (mutate,) = _conditions(objs, "pods", "MutatingWebhookConfiguration")
+    (validate,) = _conditions(objs, "pods", "ValidatingWebhookConfiguration")
+    owned = {"metadata": {"ownerReferences": [{"kind": "StatefulSet", "name": "db"}]}}
+    assert bool(_cel(mutate, owned))
+    assert not bool(_cel(mutate, {"metadata": {"ownerReferences": [{"kind": "ReplicaSet"}]}}))
+    assert not bool(_cel(mutate, {"metadata": {}}))
+    assert bool(_cel(validate, {"metadata": {"annotations": {"stickyip.io/ip": "10.20.0.1"}}}))
+    assert not bool(_cel(validate, {"metadata": {"annotations": {"a": "b"}}}))
+    assert not bool(_cel(validate, {"metadata": {}}))
+
+
+# ------------------------------------------------------------------ certificates
+
+def _webhook_tls(objs: Objs) -> tuple[dict[str, Any], dict[str, Any]]:
+    dep = find(objs, "Deployment", "stickyip-webhook")
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/etc/stickyip/tls"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return container, vol
+
+
+def test_cert_manager_certificate_serves_the_webhook_service() -> None:
+    objs = rendered("default")
+    for o in objs:
+        if o["kind"].endswith("WebhookConfiguration"):
+            ns, name = o["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].split("/")
+            cert = find(objs, "Certificate", name)
+            assert cert["metadata"]["namespace"] == ns
+    assert {o["metadata"]["name"] for o in objs if o["kind"].endswith("WebhookConfiguration")
+            } == {"stickyip"}
+    cert = find(objs, "Certificate", "stickyip-webhook")
+    assert f"stickyip-webhook.{NS}.svc" in cert["spec"]["dnsNames"]
+    issuer = find(objs, "Issuer", cert["spec"]["issuerRef"]["name"])
+    ca = find(objs, "Certificate", issuer["spec"]["ca"]["secretName"])
+    assert ca["spec"]["isCA"] is True
+    container, vol = _webhook_tls(objs)
+    assert vol["secret"]["secretName"] == cert["spec"]["secretName"]
+    assert "items" not in vol["secret"]  # tls.crt / tls.key as cert-manager writes them
+    assert {"/etc/stickyip/tls/tls.crt", "/etc/stickyip/tls/tls.key"} <= set(container["args"])
+
+
+def test_self_signed_overlay_replaces_cert_manager_with_a_certgen_job() -> None:
+    objs = rendered("self-signed")
+    assert not [o for o in objs if o["apiVersion"].startswith("cert-manager.io/")]
+    for o in objs:
+        if o["kind"].endswith("WebhookConfiguration"):
+            assert "cert-manager.io/inject-ca-from" not in o["metadata"].get("annotations", {})
+    job = find(objs, "Job", "stickyip-certgen")
+    pod = job["spec"]["template"]["spec"]
+    create, patch = pod["initContainers"][0], pod["containers"][0]
+    assert create["args"][0] == "create" and patch["args"][0] == "patch"
+
+    def flag(c: dict[str, Any], name: str) -> str:
+        (v,) = [a.split("=", 1)[1] for a in c["args"] if a.startswith(f"--{name}=")]
+        return v
+
+    assert f"stickyip-webhook.{NS}.svc" in flag(create, "host").split(",")
+    _, vol = _webhook_tls(objs)
+    assert flag(create, "secret-name") == flag(patch, "secret-name") == vol["secret"][
+        "secretName"]
+    assert flag(patch, "webhook-name") == "stickyip"
+    assert {i["key"]: i["path"] for i in vol["secret"]["items"]} == {
+        "cert": "tls.crt", "key": "tls.key"}
+    # The Job may touch only its Secret and the two configurations.
+    cr = find(objs, "ClusterRole", "stickyip-certgen")
+    assert all(r.get("resourceNames") == ["stickyip"] for r in cr["rules"])
+
+
+# ------------------------------------------------------------------ control plane
+
+def _pdb_covers(objs: Objs, workload: dict[str, Any]) -> bool:
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    return any(o["kind"] == "PodDisruptionBudget" and o["spec"].get("minAvailable", 0) >= 1
+               and o["spec"]["selector"]["matchLabels"].items() <= labels.items()
+               for o in objs)
+
+
+def test_webhook_is_highly_available_and_probed(install: tuple[str, Objs]) -> None:
+    _, objs = install
+    dep = find(objs, "Deployment", "stickyip-webhook")
+    assert dep["spec"]["replicas"] == 2
+    assert _pdb_covers(objs, dep)
+    pod = dep["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    (c,) = pod["containers"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in (c["readinessProbe"], c["livenessProbe"]):
+        assert probe["httpGet"]["scheme"] == "HTTPS"
+        assert probe["httpGet"]["port"] in {p["name"] for p in c["ports"]}
+
+
+def test_scheduler_is_leader_elected_in_its_namespace(install: tuple[str, Objs]) -> None:
+    _, objs = install
+    dep = find(objs, "Deployment", "stickyip-scheduler")
+    assert dep["spec"]["replicas"] == 2
+    assert _pdb_covers(objs, dep)
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["STICKYIP_SCHEDULER_LEASE_NAMESPACE"]["valueFrom"]["fieldRef"][
+        "fieldPath"] == "metadata.namespace"
+    assert env["STICKYIP_SCHEDULER_IDENTITY"]["valueFrom"]["fieldRef"][
+        "fieldPath"] == "metadata.name"
+    binding = find(objs, "RoleBinding", "stickyip-scheduler-leader-election")
+    assert binding["subjects"][0]["name"] == dep["spec"]["template"]["spec"][
+        "serviceAccountName"]
+
+
+def test_pools_are_applied_from_the_pool_configmap(install: tuple[str, Objs]) -> None:
+    _, objs = install
+    dep = find(objs, "Deployment", "stickyip-scheduler")
+    pod = dep["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["args"][-4:-1] == ["pool", "apply", "-f"]
+    path = Path(init["args"][-1])
+    (mount,) = [m for m in init["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    cm = find(objs, "ConfigMap", vol["configMap"]["name"])
+    assert path.name in cm["data"]
+    cli = pytest.importorskip("stickyip.cli")
+    pools = cli.load_pool_file(cm["data"][path.name])
+    assert [p.name for p in pools] == ["default"]
+
+
+def test_example_statefulset_opts_in_with_addresses_inside_a_pool() -> None:
+    docs = [d for d in yaml.safe_load_all(
+        (MANIFESTS / "examples" / "statefulset.yaml").read_text()) if d]
+    (sts,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    tmpl = sts["spec"]["template"]["metadata"]
+    assert tmpl["labels"][OPT_IN] == "true"
+    ann = tmpl["annotations"]
+    assert {"stickyip.io/pool", "stickyip.io/ips", "stickyip.io/retain",
+            "stickyip.io/node-failure"} <= set(ann)
+    pools = yaml.safe_load((MANIFESTS / "base" / "config" / "pools.yaml").read_text())["pools"]
+    (pool,) = [p for p in pools if p["name"] == ann["stickyip.io/pool"]]
+    first, last = (ipaddress.ip_address(a) for a in ann["stickyip.io/ips"].split("-"))
+    assert int(last) - int(first) + 1 == sts["spec"]["replicas"]
+    net = ipaddress.ip_network(pool["cidr"])
+    assert first in net and last in net
+
+
+# ------------------------------------------------------------------ agent
+
+def test_agent_has_the_host_access_it_needs(install: tuple[str, Objs]) -> None:
+    _, objs = install
+    ds = find(objs, "DaemonSet", "stickyip-agent")
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert {"operator": "Exists"} in pod["tolerations"]
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    (agent,) = pod["containers"]
+    assert agent["securityContext"]["privileged"] is True
+    mounted = {host[m["name"]]: m["mountPath"] for m in agent["volumeMounts"]
+               if m["name"] in host}
+    for path in ("/sys/fs/bpf", "/run/stickyip", "/lib/modules", "/usr/src"):
+        assert mounted.get(path) == path, f"agent does not mount host {path}"
+    assert agent["args"][-3:] == ["agent", "--node", "$(NODE_NAME)"]
+    env = {e["name"]: e for e in agent["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+
+
+def test_agent_init_container_installs_the_cni_plugin_and_conflist(
+        install: tuple[str, Objs]) -> None:
+    _, objs = install
+    pod = find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+    script = " ".join(init["args"])
+    for host_dir, target in (("/opt/cni/bin", "stickyip-cni"),
+                             ("/etc/cni/net.d", "10-stickyip.conflist")):
+        (inside,) = [p for p, n in mounts.items() if host.get(n) == host_dir]
+        assert f"{inside}/{target}" in script
+    (cm_mount,) = [p for p, n in mounts.items() if n not in host]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == mounts[cm_mount]]
+    conf = json.loads(find(objs, "ConfigMap", vol["configMap"]["name"])["data"][
+        "10-stickyip.conflist"])
+    assert conf["cniVersion"] in ("1.0.0", "1.1.0")
+    assert conf["plugins"][0]["type"] == "stickyip-cni"
+    assert conf["plugins"][0]["socket"] == "/run/stickyip/agent.sock"
+    config = pytest.importorskip("datapath.config")
+    assert config.AgentSettings().socket == conf["plugins"][0]["socket"]
+
+
+# ------------------------------------------------------------------ Redis
+
+def _redis_url(objs: Objs) -> str:
+    return str(find_prefix(objs, "ConfigMap", "stickyip-config-")["data"]["STICKYIP_REDIS_URL"])
+
+
+def test_redis_keeps_an_append_only_file_on_a_volume(install: tuple[str, Objs]) -> None:
+    name, objs = install
+    sts = find(objs, "StatefulSet", "stickyip-redis")
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    svc = find(objs, "Service", sts["spec"]["serviceName"])
+    assert svc["spec"]["clusterIP"] == "None"
+    (redis,) = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "redis"]
+    args = " ".join(redis["args"])
+    if name == "sentinel":
+        script = find(objs, "ConfigMap", "stickyip-redis-sentinel-scripts")["data"][
+            "configure.sh"]
+        assert "/data/conf/redis.conf" in args and 'echo "appendonly yes"' in script
+    else:
+        assert "--appendonly yes" in args
+        host = _redis_url(objs).split("//", 1)[1].split(":", 1)[0]
+        assert host == f"stickyip-redis-0.{svc['metadata']['name']}.{NS}.svc"
+
+
+def test_sentinel_url_names_every_sentinel_and_the_monitored_master() -> None:
+    objs = rendered("sentinel")
+    connection = pytest.importorskip("ipam.connection")
+    target = connection.parse_sentinel_url(_redis_url(objs))
+    sts = find(objs, "StatefulSet", "stickyip-redis")
+    assert sts["spec"]["replicas"] == 3
+    assert sorted(target.hosts) == [
+        (f"stickyip-redis-{i}.stickyip-redis.{NS}.svc", 26379) for i in range(3)]
+    script = find(objs, "ConfigMap", "stickyip-redis-sentinel-scripts")["data"]["configure.sh"]
+    assert f"sentinel monitor {target.service} " in script
+    assert _pdb_covers(objs, sts)
+
+
+# ------------------------------------------------------------------ contracts with the code
+
+def test_command_lines_parse_with_the_real_cli(install: tuple[str, Objs]) -> None:
+    cli = importlib.import_module("stickyip.cli")
+    modules = {entry[0]: entry[1] for entry in cli.COMPONENTS}
+    seen = 0
+    for _, pod in pod_specs(install[1]):
+        for c in containers(pod):
+            if c.get("command") != ["stickyip"]:
+                continue
+            command = next(a for a in c["args"] if not a.startswith("-"))
+            if command in modules:
+                try:
+                    importlib.import_module(modules[command])
+                except ImportError:
+                    continue  # that component is not written yet
+            parser = cli.build_parser(c["args"])
+            parser.parse_args(c["args"])  # SystemExit (a failure) on a bad flag
+            seen += 1
+    assert seen >= 1
+
+
+def test_environment_variables_name_real_settings(install: tuple[str, Objs]) -> None:
+    classes = []
+    for module, name in (("ipam.config", "IpamSettings"), ("stickyip.kube", "KubeSettings"),
+                         ("webhooks.config", "WebhookSettings"),
+                         ("scheduler.config", "SchedulerSettings"),
+                         ("datapath.config", "AgentSettings")):
+        try:
+            classes.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    known = {cls.model_config["env_prefix"].upper() + f.upper()
+             for cls in classes for f in cls.model_fields}
+    prefixes = {cls.model_config["env_prefix"].upper() for cls in classes}
+    names = set()
+    for o in install[1]:
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("stickyip-config-"):
+            names |= set(o["data"])
+    for _, pod in pod_specs(install[1]):
+        for c in containers(pod):
+            names |= {e["name"] for e in c.get("env") or []}
+    checked = 0
+    for env_name in sorted(n for n in names if n.startswith("STICKYIP_")):
+        longest = max((p for p in prefixes if env_name.startswith(p)), key=len, default=None)
+        if longest is None or (longest == "STICKYIP_" and re.match(
+                r"STICKYIP_(WEBHOOK|SCHEDULER|AGENT)_", env_name)):
+            continue  # its component's settings are not written yet
+        assert env_name in known, f"{env_name} is not a setting of any component"
+        checked += 1
+    assert checked >= 1
