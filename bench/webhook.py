@@ -112,10 +112,19 @@ async def latency(port: int, ctx: ssl.SSLContext, requests: list[bytes], mutate:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def throughput(port: int, ctx: ssl.SSLContext, requests: Iterator[bytes], mutate: bool,
-                     seconds: float = THROUGHPUT_SECONDS) -> dict[str, Any]:
+                     seconds: float = THROUGHPUT_SECONDS, *, server_pid: int = 0
+                     ) -> dict[str, Any]:
     conns = [await connect(port, ctx) for _ in range(CONNECTIONS)]
     lat: list[float] = []
+    cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
     started = time.perf_counter()
     deadline = time.perf_counter() + seconds
 
@@ -134,14 +143,20 @@ async def throughput(port: int, ctx: ssl.SSLContext, requests: Iterator[bytes], 
     elapsed = time.perf_counter() - started
     for c in conns:
         c.close()
-    return {"requests": sum(counts), "seconds": elapsed, "latencies": lat}
+    cpu = cpu_seconds(server_pid) - cpu0 if server_pid else 0.0
+    return {"requests": sum(counts), "seconds": elapsed, "latencies": lat, "server_cpu": cpu}
 
 
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     lat = [x for r in runs for x in r["latencies"]]
     requests = sum(r["requests"] for r in runs)
     seconds = sum(r["seconds"] for r in runs)
+    cpu = sum(r["server_cpu"] for r in runs)
     return {"requests": requests, "seconds": seconds, "per_s": requests / seconds,
+            # CPU the server process spent per request: unlike wall-clock figures it
+            # does not depend on what else runs on the shared cores.
+            "server_cpu_us_per_request": cpu / requests * 1e6 if requests else 0.0,
+            "server_cpu_share": cpu / seconds,
             "per_s_rounds": [round(r["requests"] / r["seconds"], 1) for r in runs],
             "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000,
             "connections": CONNECTIONS}
@@ -244,9 +259,11 @@ async def bench(report: Report) -> None:
             tp: dict[str, list[dict[str, Any]]] = {"healthz": [], "first": [], "present": []}
             seconds = THROUGHPUT_SECONDS / ROUNDS
             for _ in range(ROUNDS):
-                tp["healthz"].append(await throughput(port, ctx, healthz(), False, seconds))
-                tp["first"].append(await throughput(port, ctx, fresh(), True, seconds))
-                tp["present"].append(await throughput(port, ctx, replay(), True, seconds))
+                for case, reqs, mutate in (("healthz", healthz(), False),
+                                           ("first", fresh(), True),
+                                           ("present", replay(), True)):
+                    tp[case].append(await throughput(port, ctx, reqs, mutate, seconds,
+                                                     server_pid=proc.pid))
             healthz_tp, first_tp, present_tp = (merge(tp[k]) for k in ("healthz", "first",
                                                                        "present"))
             # The "present" answers really carry the home: check one.
