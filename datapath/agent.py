@@ -123,6 +123,7 @@ class Agent:
         self._last_full = 0.0
         self._bird_text = ""
         self._bird_ok = False
+        self._bird_error = ""
         self._view: RoutingView | None = None
         self._healthy_sync = False
         self._ifindex: dict[str, int] = {}
@@ -592,7 +593,11 @@ class Agent:
         except DatapathError as e:
             self._bird_ok = False
             self.metrics.bird_reloads.labels("error").inc()
-            log.warning("bird reload failed (retrying)", extra={"error": str(e)})
+            if str(e) != self._bird_error:
+                log.warning("bird reload failed (retrying)", extra={"error": str(e)})
+            self._bird_error = str(e)
+        else:
+            self._bird_error = ""
 
     async def _fence(self, address: ipaddress.IPv4Address) -> None:
         for rec in self.store.all():

@@ -61,6 +61,7 @@ def render(cfg: BirdConfig) -> str:
         "",
         "template bgp stickyip_peer {",
         f"  local as {cfg.asn};",
+        "  direct;  # peers share the node network: no multihop, direct gateways",
         "  connect retry time 1;",
         "  connect delay time 1;",
         "  error wait time 1, 10;",
@@ -69,7 +70,6 @@ def render(cfg: BirdConfig) -> str:
         "    import all;",
         "    export where source = RTS_STATIC;",
         "    next hop self;",
-        "    gateway direct;",
         "  };",
         "}",
     ]
