@@ -314,6 +314,13 @@ def _apply_defaults(res: Resource, obj: Obj, core: ApiCore) -> None:
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("terminationGracePeriodSeconds", 30)
         spec.setdefault("priority", 0)
+        # The DefaultTolerationSeconds admission plugin, on in every real cluster.
+        tolerations = spec.setdefault("tolerations", [])
+        for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+            if not any(t.get("key") == key and t.get("effect") in (None, "", "NoExecute")
+                       for t in tolerations):
+                tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                    "tolerationSeconds": 300})
         status = obj.setdefault("status", {})
         status.setdefault("phase", "Pending")
     elif res.kind == "Namespace":

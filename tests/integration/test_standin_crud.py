@@ -261,3 +261,14 @@ def test_a_uid_in_the_body_is_a_precondition(kube: client.ApiClient) -> None:
                                 _content_type="application/merge-patch+json")
     assert e.value.status == 409
     assert v1.read_namespaced_pod("p1", "default").metadata.annotations == {"a": "1"}
+
+
+def test_pods_get_the_default_not_ready_and_unreachable_tolerations(
+        kube: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(kube)
+    own = {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+           "effect": "NoExecute", "tolerationSeconds": 10}
+    pod = v1.create_namespaced_pod("default", objects.pod("p1", tolerations=[own]))
+    tolerations = {(t.key, t.effect, t.toleration_seconds) for t in pod.spec.tolerations}
+    assert tolerations == {("node.kubernetes.io/unreachable", "NoExecute", 10),
+                           ("node.kubernetes.io/not-ready", "NoExecute", 300)}
