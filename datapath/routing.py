@@ -110,8 +110,7 @@ def desired_routes(*, node: str, view: RoutingView, endpoints: Iterable[LocalEnd
     for ep in endpoints:
         dst = ipaddress.IPv4Network(f"{ep.address}/32")
         if ep.fenced:
-            routes.pop(dst, None)
-            continue
+            continue  # withdrawn here; a /32 via its new node may stand in its place
         routes[dst] = Route(dst, "dev", ep.host_ifname)
     return set(routes.values())
 

@@ -1,0 +1,45 @@
+"""The generated BIRD 2 config: what each node announces and whom it peers with."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from datapath.bird import config_of, protocol_name, render
+
+
+def test_announces_blocks_and_migrated_32s_and_peers_with_others() -> None:
+    cfg = config_of(router_id="192.168.0.1", asn=64512,
+                    blocks=[ipaddress.IPv4Network("10.0.0.64/26"),
+                            ipaddress.IPv4Network("10.0.0.0/26")],
+                    migrated=[ipaddress.IPv4Address("10.0.1.5")],
+                    peers={"node-1": "192.168.0.1", "node-2": "192.168.0.2",
+                           "node.3": "192.168.0.3"},
+                    self_node="node-1")
+    text = render(cfg)
+    assert "router id 192.168.0.1;" in text
+    assert text.index("route 10.0.0.0/26 blackhole;") < text.index("route 10.0.0.64/26")
+    assert "route 10.0.1.5/32 blackhole;" in text
+    assert "protocol bgp peer_node_2 from stickyip_peer" in text
+    assert "neighbor 192.168.0.3 as 64512;" in text
+    assert "192.168.0.1 as" not in text, "no session to itself"
+    assert "export where source = RTS_BGP;" in text  # only learned routes reach the kernel
+    assert "export where source = RTS_STATIC;" in text  # only our statics are announced
+
+
+def test_render_is_deterministic() -> None:
+    kw = dict(router_id="10.1.1.1", asn=65000, blocks=[], migrated=[], self_node="a")
+    one = render(config_of(peers={"b": "10.1.1.2", "c": "10.1.1.3"}, **kw))  # type: ignore[arg-type]
+    two = render(config_of(peers={"c": "10.1.1.3", "b": "10.1.1.2"}, **kw))  # type: ignore[arg-type]
+    assert one == two
+
+
+def test_protocol_names_are_bird_safe() -> None:
+    assert protocol_name("ip-10-0-0-1.ec2.internal") == "peer_ip_10_0_0_1_ec2_internal"
+
+
+def test_bad_router_id_is_refused() -> None:
+    with pytest.raises(ValueError):
+        render(config_of(router_id="not-an-ip", asn=1, blocks=[], migrated=[], peers={},
+                         self_node="a"))
