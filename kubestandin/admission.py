@@ -28,8 +28,7 @@ class WebhookTarget:
     name: str = "standin.stickyip.io"
     object_selector: dict[str, Any] | None = None
     namespace_selector: dict[str, Any] | None = None
-    operations: tuple[str, ...] = ("CREATE",)
-    resources: tuple[str, ...] = ("pods",)
+    resources: tuple[str, ...] = ("pods",)  # plurals whose CREATE is sent (only CREATE is)
     failure_policy: str = "Fail"  # or "Ignore"
     timeout_seconds: float = 10.0
     client_cert: tuple[str, str] | None = None  # (cert file, key file) for mTLS, optional
@@ -49,7 +48,7 @@ class WebhookCaller:
             await self._session.close()
 
     def _selected(self, target: WebhookTarget, res: Resource, op: str, obj: Obj) -> bool:
-        if op not in target.operations or res.plural not in target.resources:
+        if op != "CREATE" or res.plural not in target.resources:
             return False
         if not match_label_selector_object(target.object_selector,
                                            obj["metadata"].get("labels")):

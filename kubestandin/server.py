@@ -216,7 +216,11 @@ class ApiHttp:
         if request.method == "GET":
             if watch:
                 return await self._watch(request, flt)
-            return _json(self._list(flt, q.get("limit"), q.get("continue")))
+            try:
+                limit = int(q.get("limit") or 0)
+            except ValueError:
+                raise BadRequest(f"invalid limit {q.get('limit')!r}") from None
+            return _json(self._list(flt, limit, q.get("continue")))
         if request.method == "POST":
             if not t.resource.namespaced and t.namespace:
                 raise NotFound("the server could not find the requested resource")
@@ -235,7 +239,7 @@ class ApiHttp:
                           "items": [_strip(o) for o in deleted]})
         raise MethodNotAllowed(f"{request.method} is not allowed on a collection")
 
-    def _list(self, flt: Filter, limit: str | None, cont: str | None) -> Obj:
+    def _list(self, flt: Filter, limit: int, cont: str | None) -> Obj:
         items = [o for o in self.core.store.iter(flt.resource, flt.namespace or None)
                  if flt.matches(o)]
         rv = str(self.core.store.rv)
@@ -249,9 +253,9 @@ class ApiHttp:
             items = [o for o in items if (o["metadata"].get("namespace", ""),
                                           o["metadata"]["name"]) > after]
         meta: Obj = {"resourceVersion": rv}
-        if limit and int(limit) > 0 and len(items) > int(limit):
-            rest = len(items) - int(limit)
-            items = items[:int(limit)]
+        if limit > 0 and len(items) > limit:
+            rest = len(items) - limit
+            items = items[:limit]
             last = items[-1]["metadata"]
             meta["continue"] = base64.urlsafe_b64encode(json.dumps(
                 {"ns": last.get("namespace", ""), "name": last["name"], "rv": rv}
