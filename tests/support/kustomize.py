@@ -286,15 +286,16 @@ def strategic_merge(base: Any, patch: Any, field: str) -> Any:
             return copy.deepcopy(patch)
         # kustomize (kyaml) orders the result: the patch's items first (merged
         # with their base item), then the base items the patch does not name.
-        out = []
+        merged: list[Any] = []
         named = {item.get(key) for item in patch}
         for item in patch:
             if item.get("$patch") == "delete":
                 continue
             old = next((b for b in base if b.get(key) == item.get(key)), None)
-            out.append(copy.deepcopy(item) if old is None else strategic_merge(old, item, field))
-        out.extend(copy.deepcopy(b) for b in base if b.get(key) not in named)
-        return out
+            merged.append(copy.deepcopy(item) if old is None
+                          else strategic_merge(old, item, field))
+        merged.extend(copy.deepcopy(b) for b in base if b.get(key) not in named)
+        return merged
     return copy.deepcopy(patch)
 
 
@@ -368,7 +369,7 @@ def _retag(image: str, img: Obj) -> str:
             name, tag = image[:colon], image[colon:]
     if name != img["name"]:
         return image
-    new_name = img.get("newName", name)
+    new_name = str(img.get("newName", name))
     if "digest" in img:
         return f"{new_name}@{img['digest']}"
     if "newTag" in img:

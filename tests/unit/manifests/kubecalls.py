@@ -32,6 +32,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _CLIENT_PREFIX = re.compile(
@@ -148,14 +149,14 @@ def _strings(node: ast.expr, mod: _Module, scope: ast.AST | None, depth: int = 0
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return {node.value}
     if isinstance(node, ast.JoinedStr):
-        out = {""}
+        parts = {""}
         for v in node.values:
             if isinstance(v, ast.Constant):
-                out = {o + str(v.value) for o in out}
+                parts = {o + str(v.value) for o in parts}
             elif isinstance(v, ast.FormattedValue):
                 inner = _strings(v.value, mod, scope, depth + 1) or {"{x}"}
-                out = {o + i for o in out for i in inner}
-        return out
+                parts = {o + i for o in parts for i in inner}
+        return parts
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         left = _strings(node.left, mod, scope, depth + 1)
         right = _strings(node.right, mod, scope, depth + 1)
@@ -241,8 +242,8 @@ def scan_source(path: Path, text: str) -> list[Call]:
                     kw.arg == "watch" and isinstance(kw.value, ast.Constant)
                     and kw.value.value is True for kw in call_node.keywords))
                 c = Call(where, node.attr + (" (watch)" if watch else ""))
-                for method, p in routes:
-                    r = request_for(method, p, watch=watch)
+                for http, p in routes:
+                    r = request_for(http, p, watch=watch)
                     if r is not None:
                         c.candidates.add(r)
                 if c.candidates:
@@ -301,27 +302,27 @@ class Rule:
     cluster_wide: bool      # from a ClusterRole bound by a ClusterRoleBinding
 
 
-def rules_for(objs: list[dict[str, object]], namespace: str,
+def rules_for(objs: list[dict[str, Any]], namespace: str,
               service_account: str) -> list[Rule]:
     """The rules granted to ``namespace/service_account`` by the rendered objects."""
-    def subject_matches(b: dict[str, object]) -> bool:
+    def subject_matches(b: dict[str, Any]) -> bool:
         return any(s.get("kind") == "ServiceAccount" and s.get("name") == service_account
-                   and s.get("namespace", b.get("metadata", {}).get("namespace")) == namespace  # type: ignore[union-attr]
-                   for s in b.get("subjects") or [])  # type: ignore[union-attr]
+                   and s.get("namespace", b["metadata"].get("namespace")) == namespace
+                   for s in b.get("subjects") or [])
 
-    roles = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o  # type: ignore[index,union-attr]
+    roles = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
              for o in objs if o["kind"] in ("Role", "ClusterRole")}
     out: list[Rule] = []
     for b in objs:
         if b["kind"] not in ("RoleBinding", "ClusterRoleBinding") or not subject_matches(b):
             continue
         ref = b["roleRef"]
-        ns = b["metadata"].get("namespace", "") if ref["kind"] == "Role" else ""  # type: ignore[index,union-attr]
-        role = roles.get((ref["kind"], ns, ref["name"]))  # type: ignore[index]
+        ns = b["metadata"].get("namespace", "") if ref["kind"] == "Role" else ""
+        role = roles.get((ref["kind"], ns, ref["name"]))
         if role is None:
             continue
         cluster_wide = b["kind"] == "ClusterRoleBinding"
-        for r in role.get("rules") or []:  # type: ignore[union-attr]
+        for r in role.get("rules") or []:
             out.append(Rule(frozenset(r.get("apiGroups") or []),
                             frozenset(r.get("resources") or []),
                             frozenset(r.get("verbs") or []),

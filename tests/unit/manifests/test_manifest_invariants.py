@@ -17,6 +17,7 @@ from typing import Any
 import celpy
 import pytest
 import yaml
+from celpy.adapter import json_to_cel
 
 from tests.unit.manifests.conftest import MANIFESTS, find, find_prefix, rendered
 
@@ -220,7 +221,7 @@ def test_every_failure_policy_is_explained_in_a_comment() -> None:
 
 def _cel(expression: str, obj: dict[str, Any]) -> Any:
     env = celpy.Environment()
-    return env.program(env.compile(expression)).evaluate({"object": celpy.json_to_cel(obj)})
+    return env.program(env.compile(expression)).evaluate({"object": json_to_cel(obj)})
 
 
 def _conditions(objs: Objs, resource: str, kind: str) -> list[str]:
@@ -300,7 +301,7 @@ def test_self_signed_overlay_replaces_cert_manager_with_a_certgen_job() -> None:
     assert create["args"][0] == "create" and patch["args"][0] == "patch"
 
     def flag(c: dict[str, Any], name: str) -> str:
-        (v,) = [a.split("=", 1)[1] for a in c["args"] if a.startswith(f"--{name}=")]
+        (v,) = [str(a).split("=", 1)[1] for a in c["args"] if str(a).startswith(f"--{name}=")]
         return v
 
     assert f"stickyip-webhook.{NS}.svc" in flag(create, "host").split(",")
@@ -435,7 +436,8 @@ def test_agent_init_container_installs_the_cni_plugin_and_conflist(
 # ------------------------------------------------------------------ Redis
 
 def _redis_url(objs: Objs) -> str:
-    return str(find_prefix(objs, "ConfigMap", "stickyip-config-")["data"]["STICKYIP_REDIS_URL"])
+    url: str = find_prefix(objs, "ConfigMap", "stickyip-config-")["data"]["STICKYIP_REDIS_URL"]
+    return url
 
 
 def test_redis_keeps_an_append_only_file_on_a_volume(install: tuple[str, Objs]) -> None:
