@@ -19,6 +19,9 @@ from kubestandin.store import Event, Obj, clone
 
 log = logging.getLogger("stickyip.kubestandin")
 
+RETRY_FIRST = 0.5  # seconds before a failed pod create is retried; doubles per failure
+RETRY_MAX = 10.0
+
 PODS = BY_KIND[("v1", "Pod")]
 NODES = BY_KIND[("v1", "Node")]
 STS = BY_KIND[("apps/v1", "StatefulSet")]
@@ -135,6 +138,7 @@ class Controllers:
         self.statefulsets = statefulsets
         self.auto_ready = auto_ready
         self._dirty: set[tuple[str, str]] = set()
+        self._backoff: dict[tuple[str, str], float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[Event] | None = None
@@ -294,15 +298,25 @@ class Controllers:
             log.warning("statefulset %s/%s: template labels do not match its selector",
                         meta["namespace"], meta["name"])
             return None
+        key = (meta["namespace"], meta["name"])
         try:
-            return await self.core.create(PODS, pod, meta["namespace"])
+            created = await self.core.create(PODS, pod, meta["namespace"])
         except StandInError as e:
-            # e.g. an admission webhook denied it; a real controller records an Event and
-            # retries on the next sync.
+            # e.g. an admission webhook denied it: record an Event and retry with backoff,
+            # as the real controller's rate-limited work queue does.
             self._record_event(sts, "FailedCreate",
                                f"create Pod {pod_name} in StatefulSet {meta['name']} "
                                f"failed error: {e.message}", "Warning")
+            delay = self._backoff.get(key, RETRY_FIRST)
+            self._backoff[key] = min(delay * 2, RETRY_MAX)
+            asyncio.get_running_loop().call_later(delay, self._retry, sts)
             return None
+        self._backoff.pop(key, None)
+        return created
+
+    def _retry(self, sts: Obj) -> None:
+        if self._queue is not None:
+            self._queue.put_nowait(Event("RESYNC", 0, STS, sts, None))
 
     def _update_status(self, sts: Obj, revision: str) -> None:
         ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
@@ -325,11 +339,21 @@ class Controllers:
                 self.core.update(STS, ns, name, fresh, "status")
 
     def _record_event(self, obj: Obj, reason: str, message: str, etype: str) -> None:
+        """Record an Event; a repeat of the same one bumps its count, as the client-go
+        event recorder aggregates them."""
         meta = obj["metadata"]
         events = BY_KIND[("v1", "Event")]
+        digest = hashlib.sha256(f"{meta['uid']}/{reason}/{message}".encode()).hexdigest()
+        name = f"{meta['name']}.{digest[:16]}"
+        existing = self.core.store.get(events, meta["namespace"], name)
+        if existing is not None:
+            existing["count"] = int(existing.get("count") or 1) + 1
+            existing["lastTimestamp"] = now_rfc3339()
+            self.core.update(events, meta["namespace"], name, existing)
+            return
         event: Obj = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"name": name, "namespace": meta["namespace"]},
             "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
                                "name": meta["name"], "namespace": meta["namespace"],
                                "uid": meta["uid"]},
@@ -337,5 +361,5 @@ class Controllers:
             "source": {"component": "statefulset-controller"},
             "firstTimestamp": now_rfc3339(), "lastTimestamp": now_rfc3339(), "count": 1,
         }
-        obj_ = self.core._prepare_create(events, event, meta["namespace"])
-        self.core._commit_create(events, obj_)
+        self.core._commit_create(events, self.core._prepare_create(events, event,
+                                                                   meta["namespace"]))

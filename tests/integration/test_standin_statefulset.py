@@ -188,3 +188,15 @@ def test_a_not_ready_node_gets_unreachable_taints_and_its_pods_turn_unready() ->
         q = api.get("v1", "Pod", "q")
         assert node is not None and node["spec"]["taints"] == []
         assert q is not None and q["status"]["phase"] == "Running"
+
+
+def test_a_failed_pod_is_replaced(standin: KubeStandInThread) -> None:
+    standin.create(objects.statefulset("web", replicas=1))
+    standin.settle()
+    old = standin.get("v1", "Pod", "web-0")
+    assert old is not None
+    standin.set_pod_phase("web-0", "Failed")
+    standin.settle()
+    new = standin.get("v1", "Pod", "web-0")
+    assert new is not None and new["metadata"]["uid"] != old["metadata"]["uid"]
+    assert new["status"]["phase"] == "Pending"

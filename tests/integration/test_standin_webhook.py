@@ -102,6 +102,20 @@ async def test_a_denial_rejects_the_create_over_http(
         assert e.value.status == 403
         assert "denied the request: no address left" in json.loads(e.value.body)["message"]
         assert await api.get("v1", "Pod", "p") is None
+        # A denied StatefulSet pod becomes a FailedCreate Event on the StatefulSet.
+        await api.create(objects.statefulset("bad", replicas=1,
+                                             template_labels={"app": "bad", "deny": "yes"}))
+        await api.settle()
+        assert await api.get("v1", "Pod", "bad-0") is None
+        [event] = await api.list("v1", "Event", field_selector="involvedObject.name=bad")
+        assert event["reason"] == "FailedCreate" and "no address left" in event["message"]
+
+        # The controller keeps retrying (with backoff), like the real one.
+        async def retried(a: KubeStandIn) -> bool:
+            [ev] = await a.list("v1", "Event", field_selector="involvedObject.name=bad")
+            return int(ev["count"]) >= 3
+
+        await api.wait_for(retried, timeout=10)
         created = await asyncio.to_thread(v1.create_namespaced_pod, "default",
                                           objects.pod("q"))
         assert created.metadata.annotations["stickyip.io/ip"] == "10.20.0.7"
