@@ -21,6 +21,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--host", help="listen address (default 0.0.0.0)")
     p.add_argument("--scheduler-name", help="set this schedulerName on opted-in pods "
                    "(e.g. stickyip-scheduler)")
+    p.add_argument("--no-kube", action="store_true",
+                   help="do not read StatefulSets from the Kubernetes API (scale-ups through "
+                   "statefulsets/scale are then allowed unchecked)")
     p.set_defaults(handler=run)
 
 
@@ -46,7 +49,10 @@ async def run(args: argparse.Namespace) -> int:
                            embedded_path=settings.ipam.embedded_path or None)
     try:
         try:
-            server = await start(settings, ipam)
+            from webhooks.kube import from_settings
+
+            reader = None if getattr(args, "no_kube", False) else from_settings()
+            server = await start(settings, ipam, statefulsets=reader)
         except WebhookError as e:
             raise SystemExit(f"error: {e}") from e
         # Everything loaded so far lives until exit: keep it out of the collector's

@@ -13,3 +13,7 @@ class BadReview(WebhookError):
 
 class CertificateError(WebhookError):
     """The serving certificate or key cannot be loaded."""
+
+
+class ClusterUnavailable(WebhookError):
+    """The Kubernetes API cannot be reached or answered with an error (HTTP 500)."""

@@ -48,6 +48,7 @@ class AdmissionRequestWire(TypedDict):
     kind: GroupVersionKind
     resource: GroupVersionResource
     operation: str
+    subResource: NotRequired[str]
     namespace: NotRequired[str]
     name: NotRequired[str]
     object: NotRequired[dict[str, Any] | None]
@@ -91,6 +92,8 @@ class Expected:
 
 POD = Expected(group="", kind="Pod", resource="pods")
 STATEFULSET = Expected(group="apps", kind="StatefulSet", resource="statefulsets")
+#: ``statefulsets/scale`` (``kubectl scale``, autoscalers): an autoscaling/v1 Scale.
+SCALE = Expected(group="autoscaling", kind="Scale", resource="statefulsets")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,8 @@ class AdmissionRequest:
     object: dict[str, Any]
     old_object: dict[str, Any] | None
     dry_run: bool
+    kind: str = ""
+    sub_resource: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +154,8 @@ def _str(d: dict[str, Any], key: str, where: str, *, required: bool = True) -> s
     return v
 
 
-def parse_review(body: bytes, expected: Expected) -> AdmissionRequest:
-    """Parse and check one AdmissionReview request for ``expected`` objects."""
+def parse_review(body: bytes, expected: Expected, *also: Expected) -> AdmissionRequest:
+    """Parse and check one AdmissionReview request for ``expected`` (or ``also``) objects."""
     if len(body) > MAX_BODY:
         raise BadReview(f"request body is larger than {MAX_BODY} bytes")
     try:
@@ -174,9 +179,15 @@ def parse_review(body: bytes, expected: Expected) -> AdmissionRequest:
     kind = req.get("kind")
     if not isinstance(kind, dict):
         raise BadReview("AdmissionReview request.kind is missing")
-    if kind.get("group", "") != expected.group or kind.get("kind") != expected.kind:
+    match = next((e for e in (expected, *also)
+                  if kind.get("group", "") == e.group and kind.get("kind") == e.kind), None)
+    if match is None:
         raise BadReview(f"this endpoint judges {expected.kind} objects, got "
                         f"{_short(kind.get('kind'))} of group {_short(kind.get('group', ''))}")
+    expected = match
+    sub = req.get("subResource") or ""
+    if not isinstance(sub, str):
+        raise BadReview("request.subResource must be a string")
     op = req.get("operation")
     if op not in _OPERATIONS:
         raise BadReview(f"unknown operation {_short(op)}")
@@ -205,7 +216,8 @@ def parse_review(body: bytes, expected: Expected) -> AdmissionRequest:
     if not isinstance(dry, bool):
         raise BadReview("request.dryRun must be a boolean")
     return AdmissionRequest(uid=uid, operation=op, namespace=namespace, name=name,
-                            object=obj, old_object=old, dry_run=dry)
+                            object=obj, old_object=old, dry_run=dry, kind=expected.kind,
+                            sub_resource=sub)
 
 
 def _short(v: Any) -> str:

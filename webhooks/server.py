@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -33,12 +35,13 @@ from ipam import (
 )
 from webhooks import mutation, validation
 from webhooks.config import WebhookSettings
-from webhooks.errors import BadReview
+from webhooks.errors import BadReview, ClusterUnavailable
 from webhooks.intent import mapping, opted_in
 from webhooks.metrics import WebhookMetrics
 from webhooks.review import (
     MAX_BODY,
     POD,
+    SCALE,
     STATEFULSET,
     AdmissionRequest,
     Expected,
@@ -47,6 +50,9 @@ from webhooks.review import (
     response,
 )
 from webhooks.tls import ReloadingContext
+
+if TYPE_CHECKING:  # the kubernetes client is imported only when a reader is built
+    from webhooks.kube import StatefulSetReader
 
 log = logging.getLogger("stickyip.webhooks")
 
@@ -57,10 +63,13 @@ class Webhook:
     """The three admission decisions, with their store look-ups."""
 
     def __init__(self, ipam: RedisIpam, *, scheduler_name: str = "",
-                 metrics: WebhookMetrics | None = None) -> None:
+                 metrics: WebhookMetrics | None = None,
+                 statefulsets: StatefulSetReader | None = None) -> None:
         self.ipam = ipam
         self.scheduler_name = scheduler_name
         self.metrics = metrics or WebhookMetrics()
+        #: Reads the StatefulSet behind a ``statefulsets/scale`` request.
+        self.statefulsets = statefulsets
 
     def _ipam_error(self, e: IpamError) -> None:
         self.metrics.ipam_errors.labels(type(e).__name__).inc()
@@ -124,6 +133,11 @@ class Webhook:
     async def validate_statefulset(self, req: AdmissionRequest) -> Verdict:
         if req.operation not in ("CREATE", "UPDATE"):
             return Verdict.allow()
+        if req.kind == SCALE.kind:
+            scaled = await self._scaled(req)
+            if isinstance(scaled, Verdict):
+                return scaled
+            req = scaled
         plan = validation.read_statefulset(req)
         if isinstance(plan, Verdict):
             return plan
@@ -133,6 +147,21 @@ class Webhook:
             log.info("statefulset refused", extra={"statefulset": f"{plan.namespace}/"
                                                    f"{plan.name}", "reason": verdict.message})
         return verdict
+
+    async def _scaled(self, req: AdmissionRequest) -> AdmissionRequest | Verdict:
+        """A scale-up, as the UPDATE of the StatefulSet it will be."""
+        replicas = validation.scale_up(req)
+        if isinstance(replicas, Verdict):
+            return replicas
+        if self.statefulsets is None:
+            return Verdict.allow(warnings=[
+                "stickyip has no Kubernetes API access to check this scale-up's addresses"])
+        current = await self.statefulsets.get(req.namespace, req.name)
+        if current is None:
+            return Verdict.allow()
+        return dataclasses.replace(req, kind=STATEFULSET.kind, operation="UPDATE",
+                                   object=validation.with_replicas(current, replicas),
+                                   old_object=current)
 
     async def _facts(self, plan: validation.StatefulSetPlan) -> validation.PoolFacts:
         specs = await self.ipam.pool_specs()
@@ -223,7 +252,7 @@ async def _body(request: web.Request) -> bytes:
         raise BadReview(f"request body is larger than {MAX_BODY} bytes") from None
 
 
-def _endpoint(expected: Expected, pick: Callable[[Webhook], Decide], name: str
+def _endpoint(expected: tuple[Expected, ...], pick: Callable[[Webhook], Decide], name: str
               ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         hook = request.app[WEBHOOK]
@@ -231,7 +260,7 @@ def _endpoint(expected: Expected, pick: Callable[[Webhook], Decide], name: str
         started = time.perf_counter()
         try:
             try:
-                review = parse_review(await _body(request), expected)
+                review = parse_review(await _body(request), *expected)
             except BadReview as e:
                 m.requests.labels(name, "bad_request").inc()
                 return web.Response(status=400, text=f"{e}\n")
@@ -242,6 +271,11 @@ def _endpoint(expected: Expected, pick: Callable[[Webhook], Decide], name: str
                 m.requests.labels(name, "error").inc()
                 log.warning("store unavailable", extra={"endpoint": name, "reason": str(e)})
                 return web.Response(status=500, text=f"IPAM store unavailable: {_line(e)}\n")
+            except ClusterUnavailable as e:
+                m.requests.labels(name, "error").inc()
+                log.warning("kubernetes API unavailable", extra={"endpoint": name,
+                                                                 "reason": str(e)})
+                return web.Response(status=500, text=f"Kubernetes API unavailable: {_line(e)}\n")
             except Exception as e:
                 m.requests.labels(name, "error").inc()
                 log.exception("admission failed", extra={"endpoint": name, "uid": review.uid})
@@ -279,11 +313,12 @@ def build_app(hook: Webhook) -> web.Application:
     # One byte over the limit so an exactly-3-MiB body is still read; above, 400.
     app = web.Application(client_max_size=MAX_BODY + 1)
     app[WEBHOOK] = hook
-    app.router.add_post("/mutate-pods", _endpoint(POD, lambda h: h.mutate_pod, "mutate-pods"))
+    app.router.add_post("/mutate-pods", _endpoint((POD,), lambda h: h.mutate_pod,
+                                                  "mutate-pods"))
     app.router.add_post("/validate-statefulsets", _endpoint(
-        STATEFULSET, lambda h: h.validate_statefulset, "validate-statefulsets"))
+        (STATEFULSET, SCALE), lambda h: h.validate_statefulset, "validate-statefulsets"))
     app.router.add_post("/validate-pods", _endpoint(
-        POD, lambda h: h.validate_pod, "validate-pods"))
+        (POD,), lambda h: h.validate_pod, "validate-pods"))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -310,13 +345,15 @@ class RunningServer:
 
 
 async def start(settings: WebhookSettings, ipam: RedisIpam, *,
-                metrics: WebhookMetrics | None = None) -> RunningServer:
+                metrics: WebhookMetrics | None = None,
+                statefulsets: StatefulSetReader | None = None) -> RunningServer:
     """Listen on ``settings.host:settings.port`` (0: any free port) over HTTPS."""
     metrics = metrics or WebhookMetrics()
     tls = ReloadingContext(
         settings.cert_file, settings.key_file,
         on_reload=lambda ok: metrics.cert_reloads.labels("ok" if ok else "failed").inc())
-    hook = Webhook(ipam, scheduler_name=settings.scheduler_name, metrics=metrics)
+    hook = Webhook(ipam, scheduler_name=settings.scheduler_name, metrics=metrics,
+                   statefulsets=statefulsets)
     runner = web.AppRunner(build_app(hook), access_log=None,
                            shutdown_timeout=settings.shutdown_timeout)
     await runner.setup()
@@ -335,8 +372,10 @@ async def start(settings: WebhookSettings, ipam: RedisIpam, *,
 
 @contextlib.asynccontextmanager
 async def running(settings: WebhookSettings, ipam: RedisIpam, *,
-                  metrics: WebhookMetrics | None = None) -> AsyncIterator[RunningServer]:
-    server = await start(settings, ipam, metrics=metrics)
+                  metrics: WebhookMetrics | None = None,
+                  statefulsets: StatefulSetReader | None = None
+                  ) -> AsyncIterator[RunningServer]:
+    server = await start(settings, ipam, metrics=metrics, statefulsets=statefulsets)
     try:
         yield server
     finally:

@@ -239,7 +239,7 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def live_webhook(ipam: Any, directory: str, *, scheduler_name: str = "",
-                       reload_interval: float = 0.05
+                       reload_interval: float = 0.05, statefulsets: Any = None
                        ) -> AsyncIterator[tuple[Any, Client, Certs]]:
     """The real server on 127.0.0.1 (a free port) over HTTPS, and a client trusting it."""
     from webhooks.config import WebhookSettings
@@ -249,7 +249,7 @@ async def live_webhook(ipam: Any, directory: str, *, scheduler_name: str = "",
     settings = WebhookSettings(host="127.0.0.1", port=0, cert_file=certs.cert_file,
                                key_file=certs.key_file, reload_interval=reload_interval,
                                scheduler_name=scheduler_name, shutdown_timeout=1.0)
-    async with running(settings, ipam) as server:
+    async with running(settings, ipam, statefulsets=statefulsets) as server:
         client = Client(server.url, certs.client_context())
         try:
             yield server, client, certs
@@ -265,3 +265,28 @@ def decoded_patch(answer: dict[str, Any]) -> list[dict[str, Any]]:
     assert resp.get("patchType") == "JSONPatch"
     ops: list[dict[str, Any]] = json.loads(base64.b64decode(resp["patch"]))
     return ops
+
+
+def scale_review(name: str, *, namespace: str = "prod", replicas: int,
+                 old_replicas: int, uid: str | None = None) -> dict[str, Any]:
+    """The AdmissionReview for ``kubectl scale statefulset NAME --replicas=N``
+    (an UPDATE of the ``statefulsets/scale`` subresource, kind autoscaling/v1 Scale)."""
+    def scale(n: int) -> dict[str, Any]:
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"replicas": n},
+                "status": {"replicas": old_replicas, "selector": f"app={name}"}}
+
+    gvk = {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+    gvr = {"group": "apps", "version": "v1", "resource": "statefulsets"}
+    return {
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid or _uid(), "kind": gvk, "resource": gvr, "subResource": "scale",
+            "requestKind": gvk, "requestResource": gvr, "requestSubResource": "scale",
+            "name": name, "namespace": namespace, "operation": "UPDATE",
+            "userInfo": {"username": "kubernetes-admin"},
+            "object": scale(replicas), "oldObject": scale(old_replicas), "dryRun": False,
+            "options": {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"},
+        },
+    }

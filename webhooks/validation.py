@@ -143,6 +143,27 @@ def read_statefulset(req: AdmissionRequest) -> StatefulSetPlan | Verdict:
     return StatefulSetPlan(namespace=namespace, name=name, replicas=replicas, intent=intent)
 
 
+def scale_up(req: AdmissionRequest) -> int | Verdict:
+    """A ``statefulsets/scale`` request: the new replica count when it grows (then
+    the StatefulSet must be judged with it), else a final verdict."""
+    new = _replicas(mapping(req.object, "spec"))
+    if isinstance(new, str):
+        return Verdict.refuse(422, new)
+    if req.operation != "UPDATE" or req.old_object is None:
+        return Verdict.allow()
+    old = _replicas(mapping(req.old_object, "spec"))
+    if isinstance(old, int) and new <= old:
+        return Verdict.allow()
+    return new
+
+
+def with_replicas(sts: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """``sts`` as it will be after scaling (the Scale carries only the count)."""
+    spec = dict(mapping(sts, "spec"))
+    spec["replicas"] = replicas
+    return {**sts, "spec": spec}
+
+
 def judge_statefulset(plan: StatefulSetPlan, facts: PoolFacts) -> Verdict:
     """Is the plan possible: pool exists, listed addresses usable and free (or ours),
     and enough free addresses for the ordinals that have none yet."""

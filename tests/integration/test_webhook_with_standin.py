@@ -1,7 +1,9 @@
 """The webhook behind the Kubernetes API stand-in: the stand-in's StatefulSet
 controller creates pods, the stand-in calls ``/mutate-pods`` over HTTPS as
 kube-apiserver does (objectSelector on the opt-in label), applies the patch, and
-records a denial as a FailedCreate event. Re-created pods get the same address."""
+records a denial as a FailedCreate event. Re-created pods get the same address.
+Scale-ups through ``statefulsets/scale`` are judged with the StatefulSet read from
+the API."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ import pytest
 
 from ipam import PoolSpec, RedisIpam, ReservationKey, ephemeral_owner
 from kubestandin import KubeStandIn, WebhookTarget, objects
-from webhooks.testing import live_webhook
+from stickyip.kube import KubeSettings, api_client
+from tests.support.redis_server import free_port
+from webhooks.kube import KubeStatefulSets
+from webhooks.testing import Client, live_webhook, scale_review
 
 OPT_IN = {"app": "db", "stickyip.io/fixed-ip": "true"}
 
@@ -85,3 +90,59 @@ async def test_unlabelled_pods_never_reach_the_webhook(api: KubeStandIn, ipam: R
     p = await pod(api, "plain-0")
     assert "stickyip.io/ip" not in (p["metadata"].get("annotations") or {})
     assert await ipam.reservation(ReservationKey.of("default", "plain", 0)) is None
+
+
+@pytest.fixture
+async def scaling(ipam: RedisIpam, tmp_path: Path
+                  ) -> AsyncIterator[tuple[KubeStandIn, Client]]:
+    """The webhook reading StatefulSets from the stand-in (for statefulsets/scale)."""
+    await ipam.apply_pool(PoolSpec(name="small", cidr="10.40.0.0/28", block_size=28))
+    async with KubeStandIn(statefulset_controller=False) as standin:
+        reader = KubeStatefulSets(api_client(KubeSettings(kube_host=standin.url)))
+        async with live_webhook(ipam, str(tmp_path), statefulsets=reader) as (_, client, _):
+            yield standin, client
+
+
+async def scale(client: Client, name: str, replicas: int, old: int) -> tuple[int, Any]:
+    return await client.post("/validate-statefulsets",
+                             scale_review(name, namespace="default", replicas=replicas,
+                                          old_replicas=old))
+
+
+async def test_scale_up_is_judged_with_the_statefulset(
+        scaling: tuple[KubeStandIn, Client], ipam: RedisIpam) -> None:
+    api, client = scaling
+    await api.create(objects.statefulset(
+        "db", replicas=2, template_labels={**OPT_IN},
+        template_annotations={"stickyip.io/pool": "small"}))
+    await api.create(objects.statefulset(
+        "fixed", replicas=2, template_labels={**OPT_IN, "app": "fixed"},
+        template_annotations={"stickyip.io/pool": "small",
+                              "stickyip.io/ips": "10.40.0.1,10.40.0.2"}))
+    # 14 usable addresses in "small".
+    status, answer = await scale(client, "db", 20, 2)
+    assert status == 200 and answer["response"]["allowed"] is False
+    assert "14 free address(es) but 20 replicas" in answer["response"]["status"]["message"]
+    status, answer = await scale(client, "db", 14, 2)
+    assert answer["response"]["allowed"] is True
+    status, answer = await scale(client, "fixed", 3, 2)
+    assert answer["response"]["allowed"] is False
+    assert "lists only 2 address(es)" in answer["response"]["status"]["message"]
+    # Scaling down, or a StatefulSet the API does not know: nothing to check.
+    assert (await scale(client, "fixed", 1, 2))[1]["response"]["allowed"] is True
+    assert (await scale(client, "ghost", 50, 1))[1]["response"]["allowed"] is True
+    # The pool really is what limits: another owner takes 12 addresses.
+    for i in range(12):
+        await ipam.claim(ReservationKey.of("default", "other", i), pool="small", node="node-1")
+    status, answer = await scale(client, "db", 3, 2)
+    assert answer["response"]["allowed"] is False
+
+
+async def test_scale_with_api_down_is_500(ipam: RedisIpam, tmp_path: Path) -> None:
+    await ipam.apply_pool(PoolSpec(name="small", cidr="10.40.0.0/28", block_size=28))
+    reader = KubeStatefulSets(api_client(KubeSettings(kube_host=f"http://127.0.0.1:{free_port()}")),
+                              timeout=2.0)
+    async with live_webhook(ipam, str(tmp_path), statefulsets=reader) as (_, client, _):
+        status, text = await scale(client, "db", 5, 2)
+        assert status == 500 and text.startswith("Kubernetes API unavailable:")
+        assert (await scale(client, "db", 1, 2))[1]["response"]["allowed"] is True

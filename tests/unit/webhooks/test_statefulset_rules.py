@@ -140,3 +140,24 @@ def test_pod_address_judgement() -> None:
     assert judge_pod_address(a, holder="sts/prod/db/0", own="sts/prod/db/0").allowed
     assert not judge_pod_address(a, holder="sts/prod/db/0", own="sts/prod/db/1").allowed
     assert not judge_pod_address(a, holder="eph/abc/eth0", own=None).allowed
+
+
+def test_scale_down_needs_no_check_and_scale_up_does() -> None:
+    from webhooks.review import SCALE, STATEFULSET, parse_review
+    from webhooks.testing import scale_review
+    from webhooks.validation import scale_up, with_replicas
+
+    def req(new: int, old: int) -> AdmissionRequest:
+        import json
+
+        return parse_review(json.dumps(scale_review("db", replicas=new, old_replicas=old))
+                            .encode(), STATEFULSET, SCALE)
+
+    down = req(2, 5)
+    assert down.kind == "Scale" and down.sub_resource == "scale"
+    assert scale_up(down) == Verdict.allow()
+    assert scale_up(req(7, 5)) == 7
+    sts = statefulset("db", replicas=5)
+    grown = with_replicas(sts, 7)
+    assert grown["spec"]["replicas"] == 7 and sts["spec"]["replicas"] == 5
+    assert grown["spec"]["template"] is sts["spec"]["template"]
