@@ -48,6 +48,8 @@ class ClusterCache:
     #: When each node was first seen NotReady (absent while Ready).
     not_ready_since: dict[NodeName, float] = field(default_factory=dict)
     synced: set[str] = field(default_factory=set)
+    #: Pods decided but whose binding the watch has not shown yet.
+    assumed: dict[PodUid, NodeName] = field(default_factory=dict)
     pod_listeners: list[PodListener] = field(default_factory=list)
     node_listeners: list[NodeListener] = field(default_factory=list)
     _node_list: list[NodeInfo] | None = None
@@ -86,6 +88,12 @@ class ClusterCache:
                 del per[node]
 
     def upsert_pod(self, pod: PodInfo) -> None:
+        if pod.node_name:
+            self.assumed.pop(pod.uid, None)
+        elif pod.uid in self.assumed:
+            # An update (e.g. our annotation patch) that predates the binding: keep the
+            # assumption, or the pod would look pending and be decided again.
+            pod.node_name = self.assumed[pod.uid]
         old = self.pods.get(pod.uid)
         if old is not None:
             self._account(old, -1)
@@ -96,6 +104,7 @@ class ClusterCache:
             fn(old, pod)
 
     def remove_pod(self, uid: PodUid) -> None:
+        self.assumed.pop(uid, None)
         old = self.pods.pop(uid, None)
         if old is None:
             return
@@ -110,14 +119,16 @@ class ClusterCache:
         pod = self.pods.get(uid)
         if pod is None or pod.node_name:
             return
+        self.assumed[uid] = node
         self._account(pod, -1)
         pod.node_name = node
         self._account(pod, +1)
 
     def forget(self, uid: PodUid) -> None:
-        """Undo ``assume`` after a failed binding."""
+        """Undo ``assume`` after a failed binding (a binding the watch showed stays)."""
+        node = self.assumed.pop(uid, None)
         pod = self.pods.get(uid)
-        if pod is None or not pod.node_name:
+        if node is None or pod is None or pod.node_name != node:
             return
         self._account(pod, -1)
         pod.node_name = ""

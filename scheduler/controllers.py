@@ -85,7 +85,22 @@ class FailoverController:
             report.gone[name] = verdict.reason
             await self._rehome(name, verdict.reason, records, report,
                                fenced=health.fenced_at > 0)
+        await self._sweep(records, report)
         return report
+
+    async def _sweep(self, records: list[Lease], report: FailoverReport) -> None:
+        """Pods still bound to a deleted or gone node whose reservation already lives
+        elsewhere (moved in an earlier pass): delete them so they are re-created."""
+        homes = {r.owner: r.node for r in records if r.key is not None}
+        done = set(report.deleted_pods)
+        for pod in list(self.cache.pods.values()):
+            if not pod.node_name or pod.ordinal < 0 or pod.ref in done or pod.deleting:
+                continue
+            if pod.node_name in self.cache.nodes and pod.node_name not in report.gone:
+                continue
+            home = homes.get(OwnerKey(f"sts/{pod.namespace}/{pod.statefulset}/{pod.ordinal}"))
+            if home and home != pod.node_name:
+                await self._delete(pod, report)
 
     async def _rehome(self, gone: NodeName, why: str, records: list[Lease],
                       report: FailoverReport, *, fenced: bool) -> None:

@@ -95,6 +95,7 @@ class AddressView:
     unclaimed_blocks: int = 0
     free_total: int = 0
     node_selector: dict[str, str] = field(default_factory=dict)
+    block_size: int = 0
 
 
 def check_node(pod: PodInfo, node: NodeInfo, *, used: Resources | None,

@@ -64,7 +64,8 @@ class AddressViews:
         view = filtering.AddressView(
             pool=PoolName(pool), free_in_node_blocks=await self.ipam.free_in_node_blocks(pool),
             unclaimed_blocks=status.blocks_total - status.blocks_claimed,
-            free_total=status.free, node_selector=dict(pc.spec.node_selector))
+            free_total=status.free, node_selector=dict(pc.spec.node_selector),
+            block_size=pc.geo.block_size)
         self._views[pool] = (self.clock(), view)
         return view
 
@@ -77,7 +78,11 @@ class AddressViews:
         have = view.free_in_node_blocks.get(node, 0)
         if have > 0:
             view.free_in_node_blocks[node] = have - 1
-        else:  # a new block was claimed (or a /32 borrowed): re-read next time
+        elif view.unclaimed_blocks > 0 and view.block_size > 0:
+            # The claim took a fresh block (the IPAM's order: own blocks, then a new one).
+            view.unclaimed_blocks -= 1
+            view.free_in_node_blocks[node] = view.block_size - 1
+        else:  # a /32 borrowed from another node's block: re-read next time
             self._views.pop(pool, None)
 
     def invalidate(self, pool: str | None = None) -> None:
