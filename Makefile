@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 demo: $(STAMP)
-	$(PY) -m stickyip.demo
+	$(PY) -m demo
 
 bench: bench-ipam bench-webhook bench-scheduler bench-datapath-node bench-datapath
 

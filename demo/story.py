@@ -1,0 +1,235 @@
+"""The StatefulSet story the demo plays against the running system, step by step:
+create (with a Service in front), delete a pod, lose a node, scale down, scale up.
+After each step it prints who has which address on which node with which epoch, what
+the step promised (checked), and live probes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from demo.config import DemoSettings
+from demo.errors import StepTimeout
+from demo.report import (
+    Check,
+    Probe,
+    Row,
+    StepResult,
+    check_failover,
+    check_same_addresses,
+    check_same_place,
+    check_scaled_down,
+    converged,
+    rows_of,
+    table,
+)
+from demo.system import FIXED_IP_LABEL, System
+from kubestandin import objects
+
+
+class Prober(Protocol):
+    """Live connectivity probes against the pods of the current step."""
+
+    async def setup(self, system: System) -> None: ...
+
+    async def probe(self, rows: Sequence[Row], service_ip: str) -> list[Probe]: ...
+
+
+class NoProbes:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def setup(self, system: System) -> None:
+        return None
+
+    async def probe(self, rows: Sequence[Row], service_ip: str) -> list[Probe]:
+        return [Probe("live probes (pod-to-pod, Service VIP, NetworkPolicy)", "skipped",
+                      self.reason)]
+
+
+class Story:
+    def __init__(self, system: System, settings: DemoSettings, prober: Prober, *,
+                 out: Callable[[str], None] | None = None) -> None:
+        self.sys, self.s, self.prober = system, settings, prober
+        self.out = out or (lambda s: print(s, flush=True))
+        self.results: list[StepResult] = []
+        self.service_ip = ""
+        self._events_seen: set[str] = set()
+
+    @property
+    def api(self) -> Any:
+        assert self.sys.api is not None
+        return self.sys.api
+
+    # ------------------------------------------------------------ state
+
+    async def snapshot(self) -> list[Row]:
+        assert self.sys.ipam is not None
+        pods = await self.api.list("v1", "Pod", self.s.namespace,
+                                   label_selector=f"app={self.s.statefulset}")
+        reservations: dict[int, dict[str, Any]] = {}
+        for lease in await self.sys.ipam.all_records(self.s.pool):
+            key = lease.key
+            if key is not None and key.namespace == self.s.namespace \
+                    and key.statefulset == self.s.statefulset:
+                reservations[key.ordinal] = lease.model_dump(mode="json")
+        return rows_of(pods, reservations, self.s.statefulset)
+
+    async def wait(self, what: str, done: Callable[[list[Row]], bool]) -> list[Row]:
+        deadline = time.monotonic() + self.s.step_timeout
+        rows = await self.snapshot()
+        while not done(rows):
+            self.sys.sup.check_alive()
+            if time.monotonic() > deadline:
+                errors = "\n".join(self.sys.errors[-5:])
+                raise StepTimeout(f"{what}: not reached within {self.s.step_timeout:.0f}s; "
+                                  "last state:\n" + "\n".join(table(rows))
+                                  + (f"\nkubelet errors:\n{errors}" if errors else ""))
+            await asyncio.sleep(0.2)
+            rows = await self.snapshot()
+        return rows
+
+    # ------------------------------------------------------------ output
+
+    async def report(self, title: str, rows: list[Row], checks: list[Check], t0: float
+                     ) -> StepResult:
+        probes = await self.prober.probe(rows, self.service_ip)
+        result = StepResult(title, rows, checks, probes, time.monotonic() - t0)
+        self.results.append(result)
+        self.out("")
+        self.out(f"== {title}  ({result.seconds:.1f} s)")
+        for line in table(rows):
+            self.out(f"   {line}")
+        for line in await self.new_events():
+            self.out(f"   event: {line}")
+        for c in checks:
+            self.out(f"   [{'ok' if c.ok else 'FAIL'}] {c.text}")
+        for p in probes:
+            mark = {"ok": "ok", "denied": "ok", "skipped": "skip"}.get(p.outcome, "FAIL")
+            detail = f": {p.detail}" if p.detail else ""
+            word = "skipped" if p.outcome == "skipped" else p.outcome
+            self.out(f"   [{mark}] probe {p.text} -> {word}{detail}")
+        if not self.s.fast and self.s.pause:
+            await asyncio.sleep(self.s.pause)
+        return result
+
+    async def new_events(self) -> list[str]:
+        events = await self.api.list("v1", "Event", self.s.namespace)
+        lines = []
+        for e in sorted(events, key=lambda x: str(x.get("lastTimestamp")
+                                                  or x["metadata"].get("creationTimestamp"))):
+            uid = str(e["metadata"].get("uid"))
+            if uid in self._events_seen:
+                continue
+            self._events_seen.add(uid)
+            obj = e.get("involvedObject") or {}
+            if e.get("reason") in ("Scheduled", "SuccessfulCreate", "SuccessfulDelete"):
+                continue
+            lines.append(f"{obj.get('kind', '')}/{obj.get('name', '')} {e.get('reason', '')}: "
+                         f"{e.get('message', '')}")
+        return lines[-6:]
+
+    # ------------------------------------------------------------ steps
+
+    async def run(self) -> list[StepResult]:
+        await self.create()
+        await self.delete_pod(1)
+        await self.lose_node()
+        await self.scale(1)
+        await self.scale(self.s.nodes)
+        return self.results
+
+    def statefulset(self) -> dict[str, Any]:
+        name = self.s.statefulset
+        sts = objects.statefulset(
+            name, self.s.namespace, replicas=self.s.nodes,
+            template_labels={"app": name, FIXED_IP_LABEL: "true"},
+            template_annotations={"stickyip.io/pool": self.s.pool,
+                                  "stickyip.io/retain": self.s.retain,
+                                  "stickyip.io/node-failure": "migrate"},
+            service_name=name)
+        return sts
+
+    async def create(self) -> None:
+        t0 = time.monotonic()
+        n = self.s.nodes
+        name = self.s.statefulset
+        svc = await self.api.create({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": self.s.namespace},
+            "spec": {"selector": {"app": name}, "type": "ClusterIP",
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080,
+                                "protocol": "TCP"}]}})
+        self.service_ip = str(svc["spec"].get("clusterIP", ""))
+        await self.prober.setup(self.sys)
+        await self.api.create(self.statefulset())
+        rows = await self.wait(f"{n} replicas Ready at their reserved addresses",
+                               lambda r: converged(r, n))
+        checks = [Check(f"{n} distinct addresses", len({r.address for r in rows}) == n),
+                  Check(f"replicas spread over {len({r.node for r in rows})} nodes",
+                        len({r.node for r in rows}) == min(n, len(self.sys.nodes))),
+                  Check("every pod's podIP is its reserved address (webhook + scheduler)",
+                        all(r.address == r.reserved for r in rows))]
+        await self.report(f"1. StatefulSet {self.s.namespace}/{name} ({n} replicas, fixed IPs, "
+                          f"retain {self.s.retain}) behind Service {name} "
+                          f"({self.service_ip or 'no VIP'})", rows, checks, t0)
+
+    async def delete_pod(self, ordinal: int) -> None:
+        t0 = time.monotonic()
+        before = await self.snapshot()
+        pod = f"{self.s.statefulset}-{ordinal}"
+        old = await self.api.get("v1", "Pod", pod, self.s.namespace)
+        old_uid = old["metadata"]["uid"] if old else ""
+        await self.api.delete("v1", "Pod", pod, self.s.namespace)
+        n = len([r for r in before if r.pod])
+
+        async def recreated() -> bool:
+            p = await self.api.get("v1", "Pod", pod, self.s.namespace)
+            return p is not None and p["metadata"]["uid"] != old_uid
+
+        rows = await self.wait(f"{pod} re-created and Ready", lambda r: converged(r, n))
+        while not await recreated():
+            rows = await self.wait(f"{pod} re-created", lambda r: converged(r, n))
+        await self.report(f"2. deleted pod {pod}: the StatefulSet re-creates it", rows,
+                          check_same_place(before, rows, ordinal), t0)
+
+    async def lose_node(self) -> None:
+        t0 = time.monotonic()
+        before = await self.snapshot()
+        n = len([r for r in before if r.pod])
+        spare = getattr(self.prober, "client_node", "")
+        victims = [r.node for r in sorted(before, key=lambda r: -r.ordinal)
+                   if r.pod and r.node != spare]
+        victim = victims[0]
+        await self.sys.kill_node(victim)
+        rows = await self.wait(
+            f"replicas of {victim} re-homed and Ready",
+            lambda r: converged(r, n) and all(x.node != victim for x in r))
+        await self.report(f"3. node {victim} lost (agent stopped, Node deleted): failover "
+                          "fences it and re-homes its addresses with a new epoch", rows,
+                          check_failover(before, rows, victim), t0)
+
+    async def scale(self, replicas: int) -> None:
+        t0 = time.monotonic()
+        before = await self.snapshot()
+        if replicas < len([r for r in before if r.pod]):
+            self._before_down = before
+        await self.api.patch("apps/v1", "StatefulSet", self.s.statefulset,
+                             {"spec": {"replicas": replicas}}, self.s.namespace)
+        if replicas < len(before):
+            def down(r: list[Row]) -> bool:
+                return converged(r, replicas) and all(
+                    x.state == "retained" for x in r if x.ordinal >= replicas)
+
+            rows = await self.wait(f"scaled down to {replicas}", down)
+            checks = check_scaled_down(before, rows, replicas)
+            title = (f"4. scaled down to {replicas}: the other ordinals' addresses stay "
+                     f"reserved (retain {self.s.retain})")
+        else:
+            rows = await self.wait(f"scaled up to {replicas}",
+                                   lambda r: converged(r, replicas))
+            checks = check_same_addresses(getattr(self, "_before_down", before), rows)
+            title = f"5. scaled up to {replicas}: the same addresses come back"
+        await self.report(title, rows, checks, t0)
