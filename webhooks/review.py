@@ -225,16 +225,6 @@ def _short(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def request_uid(body: bytes) -> str | None:
-    """The uid of a body that failed later checks (for logs), when there is one."""
-    try:
-        doc = json.loads(body)
-        uid = doc["request"]["uid"]
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return None
-    return uid if isinstance(uid, str) else None
-
-
 def response(uid: str, verdict: Verdict) -> AdmissionReviewWire:
     """The AdmissionReview the API server expects back for ``verdict``."""
     resp: AdmissionResponseWire = {"uid": uid, "allowed": verdict.allowed}

@@ -71,7 +71,8 @@ class Webhook:
         #: Reads the StatefulSet behind a ``statefulsets/scale`` request.
         self.statefulsets = statefulsets
 
-    def _ipam_error(self, e: IpamError) -> None:
+    def count_ipam_error(self, e: IpamError) -> None:
+        """Count an IPAM failure by class (``stickyip_webhook_ipam_errors_total``)."""
         self.metrics.ipam_errors.labels(type(e).__name__).inc()
 
     # ------------------------------------------------------------ /mutate-pods
@@ -98,7 +99,7 @@ class Webhook:
         except StoreUnavailable:
             raise
         except IpamError as e:
-            self._ipam_error(e)
+            self.count_ipam_error(e)
             verdict = mutation.refusal(e, target)
             log.info("pod refused", extra={"reservation": str(key), "reason": verdict.message})
             return verdict
@@ -267,7 +268,7 @@ def _endpoint(expected: tuple[Expected, ...], pick: Callable[[Webhook], Decide],
             try:
                 verdict = await pick(hook)(review)
             except StoreUnavailable as e:
-                hook._ipam_error(e)
+                hook.count_ipam_error(e)
                 m.requests.labels(name, "error").inc()
                 log.warning("store unavailable", extra={"endpoint": name, "reason": str(e)})
                 return web.Response(status=500, text=f"IPAM store unavailable: {_line(e)}\n")
