@@ -29,9 +29,12 @@ ports = [int(p) for p in sys.argv[2].split(",")]
 ready = []
 def tcp_server(port):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(512); ready.append(1)
+    s.bind(("0.0.0.0", port)); s.listen(4096); ready.append(1)
     while True:
-        c, _ = s.accept()
+        try:
+            c, _ = s.accept()
+        except OSError:  # reset before accept (benchmark clients close with RST)
+            continue
         try: c.sendall(name.encode())
         except OSError: pass
         c.close()
@@ -57,6 +60,9 @@ def probe(req):
             data = s.recv(100); s.close()
         else:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(timeout)
+            if req.get("sport"):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", req["sport"]))
             s.connect((ip, port)); s.send(b"ping"); data = s.recv(100); s.close()
         res = {"id": req["id"], "ok": True, "reply": data.decode()}
     except ConnectionRefusedError:
@@ -157,14 +163,15 @@ class Topology:
         self.pods[pod.key] = pod
         return pod
 
-    def probe_many(self, probes: list[tuple[Pod, str, int, str]], timeout: float = 0.6
-                   ) -> list[tuple[bool, str]]:
-        """Run (source pod, target ip, port, proto) probes in parallel."""
+    def probe_many(self, probes: list[tuple[Pod, str, int, str]], timeout: float = 0.6,
+                   sport: int = 0) -> list[tuple[bool, str]]:
+        """Run (source pod, target ip, port, proto) probes in parallel (UDP probes from
+        ``sport`` when given)."""
         by_pod: dict[str, list[int]] = {}
         for i, (src, ip, port, proto) in enumerate(probes):
             assert src.proc is not None and src.proc.stdin is not None
             src.proc.stdin.write(json.dumps({"id": i, "ip": ip, "port": port, "proto": proto,
-                                             "timeout": timeout}) + "\n")
+                                             "timeout": timeout, "sport": sport}) + "\n")
             by_pod.setdefault(src.key, []).append(i)
         for key in by_pod:
             stdin = self.pods[key].proc.stdin  # type: ignore[union-attr]

@@ -217,3 +217,15 @@ def test_every_map_layout_matches_its_c_struct(bed: Bed) -> None:
         assert ctypes.sizeof(c_value) == ctypes.sizeof(value), name
         assert [f[0] for f in c_key._fields_] == [f[0] for f in key._fields_], name
         assert [f[0] for f in c_value._fields_] == [f[0] for f in value._fields_], name
+
+
+def test_a_reused_source_port_towards_another_service_gets_replies_from_that_vip(
+        clean: Bed) -> None:
+    # both services share backend b1, so their reverse entries share one key
+    clean.service(name="one", vip="10.96.9.1")
+    clean.endpoints(["b1"], name="one")
+    clean.service(name="two", vip="10.96.9.2")
+    clean.endpoints(["b1"], name="two")
+    for vip in ("10.96.9.1", "10.96.9.2", "10.96.9.1"):
+        got = clean.topo.probe_many([(clean.client, vip, 53, "udp")], timeout=1.0, sport=40404)
+        assert got == [(True, "b1")], vip

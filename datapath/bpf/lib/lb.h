@@ -96,7 +96,7 @@ static __always_inline int lb_from_pod(struct __sk_buff *skb)
     struct lb_svc_key sk = {};
     struct lb_svc_val *svc;
     struct lb_ct_key fk = {}, rk = {};
-    struct lb_ct_val *ct, nct = {}, rct = {};
+    struct lb_ct_val *ct, *rv, nct = {}, rct = {};
     struct lb_backend_key bk = {};
     struct lb_backend_val *be = 0;
     __be32 baddr, new_saddr;
@@ -136,33 +136,35 @@ static __always_inline int lb_from_pod(struct __sk_buff *skb)
         be = stickyip_bkend.lookup(&bk);
         if (!be)
             return TC_ACT_SHOT;  /* maps mid-update: drop, the client retransmits */
-        baddr = be->addr;
-        bport = be->port;
-        hairpin = baddr == t.saddr;
         nct.backend_id = bk.backend_id;
         nct.svc_id = svc->svc_id;
-        nct.addr = baddr;
-        nct.port = bport;
-        nct.flags = hairpin ? CT_F_HAIRPIN : 0;
+        nct.addr = be->addr;
+        nct.port = be->port;
+        nct.flags = be->addr == t.saddr ? CT_F_HAIRPIN : 0;
         stickyip_lbct.update(&fk, &nct);
-        new_saddr = hairpin ? HAIRPIN_ADDR : t.saddr;
-        rk.saddr = baddr;
-        rk.daddr = new_saddr;
-        rk.sport = bport;
-        rk.dport = t.sport;
-        rk.proto = t.proto;
-        rk.dir = CT_DIR_REV;
+    }
+    baddr = be->addr;
+    bport = be->port;
+    hairpin = baddr == t.saddr;
+    new_saddr = hairpin ? HAIRPIN_ADDR : t.saddr;
+    rk.saddr = baddr;
+    rk.daddr = new_saddr;
+    rk.sport = bport;
+    rk.dport = t.sport;
+    rk.proto = t.proto;
+    rk.dir = CT_DIR_REV;
+    /* The reverse key (backend -> client port) is shared by every service that has
+     * this backend: a client reusing a source port for another service must take
+     * the reverse entry over, or its replies would come from the wrong VIP. */
+    rv = stickyip_lbct.lookup(&rk);
+    if (!rv || rv->addr != t.daddr || rv->port != t.dport || rv->client != t.saddr) {
         rct.backend_id = bk.backend_id;
         rct.svc_id = svc->svc_id;
         rct.addr = t.daddr;
         rct.port = t.dport;
-        rct.flags = nct.flags;
+        rct.flags = hairpin ? CT_F_HAIRPIN : 0;
         rct.client = t.saddr;
         stickyip_lbct.update(&rk, &rct);
-    } else {
-        baddr = be->addr;
-        bport = be->port;
-        hairpin = baddr == t.saddr;
     }
     feat_nat_addr(skb, IP_DST_OFF, t.daddr, baddr, t.proto);
     feat_nat_port(skb, L4_DPORT_OFF, t.dport, bport, t.proto);
