@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import shutil
@@ -79,14 +78,11 @@ async def run(settings: DemoSettings) -> int:
     datapath: Any = None
     prober: Prober = NoProbes(f"control plane only ({why})")
     if not why:
-        try:
-            live: Any = importlib.import_module("demo.datapath")
-        except ImportError:
-            why = "the datapath part of the demo is not built yet"
-            prober = NoProbes(f"control plane only ({why})")
-        else:
-            datapath = live.Datapath(fast=settings.fast)
-            prober = live.LiveProbes(datapath)
+        from demo.datapath import Datapath
+        from demo.probes import LiveProbes
+
+        datapath = Datapath(fast=settings.fast)
+        prober = LiveProbes(datapath)
     if why:
         print(f"datapath skipped: {why}", flush=True)
     print("setting up:", flush=True)

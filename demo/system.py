@@ -116,19 +116,9 @@ class System:
             await self.ipam.apply_pool(PoolSpec(name=self.s.pool, cidr=self.s.pool_cidr,
                                                 block_size=self.s.block_size))
             p.note(f"pool {self.s.pool}: {self.s.pool_cidr}, /{self.s.block_size} node blocks")
-        with p.step("admission webhook over HTTPS (fresh CA)"):
-            self.tls = make_webhook_pair(self.dir)
-            port = free_port()
-            self.webhook = self.sup.start("webhook", [
-                *stickyip_command(), "--redis-url", self.redis_url, "--log-level", "info",
-                "webhook", "--cert", str(self.tls.cert), "--key", str(self.tls.key),
-                "--host", "127.0.0.1", "--port", str(port), "--scheduler-name", SCHEDULER,
-            ], env=self._env())
-            tls = self.tls
-            await self.sup.wait_until(self.webhook, lambda: _https_ok(port, tls.ca, "/readyz"),
-                                      within=30, what="ready (/readyz)")
-            p.note(f"https://127.0.0.1:{port}/mutate-pods, CA {tls.ca.name}")
+        port = free_port()
         with p.step("Kubernetes API stand-in with its StatefulSet controller"):
+            self.tls = make_webhook_pair(self.dir)
             hook = WebhookTarget(url=f"https://127.0.0.1:{port}/mutate-pods",
                                  ca_file=str(self.tls.ca), name="pods.stickyip.io",
                                  object_selector={"matchLabels": {FIXED_IP_LABEL: "true"}},
@@ -137,7 +127,18 @@ class System:
                                    mutating_webhooks=[hook])
             await self.api.start()
             await self.api.create(objects.namespace(self.s.namespace))
-            p.note(f"{self.api.url}; mutating webhook on Pod CREATE for {FIXED_IP_LABEL}=true")
+            p.note(f"{self.api.url}; calls the mutating webhook on Pod CREATE for "
+                   f"{FIXED_IP_LABEL}=true (failurePolicy Fail)")
+        with p.step("admission webhook over HTTPS (certificate from a fresh CA)"):
+            tls = self.tls
+            self.webhook = self.sup.start("webhook", [
+                *stickyip_command(), "--redis-url", self.redis_url, "--log-level", "info",
+                "webhook", "--cert", str(tls.cert), "--key", str(tls.key),
+                "--host", "127.0.0.1", "--port", str(port), "--scheduler-name", SCHEDULER,
+            ], env=self._env() | {"STICKYIP_KUBE_HOST": self.api.url})
+            await self.sup.wait_until(self.webhook, lambda: _https_ok(port, tls.ca, "/readyz"),
+                                      within=30, what="ready (/readyz)")
+            p.note(f"https://127.0.0.1:{port}/mutate-pods, CA {tls.ca}")
         runtime: PodRuntime = AnnotationRuntime()
         addresses: dict[str, str] = {}
         if self.datapath is not None:
