@@ -138,6 +138,10 @@ class Agent:
         t0 = time.monotonic()
         await self.net.open()
         enable_forwarding()
+        if self.s.cni_bin_dir:
+            from datapath import cni
+
+            log.info("CNI plugin installed", extra={"path": cni.install(self.s.cni_bin_dir)})
         if not self.address:
             self.address = await self.net.global_address(self.s.host_prefix)
         if self.address:
@@ -317,6 +321,10 @@ class Agent:
             raise UnknownContainer(f"network namespace {netns!r} does not exist")
         if await self.net.pod_link(netns, ifname) is not None:
             raise InterfaceExists(f"interface {ifname} already exists in {netns}")
+        # A host veth named after this attachment without a record is the leftover of an
+        # ADD interrupted by an agent crash: remove it so the retry can proceed.
+        if await self.net.delete_link(host_ifname(self.s.host_prefix, cid, ifname)):
+            log.warning("removed leftover veth of an interrupted ADD", extra={"container": cid})
 
         sticky = await self._sticky_key(namespace, pod)
         if sticky is not None:
@@ -366,8 +374,12 @@ class Agent:
         }
 
     async def _plumb(self, rec: EndpointRecord, *, create: bool) -> None:
-        """Bring one endpoint to its desired state; with ``create`` the veth is new.
-        Every step checks first, so a restore repairs only what differs."""
+        """Bring one endpoint to its desired state. ``create``: a new attachment (ADD),
+        set up straight away; otherwise (restore) every step checks first and repairs
+        only what differs, so working pods are not touched."""
+        if create:
+            await self._create(rec)
+            return
         idx = await self.net.link_index(rec.host_ifname)
         if idx is None:
             idx = await self.net.create_veth(rec.host_ifname, rec.netns, rec.ifname)
@@ -381,16 +393,14 @@ class Agent:
             raise NetlinkFailure(f"{rec.ifname} missing in {rec.netns}")
         ok = (pod.up and str(rec.address) in pod.addresses and rec.host_mac == host_mac
               and await self.net.pod_routes_ok(rec.netns, rec.ifname, self.gateway))
-        if create or not ok:
-            if not create:
-                log.info("repairing pod side", extra={"host_ifname": rec.host_ifname})
+        if not ok:
+            log.info("repairing pod side", extra={"host_ifname": rec.host_ifname})
             pod_mac = await self.net.configure_pod(rec.netns, rec.ifname, rec.address,
                                                    self.gateway, host_mac)
         else:
             pod_mac = pod.mac
         if (await self.net.neigh_of(idx)).get(str(rec.address)) != pod_mac:
             await self.net.ensure_neigh(idx, rec.address, pod_mac)
-        rec.host_mac, rec.pod_mac = host_mac, pod_mac
         if self.prog.endpoint(idx) != (rec.address, rec.fenced):
             self.prog.set_endpoint(idx, rec.address, fenced=rec.fenced)
         filters = await self.net.filters(idx)
@@ -398,13 +408,29 @@ class Agent:
                    for f in filters):
             await self.net.ensure_clsact(idx)
             await self.net.attach_bpf(idx, self.prog.fd, self.prog.name, PRIO_ANTISPOOF)
-            if not create:
-                log.info("anti-spoofing re-attached", extra={"host_ifname": rec.host_ifname})
+            log.info("anti-spoofing re-attached", extra={"host_ifname": rec.host_ifname})
+        if (rec.host_mac, rec.pod_mac) != (host_mac, pod_mac):
+            rec.host_mac, rec.pod_mac = host_mac, pod_mac
+            self.store.put(rec)
+        # Host routes are repaired by the route sync that follows a restore.
+
+    async def _create(self, rec: EndpointRecord) -> None:
+        idx = await self.net.create_veth(rec.host_ifname, rec.netns, rec.ifname)
+        self._ifindex[rec.host_ifname] = idx
+        host_mac, _ = await self.net.link_info(idx)
+        await self.net.set_up(idx)
+        pod_mac = await self.net.configure_pod(rec.netns, rec.ifname, rec.address,
+                                               self.gateway, host_mac)
+        await self.net.ensure_neigh(idx, rec.address, pod_mac)
+        rec.host_mac, rec.pod_mac = host_mac, pod_mac
+        # The map entry before the filter: the program drops packets of unknown endpoints.
+        self.prog.set_endpoint(idx, rec.address, fenced=rec.fenced)
+        await self.net.ensure_clsact(idx)
+        await self.net.attach_bpf(idx, self.prog.fd, self.prog.name, PRIO_ANTISPOOF)
         self.store.put(rec)
-        if not rec.fenced:
-            names = {rec.host_ifname: idx}
-            await self.net.apply_route("replace", routing.Route(
-                ipaddress.IPv4Network(f"{rec.address}/32"), "dev", rec.host_ifname), names)
+        await self.net.apply_route("replace", routing.Route(
+            ipaddress.IPv4Network(f"{rec.address}/32"), "dev", rec.host_ifname),
+            {rec.host_ifname: idx})
 
     async def _unplumb(self, rec: EndpointRecord) -> None:
         idx = await self.net.link_index(rec.host_ifname)

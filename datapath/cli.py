@@ -28,6 +28,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--bird-config", help="generated BIRD config path (bgp)")
     p.add_argument("--bird-socket", help="BIRD control socket (bgp)")
     p.add_argument("--sync-interval", type=float, help="seconds between route syncs")
+    p.add_argument("--cni-bin-dir", help="install the CNI plugin into this directory")
     p.add_argument("--hook", action="append", dest="hooks", metavar="MODULE:FACTORY",
                    help="endpoint hook factory (repeatable)")
     p.set_defaults(handler=run)

@@ -3,7 +3,9 @@ agent. It parses the environment and the network config, answers VERSION itself 
 forwards everything else over the agent's unix socket.
 
 Started by the container runtime for every pod, so it imports only the standard
-library (json, os, socket, sys): no pydantic, redis or pyroute2 on this path.
+library (json, os, socket, sys): no pydantic, redis or pyroute2 on this path. Being
+self-contained, this file is also installed as a standalone script run with
+``python -S`` (see :func:`install`), which skips site-packages start-up entirely.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time on every pod start
+    from collections.abc import Mapping
+    from typing import Any
 
 SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 #: Commands that exist only from 1.1.0 on.
@@ -193,6 +198,22 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | Non
         return 0, None
     except CniFailure as f:
         return 1, error_result(version, f.code, f.msg, f.details)
+
+
+def install(dest_dir: str, *, python: str | None = None) -> str:
+    """Install this module as ``DEST/stickyip-cni``, run by ``python -S`` (no site, no
+    venv: the plugin needs only the standard library). Atomic; returns the path."""
+    with open(__file__, encoding="utf-8") as f:
+        body = f.read()
+    interpreter = python or sys.executable
+    path = os.path.join(dest_dir, "stickyip-cni")
+    tmp = f"{path}.tmp{os.getpid()}"
+    os.makedirs(dest_dir, exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"#!{interpreter} -S\n" + body)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
+    return path
 
 
 def main() -> None:

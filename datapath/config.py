@@ -47,6 +47,9 @@ class AgentSettings(BaseSettings):
                              description="BIRD control socket for 'birdc configure'")
     birdc: str = Field(default="birdc", description="birdc executable")
     bgp_asn: int = Field(default=64512, description="AS number of the iBGP full mesh")
+    cni_bin_dir: str = Field(
+        default="", description="install the CNI plugin here at start-up (e.g. /opt/cni/bin), "
+        "as a standalone 'python -S' script; empty: do not install")
     kube: bool = Field(default=False, description="read pods from the Kubernetes API to find "
                        "their StatefulSet and pool (see stickyip.kube settings)")
     hooks: list[str] = Field(

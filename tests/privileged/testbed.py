@@ -119,7 +119,10 @@ class Testbed:
     def __init__(self, *, nodes: int = 3, routing: str = "direct",
                  pool_cidr: str = "10.244.0.0/16", block_size: int = 26,
                  hooks: Sequence[str] = (), agent_args: Sequence[str] = (),
-                 sync_interval: float = 0.2, cni_version: str = "1.1.0") -> None:
+                 sync_interval: float = 0.2, cni_version: str = "1.1.0",
+                 installed_plugin: bool = False) -> None:
+        """``installed_plugin``: call the standalone plugin each agent installs into its
+        node's CNI bin dir (as /opt/cni/bin in a cluster) instead of the console script."""
         self.run_id = secrets.token_hex(3)
         self.prefix = f"sip{self.run_id}"
         self.routing = routing
@@ -129,6 +132,7 @@ class Testbed:
         self.agent_args = list(agent_args)
         self.sync_interval = sync_interval
         self.cni_version = cni_version
+        self.installed_plugin = installed_plugin
         self.dir = Path(tempfile.mkdtemp(prefix=f"stickyip-tb-{self.run_id}-"))
         self.pin_base = f"{BPFFS}/stickyip-tb-{self.run_id}"
         self.fabric = f"{self.prefix}-fab"
@@ -228,6 +232,7 @@ class Testbed:
             "--state-dir", str(node.dir / "state"), "--metrics-port", "9402",
             "--default-pool", self.pool, "--bird-config", node.bird_config,
             "--bird-socket", node.bird_socket, "--sync-interval", str(self.sync_interval),
+            "--cni-bin-dir", str(node.dir / "cni-bin"),
         ]
         for h in self.hooks:
             cmd += ["--hook", h]
@@ -314,7 +319,9 @@ class Testbed:
             e.pop(k, None)
         e = {k: v for k, v in e.items() if v != "" or k == "CNI_COMMAND"}
         data = stdin if stdin is not None else json.dumps(conf or self.netconf(node)).encode()
-        proc = sh(str(BIN / "stickyip-cni"), input=data, env=e, check=False, timeout=90)
+        plugin = (self.nodes[node].dir / "cni-bin" / "stickyip-cni" if self.installed_plugin
+                  else BIN / "stickyip-cni")
+        proc = sh(str(plugin), input=data, env=e, check=False, timeout=90)
         text = proc.stdout.decode(errors="replace").strip()
         out = json.loads(text) if text else None
         return CniCall(proc.returncode, out, proc.stderr.decode(errors="replace"))
