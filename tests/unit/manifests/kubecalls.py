@@ -209,6 +209,15 @@ def _wrappers(mod: _Module) -> dict[str, str]:
     return out
 
 
+def _makes_api(node: ast.expr) -> bool:
+    """``client.CoreV1Api(...)``, ``CoreV1Api(...)``."""
+    if not isinstance(node, ast.Call):
+        return False
+    f = node.func
+    name = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else "")
+    return name.endswith("Api")
+
+
 def scan_source(path: Path, text: str) -> list[Call]:
     tree = ast.parse(text)
     mod = _Module(path, tree)
@@ -221,6 +230,16 @@ def scan_source(path: Path, text: str) -> list[Call]:
         if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
             for n in ast.walk(fn):
                 parent_fn[n] = fn
+    # Receivers that hold an API object: x = client.CoreV1Api(...), self.x = ...,
+    # parameters annotated ...Api. Methods of other objects that happen to share
+    # a client method's name (self.policy.delete_namespace) are not requests.
+    api_objects: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and _makes_api(node.value):
+            api_objects |= {ast.unparse(t) for t in node.targets}
+        if isinstance(node, ast.arg) and node.annotation is not None and ast.unparse(
+                node.annotation).split(".")[-1].strip("'\"").endswith("Api"):
+            api_objects.add(node.arg)
     called_attrs: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
@@ -229,7 +248,9 @@ def scan_source(path: Path, text: str) -> list[Call]:
         where = f"{path}:{getattr(node, 'lineno', 0)}"
         scope = parent_fn.get(node)
         # Official client methods.
-        if isinstance(node, ast.Attribute) and _CLIENT_PREFIX.match(node.attr):
+        if isinstance(node, ast.Attribute) and _CLIENT_PREFIX.match(node.attr) and (
+                _makes_api(node.value) or ast.unparse(node.value) in api_objects
+                or "api" in ast.unparse(node.value).lower()):
             if methods is None:
                 methods = client_methods()
             routes = methods.get(node.attr)
@@ -241,13 +262,15 @@ def scan_source(path: Path, text: str) -> list[Call]:
                 watch = as_value or (call_node is not None and any(
                     kw.arg == "watch" and isinstance(kw.value, ast.Constant)
                     and kw.value.value is True for kw in call_node.keywords))
-                c = Call(where, node.attr + (" (watch)" if watch else ""))
-                for http, p in routes:
-                    r = request_for(http, p, watch=watch)
-                    if r is not None:
-                        c.candidates.add(r)
-                if c.candidates:
-                    calls.append(c)
+                # An informer lists, then watches: both must be allowed.
+                for as_watch in ((False, True) if watch else (False,)):
+                    c = Call(where, node.attr + (" (watch)" if as_watch else ""))
+                    for http, p in routes:
+                        r = request_for(http, p, watch=as_watch)
+                        if r is not None:
+                            c.candidates.add(r)
+                    if c.candidates:
+                        calls.append(c)
             continue
         if not isinstance(node, ast.Call):
             continue

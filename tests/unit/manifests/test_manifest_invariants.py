@@ -440,12 +440,18 @@ def _redis_url(objs: Objs) -> str:
     return url
 
 
+def _agent_redis_url(objs: Objs) -> str:
+    (agent,) = find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"][
+        "containers"]
+    (url,) = [e["value"] for e in agent["env"] if e["name"] == "STICKYIP_REDIS_URL"]
+    return str(url)
+
+
 def test_redis_keeps_an_append_only_file_on_a_volume(install: tuple[str, Objs]) -> None:
     name, objs = install
     sts = find(objs, "StatefulSet", "stickyip-redis")
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
-    svc = find(objs, "Service", sts["spec"]["serviceName"])
-    assert svc["spec"]["clusterIP"] == "None"
+    assert find(objs, "Service", sts["spec"]["serviceName"])["spec"]["clusterIP"] == "None"
     (redis,) = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "redis"]
     args = " ".join(redis["args"])
     if name == "sentinel":
@@ -454,18 +460,42 @@ def test_redis_keeps_an_append_only_file_on_a_volume(install: tuple[str, Objs]) 
         assert "/data/conf/redis.conf" in args and 'echo "appendonly yes"' in script
     else:
         assert "--appendonly yes" in args
-        host = _redis_url(objs).split("//", 1)[1].split(":", 1)[0]
-        assert host == f"stickyip-redis-0.{svc['metadata']['name']}.{NS}.svc"
 
 
-def test_sentinel_url_names_every_sentinel_and_the_monitored_master() -> None:
+def test_redis_does_not_depend_on_the_cni_it_serves(install: tuple[str, Objs]) -> None:
+    """The CNI needs the agent and the agent needs Redis: Redis runs on the host
+    network, and the agent finds it without cluster DNS (whose pods need the CNI)."""
+    _, objs = install
+    pod = find(objs, "StatefulSet", "stickyip-redis")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    agent_pod = find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"]
+    assert agent_pod["dnsPolicy"] == "Default"
+    assert agent_pod.get("enableServiceLinks", True) is True
+    store = find(objs, "Service", "stickyip-store")
+    assert store["spec"].get("clusterIP") != "None"
+    var = store["metadata"]["name"].upper().replace("-", "_")
+    url = _agent_redis_url(objs)
+    assert f"$({var}_SERVICE_HOST):$({var}_SERVICE_PORT)" in url
+    assert ".svc" not in url
+    # Everyone else may use DNS, to the same Service.
+    assert f"//{store['metadata']['name']}.{NS}.svc:{store['spec']['ports'][0]['port']}/" in (
+        _redis_url(objs))
+
+
+def test_sentinel_urls_lead_to_the_sentinels_and_the_monitored_master() -> None:
     objs = rendered("sentinel")
     connection = pytest.importorskip("ipam.connection")
+    store = find(objs, "Service", "stickyip-store")
+    assert store["spec"]["ports"] == [{"name": "sentinel", "port": 26379,
+                                       "targetPort": "sentinel"}]
     target = connection.parse_sentinel_url(_redis_url(objs))
+    assert target.hosts == [(f"stickyip-store.{NS}.svc", 26379)]
+    agent = connection.parse_sentinel_url(
+        _agent_redis_url(objs).replace("$(STICKYIP_STORE_SERVICE_HOST)", "10.96.0.10")
+        .replace("$(STICKYIP_STORE_SERVICE_PORT)", "26379"))
+    assert agent.hosts == [("10.96.0.10", 26379)] and agent.service == target.service
     sts = find(objs, "StatefulSet", "stickyip-redis")
     assert sts["spec"]["replicas"] == 3
-    assert sorted(target.hosts) == [
-        (f"stickyip-redis-{i}.stickyip-redis.{NS}.svc", 26379) for i in range(3)]
     script = find(objs, "ConfigMap", "stickyip-redis-sentinel-scripts")["data"]["configure.sh"]
     assert f"sentinel monitor {target.service} " in script
     assert _pdb_covers(objs, sts)
@@ -510,9 +540,13 @@ def test_environment_variables_name_real_settings(install: tuple[str, Objs]) -> 
     for o in install[1]:
         if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("stickyip-config-"):
             names |= set(o["data"])
+    referenced: set[str] = set()
     for _, pod in pod_specs(install[1]):
         for c in containers(pod):
             names |= {e["name"] for e in c.get("env") or []}
+            for e in c.get("env") or []:
+                referenced |= set(re.findall(r"\$\((\w+)\)", str(e.get("value", ""))))
+    names -= referenced  # helpers such as NODE_NAME, expanded into other values
     checked = 0
     for env_name in sorted(n for n in names if n.startswith("STICKYIP_")):
         longest = max((p for p in prefixes if env_name.startswith(p)), key=len, default=None)
@@ -522,3 +556,47 @@ def test_environment_variables_name_real_settings(install: tuple[str, Objs]) -> 
         assert env_name in known, f"{env_name} is not a setting of any component"
         checked += 1
     assert checked >= 1
+
+
+def test_no_injected_service_variable_reads_like_a_setting(install: tuple[str, Objs]) -> None:
+    """Kubernetes injects NAME_PORT, NAME_SERVICE_HOST, ... for every Service of
+    the namespace into pods with service links; for a Service named like a
+    component (stickyip-webhook -> STICKYIP_WEBHOOK_PORT=tcp://...) that would
+    collide with a setting of a stickyip process in such a pod."""
+    _, objs = install
+    reads = {"webhook": ("webhooks.config", "WebhookSettings"),
+             "scheduler": ("scheduler.config", "SchedulerSettings"),
+             "agent": ("datapath.config", "AgentSettings")}
+    common = [("ipam.config", "IpamSettings"), ("stickyip.kube", "KubeSettings")]
+
+    def settings_of(command: str) -> set[str]:
+        out = set()
+        for module, name in [*common, *([reads[command]] if command in reads else [])]:
+            try:
+                cls = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                continue
+            out |= {cls.model_config["env_prefix"].upper() + f.upper() for f in cls.model_fields}
+        return out
+
+    injected = set()
+    for svc in (o for o in objs if o["kind"] == "Service"):
+        var = svc["metadata"]["name"].upper().replace("-", "_")
+        injected |= {f"{var}_SERVICE_HOST", f"{var}_SERVICE_PORT", f"{var}_PORT"}
+        for p in svc["spec"]["ports"]:
+            proto = p.get("protocol", "TCP")
+            injected |= {f"{var}_PORT_{p['port']}_{proto}{suffix}"
+                         for suffix in ("", "_PROTO", "_PORT", "_ADDR")}
+            if "name" in p:
+                injected.add(f"{var}_SERVICE_PORT_{p['name'].upper().replace('-', '_')}")
+    assert "STICKYIP_WEBHOOK_PORT" in injected  # the case this guards against exists
+    for workload, pod in pod_specs(objs):
+        if not pod.get("enableServiceLinks", True):
+            continue
+        for c in containers(pod):
+            if c.get("command") != ["stickyip"]:
+                continue
+            command = next(a for a in c["args"] if not a.startswith("-"))
+            clash = injected & settings_of(command)
+            assert not clash, (f"{workload['metadata']['name']}/{c['name']} gets Service "
+                               f"variables {sorted(clash)} that are settings")

@@ -66,6 +66,15 @@ def official(v1: client.CoreV1Api, ns: str) -> None:
     v1.patch_node("n", {})
     for _ in watch.Watch().stream(v1.list_namespaced_pod, ns):
         pass
+
+class Agent:
+    def __init__(self, api):
+        self.core = client.CoreV1Api(api)
+        self.policy = object()
+    def run(self):
+        self.core.read_namespaced_pod("p", "ns")
+        client.AppsV1Api(None).list_stateful_set_for_all_namespaces()
+        self.policy.delete_namespace("ns")  # not an API object: not a request
 '''
 
 
@@ -74,7 +83,9 @@ def test_the_checker_maps_calls_to_requests() -> None:
     seen = {(r.verb, r.group, r.resource) for c in calls for r in c.candidates}
     assert {("watch", "", "nodes"), ("watch", "", "secrets"), ("get", "coordination.k8s.io",
             "leases"), ("create", "", "pods/eviction"), ("create", "", "pods/binding"),
-            ("patch", "", "nodes"), ("watch", "", "pods")} <= seen
+            ("patch", "", "nodes"), ("watch", "", "pods"), ("get", "", "pods"),
+            ("list", "apps", "statefulsets")} <= seen
+    assert ("delete", "", "namespaces") not in seen
 
 
 def test_the_checker_refuses_what_rbac_does_not_allow() -> None:
