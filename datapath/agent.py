@@ -464,11 +464,10 @@ class Agent:
                 await hook.endpoint_removed(rec.endpoint(idx or 0))
             except Exception:
                 log.exception("hook failed on delete", extra={"container": cid})
-        await self._unplumb(rec)
+        await self._unplumb(rec)  # the link's /32 dev route goes with it
         await self._release(rec)
         self.store.delete(rec)
-        await self.net.apply_route("del", routing.Route(
-            ipaddress.IPv4Network(f"{rec.address}/32"), "dev", rec.host_ifname), {})
+        self._last_desired = None  # next sync diffs the kernel in full
         log.info("endpoint deleted", extra={"container": cid, "address": str(rec.address)})
 
     async def cni_check(self, req: dict[str, Any]) -> None:

@@ -120,7 +120,8 @@ class Testbed:
                  pool_cidr: str = "10.244.0.0/16", block_size: int = 26,
                  hooks: Sequence[str] = (), agent_args: Sequence[str] = (),
                  sync_interval: float = 0.2, cni_version: str = "1.1.0",
-                 installed_plugin: bool = False) -> None:
+                 installed_plugin: bool = False,
+                 agent_env: dict[str, str] | None = None) -> None:
         """``installed_plugin``: call the standalone plugin each agent installs into its
         node's CNI bin dir (as /opt/cni/bin in a cluster) instead of the console script."""
         self.run_id = secrets.token_hex(3)
@@ -133,6 +134,8 @@ class Testbed:
         self.sync_interval = sync_interval
         self.cni_version = cni_version
         self.installed_plugin = installed_plugin
+        #: extra environment of the agents (e.g. PYTHONPATH for hook modules in tests)
+        self.agent_env = dict(agent_env or {})
         self.dir = Path(tempfile.mkdtemp(prefix=f"stickyip-tb-{self.run_id}-"))
         self.pin_base = f"{BPFFS}/stickyip-tb-{self.run_id}"
         self.fabric = f"{self.prefix}-fab"
@@ -243,7 +246,8 @@ class Testbed:
         with open(node.log, "ab") as log:
             log.write(f"--- start {node.agent_starts} ---\n".encode())
             log.flush()
-            node.agent = subprocess.Popen(self.agent_command(node), stdout=log, stderr=log)
+            node.agent = subprocess.Popen(self.agent_command(node), stdout=log, stderr=log,
+                                          env={**os.environ, **self.agent_env})
 
     async def start_agent(self, name: str, *, within: float = 60) -> None:
         """Start (or restart) the agent of ``name`` and wait until it serves."""
