@@ -160,6 +160,8 @@ class RedisIpam:
                  clock: Callable[[], float] = time.time, batching: bool = True) -> None:
         self._r = client
         self._batcher = _Batcher(client) if batching else None
+        self._inflight = 0
+        self._specs: tuple[float, list[PoolSpec]] | None = None
         self.actor = actor
         self.clock = clock
         self._scripts: dict[str, _Script] = {}
@@ -193,14 +195,20 @@ class RedisIpam:
         try:
             if not sc.sha:
                 sc.sha = _s(await self._r.script_load(source))
-            if self._batcher is not None:
+            if self._batcher is not None and self._inflight:
+                # others are waiting on Redis: ride along in the next pipeline
                 reply = await self._batcher.submit(sc, key, args)
             else:
+                # alone: a plain call is cheaper than a pipeline of one
+                self._inflight += 1
                 try:
-                    reply = await self._r.evalsha(sc.sha, 1, key, *args)
-                except NoScriptError:
-                    sc.sha = _s(await self._r.script_load(source))
-                    reply = await self._r.evalsha(sc.sha, 1, key, *args)
+                    try:
+                        reply = await self._r.evalsha(sc.sha, 1, key, *args)
+                    except NoScriptError:
+                        sc.sha = _s(await self._r.script_load(source))
+                        reply = await self._r.evalsha(sc.sha, 1, key, *args)
+                finally:
+                    self._inflight -= 1
         except ResponseError as e:
             raise StoreUnavailable(f"IPAM script failed: {e}") from e
         except (RedisError, OSError) as e:
@@ -234,10 +242,16 @@ class RedisIpam:
     def forget_pool_cache(self) -> None:
         self._pools.clear()
 
-    async def pool_specs(self) -> list[PoolSpec]:
+    async def pool_specs(self, *, max_age: float = 0.0) -> list[PoolSpec]:
+        """All pools; ``max_age`` > 0 accepts a list read that many seconds ago."""
+        if max_age > 0 and self._specs is not None and (
+                time.monotonic() - self._specs[0] < max_age):
+            return self._specs[1]
         raw = await self._guard(self._r.hgetall(REGISTRY))
         specs = [PoolSpec.model_validate(json.loads(v)["spec"]) for v in raw.values()]
-        return sorted(specs, key=lambda s: s.name)
+        specs.sort(key=lambda s: s.name)
+        self._specs = (time.monotonic(), specs)
+        return specs
 
     async def apply_pool(self, spec: PoolSpec) -> int:
         """Create or update a pool. Returns how many newly excluded addresses are still
@@ -295,10 +309,13 @@ class RedisIpam:
 
     async def pool_for_address(self, address: str | ipaddress.IPv4Address) -> PoolCache:
         addr = ranges.parse_address(address) if isinstance(address, str) else address
-        for spec in await self.pool_specs():
-            pc = await self.pool(spec.name)
-            if pc.geo.contains(addr):
-                return pc
+        # pools change rarely: a list up to 2 s old is fine for finding one; a miss
+        # re-reads before refusing
+        for max_age in (2.0, 0.0):
+            for spec in await self.pool_specs(max_age=max_age):
+                pc = await self.pool(spec.name)
+                if pc.geo.contains(addr):
+                    return pc
         raise InvalidAddress(f"{addr} is not inside any pool; see 'stickyip pool list'")
 
     # ---------------------------------------------------------------- records
@@ -510,6 +527,25 @@ class RedisIpam:
             return []
         moved = json.loads(reply[1]) if reply[1] not in ("{}", "[]") else []
         return [OwnerKey(o) for o in moved]
+
+    async def owners_of(self, pool: str, addresses: Sequence[str | ipaddress.IPv4Address]
+                        ) -> dict[ipaddress.IPv4Address, Lease | None]:
+        """Who holds each of ``addresses`` (all inside ``pool``), in two round trips."""
+        pc = await self.pool(pool)
+        addrs = [ranges.parse_address(a) if isinstance(a, str) else a for a in addresses]
+        offs = [pc.geo.offset_of(a) for a in addrs]
+        if not offs:
+            return {}
+        p = pool_prefix(pool)
+        owners = await self._guard(self._r.hmget(p + "owner", offs))
+        keys = sorted({_s(o) for o in owners if o is not None})
+        recs = dict(zip(keys, await self._guard(self._r.hmget(p + "rec", keys)), strict=True)
+                    ) if keys else {}
+        out: dict[ipaddress.IPv4Address, Lease | None] = {}
+        for a, o in zip(addrs, owners, strict=True):
+            raw = recs.get(_s(o)) if o is not None else None
+            out[a] = self._lease(pc, _s(raw)) if raw is not None else None
+        return out
 
     async def owner_of(self, address: str | ipaddress.IPv4Address) -> Lease | None:
         """The lease or reservation holding ``address`` (None when free).

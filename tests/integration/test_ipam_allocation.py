@@ -100,3 +100,11 @@ async def test_audit_trail_records_who_when_and_epoch(ipam: RedisIpam, pool_a: P
         ("release", owner, "n1", 1, 1001.0, "test"),
         ("allocate", owner, "n1", 1, 1000.0, "test"),
     ]
+
+
+async def test_owners_of_many_addresses_at_once(ipam: RedisIpam, pool_a: PoolSpec) -> None:
+    a = await ipam.allocate(pool="pool-a", node="n1", owner=ephemeral_owner("c1"))
+    got = await ipam.owners_of("pool-a", [str(a.address), "10.20.0.200"])
+    assert got[a.address] is not None and got[a.address].owner == a.owner  # type: ignore[union-attr]
+    assert got[ipaddress.IPv4Address("10.20.0.200")] is None
+    assert await ipam.owners_of("pool-a", []) == {}

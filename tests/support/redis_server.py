@@ -27,6 +27,7 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed; run 'make setup' (apt-get "
                                "install redis-server)")
         self.exe = exe
+        self._fixed_port = port is not None
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="stickyip-redis-"))
         self.appendfsync = appendfsync
@@ -38,6 +39,19 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        # A port picked by free_port() can be taken by another process before
+        # redis-server binds it (several test runs share this machine): try again
+        # on a fresh port when the port was ours to choose.
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except RuntimeError:
+                if self._fixed_port or attempt == 2:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> RedisServer:
         args = [
             self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
             "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
@@ -45,20 +59,22 @@ class RedisServer:
             *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                self.proc = None
                 raise RuntimeError(f"redis-server exited: {err}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(64).startswith(b"+PONG"):
                         return self
             except OSError:
                 pass
             time.sleep(0.02)
-        raise RuntimeError("redis-server did not start within 10 s")
+        self.kill9()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within 30 s")
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
