@@ -8,6 +8,7 @@ accepts and environment variables the settings classes know."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import ipaddress
 import json
 import re
@@ -405,7 +406,8 @@ def test_agent_has_the_host_access_it_needs(install: tuple[str, Objs]) -> None:
                if m["name"] in host}
     for path in ("/sys/fs/bpf", "/run/stickyip", "/lib/modules", "/usr/src"):
         assert mounted.get(path) == path, f"agent does not mount host {path}"
-    assert agent["args"][-3:] == ["agent", "--node", "$(NODE_NAME)"]
+    args = agent["args"]
+    assert args[args.index("agent"):][:3] == ["agent", "--node", "$(NODE_NAME)"]
     env = {e["name"]: e for e in agent["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
 
@@ -600,3 +602,18 @@ def test_no_injected_service_variable_reads_like_a_setting(install: tuple[str, O
             clash = injected & settings_of(command)
             assert not clash, (f"{workload['metadata']['name']}/{c['name']} gets Service "
                                f"variables {sorted(clash)} that are settings")
+
+
+def test_agent_hooks_name_existing_factories(install: tuple[str, Objs]) -> None:
+    """``--hook MODULE:FACTORY`` must name a function of the product (checked in
+    the source: importing it would load bcc)."""
+    pod = find(install[1], "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    args = agent["args"]
+    hooks = [args[i + 1] for i, a in enumerate(args) if a == "--hook"]
+    assert hooks
+    for spec in hooks:
+        module, _, factory = spec.partition(":")
+        found = importlib.util.find_spec(module)
+        assert found is not None and found.origin is not None, f"no module {module}"
+        assert re.search(rf"^def {factory}\(", Path(found.origin).read_text(), re.M), spec
