@@ -530,7 +530,9 @@ def test_environment_variables_name_real_settings(install: tuple[str, Objs]) -> 
     for module, name in (("ipam.config", "IpamSettings"), ("stickyip.kube", "KubeSettings"),
                          ("webhooks.config", "WebhookSettings"),
                          ("scheduler.config", "SchedulerSettings"),
-                         ("datapath.config", "AgentSettings")):
+                         ("datapath.config", "AgentSettings"),
+                         ("datapath.services.config", "ServicesSettings"),
+                         ("datapath.policy.config", "PolicySettings")):
         try:
             classes.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):
@@ -573,7 +575,11 @@ def test_no_injected_service_variable_reads_like_a_setting(install: tuple[str, O
 
     def settings_of(command: str) -> set[str]:
         out = set()
-        for module, name in [*common, *([reads[command]] if command in reads else [])]:
+        extra = [reads[command]] if command in reads else []
+        if command == "agent":
+            extra += [("datapath.services.config", "ServicesSettings"),
+                      ("datapath.policy.config", "PolicySettings")]
+        for module, name in [*common, *extra]:
             try:
                 cls = getattr(importlib.import_module(module), name)
             except (ImportError, AttributeError):
