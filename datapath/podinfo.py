@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipam import RedisIpam, ReservationKey
+
+if TYPE_CHECKING:
+    from stickyip.kube import KubeSettings
 
 PodLookup = Callable[[str, str], Awaitable[tuple[ReservationKey, str | None] | None]]
 
@@ -32,12 +35,12 @@ def sticky_key_of(pod: dict[str, Any]) -> tuple[ReservationKey, str | None] | No
     return key, pool
 
 
-def kube_pod_lookup(ipam: RedisIpam) -> PodLookup:
+def kube_pod_lookup(ipam: RedisIpam, settings: KubeSettings | None = None) -> PodLookup:
     from kubernetes import client
 
     from stickyip.kube import api_client
 
-    api = client.CoreV1Api(api_client())
+    api = client.CoreV1Api(api_client(settings))
 
     async def lookup(namespace: str, name: str) -> tuple[ReservationKey, str | None] | None:
         pod = await asyncio.to_thread(api.read_namespaced_pod, name, namespace)
