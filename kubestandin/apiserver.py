@@ -57,9 +57,13 @@ class ApiCore:
     """Every API operation, applied to a ``Store``; the HTTP server and the Python API
     both call these, so they behave identically."""
 
-    def __init__(self, store: Store, *, strict_namespaces: bool = False) -> None:
+    def __init__(self, store: Store, *, strict_namespaces: bool = False,
+                 graceful_deletion: bool = False) -> None:
         self.store = store
         self.strict_namespaces = strict_namespaces
+        # Pods bound to a node then stay Terminating until its kubelet confirms (or a
+        # delete with gracePeriodSeconds=0 forces them out).
+        self.graceful_deletion = graceful_deletion
         self.admission: list[Admission] = []
         self._next_cluster_ip = int(ipaddress.IPv4Address("10.96.0.10"))
         ns_res = BY_KIND[("v1", "Namespace")]
@@ -180,7 +184,8 @@ class ApiCore:
                 new_meta["generation"] = old["metadata"].get("generation", 1) + 1
         if new == old:
             return old  # a no-op write keeps its resourceVersion, as kube-apiserver does
-        deleting = new["metadata"].get("deletionTimestamp")
+        deleting = new["metadata"].get("deletionTimestamp") and \
+            not new["metadata"].get("deletionGracePeriodSeconds")
         if deleting and not new["metadata"].get("finalizers"):
             self.store.put(res, new, created=False)
             return self._remove(res, namespace, name, orphan=False)
@@ -273,13 +278,29 @@ class ApiCore:
                            "Precondition failed", kind=res.plural, name=name)
         orphan = options.get("propagationPolicy") == "Orphan" or \
             options.get("orphanDependents") is True
-        if obj["metadata"].get("finalizers"):
+        grace = self._grace_period(res, obj, options)
+        if obj["metadata"].get("finalizers") or grace > 0:
             if obj["metadata"].get("deletionTimestamp"):
                 return obj
-            obj["metadata"]["deletionTimestamp"] = now_rfc3339()
-            obj["metadata"]["deletionGracePeriodSeconds"] = 0
+            when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=grace)
+            obj["metadata"]["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+            obj["metadata"]["deletionGracePeriodSeconds"] = grace
             return self.store.put(res, obj, created=False)
         return self._remove(res, namespace, name, orphan=orphan)
+
+    def _grace_period(self, res: Resource, obj: Obj, options: Obj) -> int:
+        """Seconds a deleted pod stays Terminating (0 unless ``graceful_deletion``; only
+        pods bound to a node wait, as only a kubelet can confirm)."""
+        if res.kind != "Pod" or not self.graceful_deletion or \
+                not (obj.get("spec") or {}).get("nodeName"):
+            return 0
+        value = options.get("gracePeriodSeconds")
+        if value is None:
+            value = obj["spec"].get("terminationGracePeriodSeconds", 30)
+        try:
+            return max(int(value), 0)
+        except (TypeError, ValueError):
+            raise BadRequest(f"invalid gracePeriodSeconds {value!r}") from None
 
     def _remove(self, res: Resource, namespace: str, name: str, *, orphan: bool) -> Obj:
         final = self.store.remove(res, namespace, name)

@@ -199,15 +199,24 @@ class Controllers:
             for ref in ev.obj["metadata"].get("ownerReferences") or ():
                 if ref.get("controller") and ref.get("kind") == "StatefulSet":
                     self._dirty.add((ev.obj["metadata"]["namespace"], ref.get("name", "")))
-        elif ev.resource == NODES and ev.type != "DELETED" and self.auto_ready and \
+        elif ev.resource == NODES and ev.type != "DELETED" and \
+                (self.auto_ready or self.core.graceful_deletion) and \
                 node_is_ready(ev.obj) and (ev.old is None or not node_is_ready(ev.old)):
             for pod in self.core.store.pods_on_node(ev.obj["metadata"]["name"]):
                 self._kubelet_pod(pod)
 
     def _kubelet_pod(self, pod: Obj) -> None:
-        if not self.auto_ready or pod["metadata"].get("deletionTimestamp"):
-            return
         node_name = pod["spec"].get("nodeName")
+        if pod["metadata"].get("deletionTimestamp"):
+            # A live kubelet stops the containers and confirms the deletion at once.
+            node = self.core.store.peek(NODES, "", node_name or "")
+            if self.core.graceful_deletion and not pod["metadata"].get("finalizers") and \
+                    node is not None and node_is_ready(node):
+                self.core.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"],
+                                 {"gracePeriodSeconds": 0})
+            return
+        if not self.auto_ready:
+            return
         if not node_name or pod_is_ready(pod):
             return
         if pod["status"].get("phase") not in ("Pending", "Running"):

@@ -41,10 +41,12 @@ class KubeStandIn:
     def __init__(self, *, statefulset_controller: bool = True, auto_ready: bool = False,
                  host: str = "127.0.0.1", port: int = 0, bookmark_interval: float = 1.0,
                  history_size: int = 20000, strict_namespaces: bool = False,
+                 graceful_deletion: bool = False,
                  mutating_webhooks: list[WebhookTarget] | None = None,
                  pod_ip_annotation: str | None = "stickyip.io/ip") -> None:
         self.store = Store(history_size=history_size)
-        self.core = ApiCore(self.store, strict_namespaces=strict_namespaces)
+        self.core = ApiCore(self.store, strict_namespaces=strict_namespaces,
+                            graceful_deletion=graceful_deletion)
         self.kubelet = Kubelet(self.core, pod_ip_annotation=pod_ip_annotation)
         self._webhooks = WebhookCaller(self.store, list(mutating_webhooks or ()))
         if self._webhooks.targets:
@@ -125,10 +127,14 @@ class KubeStandIn:
 
     async def delete(self, api_version: str, kind: str, name: str,
                      namespace: str | None = None, *,
-                     propagation_policy: str | None = None) -> Obj | None:
-        """Delete now (pods have no grace period here); None when it did not exist."""
+                     propagation_policy: str | None = None,
+                     grace_period_seconds: int | None = None) -> Obj | None:
+        """Delete (immediately, unless ``graceful_deletion`` keeps a bound pod Terminating;
+        ``grace_period_seconds=0`` forces it); None when it did not exist."""
         res = self.core.resource(api_version, kind)
-        options = {"propagationPolicy": propagation_policy} if propagation_policy else {}
+        options: Obj = {"propagationPolicy": propagation_policy} if propagation_policy else {}
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
         try:
             return self.core.delete(res, namespace or "default", name, options)
         except NotFound:
@@ -252,9 +258,11 @@ class KubeStandInThread:
                                          subresource=subresource, content_type=content_type))
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
-               propagation_policy: str | None = None) -> Obj | None:
+               propagation_policy: str | None = None,
+               grace_period_seconds: int | None = None) -> Obj | None:
         return self._run(self._api.delete(api_version, kind, name, namespace,
-                                          propagation_policy=propagation_policy))
+                                          propagation_policy=propagation_policy,
+                                          grace_period_seconds=grace_period_seconds))
 
     def set_pod_ready(self, name: str, namespace: str = "default", ready: bool = True) -> Obj:
         return self._run(self._api.set_pod_ready(name, namespace, ready))

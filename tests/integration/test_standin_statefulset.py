@@ -200,3 +200,47 @@ def test_a_failed_pod_is_replaced(standin: KubeStandInThread) -> None:
     new = standin.get("v1", "Pod", "web-0")
     assert new is not None and new["metadata"]["uid"] != old["metadata"]["uid"]
     assert new["status"]["phase"] == "Pending"
+
+
+def test_graceful_deletion_waits_for_a_live_kubelet_or_a_force_delete() -> None:
+    with KubeStandInThread(auto_ready=True, graceful_deletion=True) as api:
+        ac = api_client(KubeSettings(kube_host=api.url))
+        v1 = client.CoreV1Api(ac)
+        api.create(objects.node("alive"))
+        api.create(objects.node("dead"))
+        api.create(objects.pod("unbound"))
+        api.create(objects.pod("on-alive", node_name="alive"))
+        api.create(objects.pod("on-dead", node_name="dead"))
+        api.settle()
+        api.set_node_ready("dead", False)
+        for name in ("unbound", "on-alive", "on-dead"):
+            v1.delete_namespaced_pod(name, "default")
+        api.settle()
+        # The unbound pod goes at once, the live kubelet confirms its pod; the pod on the
+        # dead node stays Terminating.
+        assert pod_names(api) == ["on-dead"]
+        stuck = v1.read_namespaced_pod("on-dead", "default")
+        assert stuck.metadata.deletion_timestamp is not None
+        assert stuck.metadata.deletion_grace_period_seconds == 30
+        v1.delete_namespaced_pod("on-dead", "default", grace_period_seconds=0)
+        assert pod_names(api) == []
+
+        # A StatefulSet pod stuck Terminating is not replaced until it is gone; when the
+        # node comes back, its kubelet finishes the deletion.
+        api.create(objects.statefulset("web", replicas=1, pod_management_policy="Parallel"))
+        api.settle()
+        v1.create_namespaced_pod_binding("web-0", "default", client.V1Binding(
+            metadata=client.V1ObjectMeta(name="web-0"),
+            target=client.V1ObjectReference(kind="Node", name="dead")), _preload_content=False)
+        first = api.get("v1", "Pod", "web-0")
+        assert first is not None
+        v1.delete_namespaced_pod("web-0", "default")
+        api.settle()
+        again = api.get("v1", "Pod", "web-0")
+        assert again is not None and again["metadata"]["uid"] == first["metadata"]["uid"]
+        api.set_node_ready("dead", True)
+        api.settle()
+        new = api.get("v1", "Pod", "web-0")
+        assert new is not None and new["metadata"]["uid"] != first["metadata"]["uid"]
+        assert "deletionTimestamp" not in new["metadata"]
+        ac.close()
