@@ -56,9 +56,11 @@ def metric_names(expr: str) -> set[str]:
         word = m.group(0)
         if m.start() > 0 and (text[m.start() - 1].isdigit() or text[m.start() - 1] == "."):
             continue  # part of a number such as 1e3
+        if word in KEYWORDS:
+            continue
         if text[m.end():].lstrip().startswith("("):
             assert word in FUNCTIONS, f"unknown PromQL function {word!r} in {expr!r}"
-        elif word not in KEYWORDS:
+        else:
             names.add(word)
     return names
 
@@ -94,8 +96,8 @@ def dashboard_exprs(d: dict[str, Any]) -> list[str]:
 
 def test_metric_name_extraction() -> None:
     expr = ('histogram_quantile(0.99, sum by (cluster, le) (rate(x_bucket{a="b,c"}[5m]))) '
-            '> 1 and on (pod) y_total offset 5m / topk($topn, z) > 1e3')
-    assert metric_names(expr) == {"x_bucket", "y_total", "z"}
+            '> 1 and on (pod) y_total offset 5m / topk($topn, z) > 1e3 or (w)')
+    assert metric_names(expr) == {"x_bucket", "y_total", "z", "w"}
     with pytest.raises(AssertionError, match="unknown PromQL function"):
         metric_names("made_up(x)")
 
