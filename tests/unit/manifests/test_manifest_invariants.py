@@ -332,8 +332,11 @@ def test_webhook_is_highly_available_and_probed(install: tuple[str, Objs]) -> No
     assert dep["spec"]["replicas"] == 2
     assert _pdb_covers(objs, dep)
     pod = dep["spec"]["template"]["spec"]
-    (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert term["topologyKey"] == "kubernetes.io/hostname"
+    (pref,) = pod["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert pref["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert pref["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= (
+        dep["spec"]["template"]["metadata"]["labels"].items())
     (c,) = pod["containers"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
