@@ -34,10 +34,6 @@ def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def now_micro() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _display(res: Resource) -> str:
     return f"{res.plural}.{res.group}" if res.group else res.plural
 
@@ -68,8 +64,8 @@ class ApiCore:
         self._next_cluster_ip = int(ipaddress.IPv4Address("10.96.0.10"))
         ns_res = BY_KIND[("v1", "Namespace")]
         for ns in DEFAULT_NAMESPACES:
-            self._commit_create(ns_res, {"apiVersion": "v1", "kind": "Namespace",
-                                         "metadata": {"name": ns}})
+            self._commit_create(ns_res, self._prepare_create(
+                ns_res, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, ""))
 
     # ------------------------------------------------------------------ reads
     def get(self, res: Resource, namespace: str, name: str) -> Obj:
