@@ -5,6 +5,7 @@ operators require."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -13,8 +14,19 @@ import yaml
 
 from tests.unit.manifests.conftest import KUSTOMIZATIONS, MANIFESTS, rendered
 
-#: Oldest release the manifests support: webhook matchConditions are GA in 1.30.
-K8S_VERSION = "1.30.0"
+
+#: Oldest release the manifests support (webhook matchConditions are GA in
+#: 1.30), or the oldest later one a newer kubernetes-validate still ships.
+def _version() -> str:
+    shipped = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    found = sorted(
+        tuple(int(x) for x in d.name[1:].split("-")[0].split("."))
+        for d in shipped.glob("v*-local-strict"))
+    usable = [v for v in found if v >= (1, 30, 0)]
+    return ".".join(map(str, usable[0])) if usable else "1.30.0"
+
+
+K8S_VERSION = _version()
 
 #: Custom resources (no schema in kubernetes-validate) and the fields checked.
 CUSTOM = {
