@@ -272,3 +272,15 @@ def test_pods_get_the_default_not_ready_and_unreachable_tolerations(
     tolerations = {(t.key, t.effect, t.toleration_seconds) for t in pod.spec.tolerations}
     assert tolerations == {("node.kubernetes.io/unreachable", "NoExecute", 10),
                            ("node.kubernetes.io/not-ready", "NoExecute", 300)}
+
+
+def test_strict_namespaces_rejects_objects_in_missing_namespaces() -> None:
+    with KubeStandInThread(statefulset_controller=False, strict_namespaces=True) as api:
+        ac = api_client(KubeSettings(kube_host=api.url))
+        v1 = client.CoreV1Api(ac)
+        with pytest.raises(client.ApiException) as e:
+            v1.create_namespaced_pod("nowhere", objects.pod("p", namespace="nowhere"))
+        assert e.value.status == 404
+        v1.create_namespace(objects.namespace("nowhere"))
+        assert v1.create_namespaced_pod("nowhere", objects.pod("p", namespace="nowhere"))
+        ac.close()
