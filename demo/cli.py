@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -25,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="control plane only (no network namespaces, agents or eBPF)")
     p.add_argument("--datapath", action="store_true",
                    help="require the datapath (fail instead of skipping it without root)")
+    p.add_argument("--no-service-policy", action="store_true",
+                   help="skip the Service VIP and NetworkPolicy probes (their maps are "
+                   "written by the demo: the node agent does not wire them yet)")
     p.add_argument("--fast", action="store_true",
                    help="short controller timers and no pauses (for tests)")
     p.add_argument("--keep-logs", action="store_true",
@@ -41,6 +43,8 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
         overrides["datapath"] = "on"
     if args.fast:
         overrides["fast"] = True
+    if args.no_service_policy:
+        overrides["service_policy"] = False
     if args.keep_logs:
         overrides["keep_logs"] = True
     if args.step_timeout is not None:
@@ -128,10 +132,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 async def _main(settings: DemoSettings) -> int:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    if task is not None:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, task.cancel)
+    me = os.getpid()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # Plain handlers, not loop.add_signal_handler: pyroute2 forks helpers to reach
+        # node namespaces, and a child sharing asyncio's signal wakeup fd would deliver
+        # its own SIGTERM to this loop as ours (datapath/cli.py does the same).
+        if os.getpid() == me and task is not None:
+            loop.call_soon_threadsafe(task.cancel)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     try:
         return await run(settings)
     except asyncio.CancelledError:

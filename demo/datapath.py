@@ -19,6 +19,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,8 @@ class Datapath:
         self._counter = 0
         self._sup: Supervisor | None = None
         self._env: dict[str, str] = {}
+        #: Called first on close (e.g. to unload the service/policy programs).
+        self.closers: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -214,6 +217,10 @@ class Datapath:
             self._netns.remove(name)
 
     async def close(self) -> None:
+        for closer in self.closers:
+            with contextlib.suppress(Exception):
+                closer()
+        self.closers.clear()
         for pod in list(self.pods.values()):
             await self._remove_sandbox(pod)
         self.pods.clear()

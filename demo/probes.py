@@ -40,6 +40,24 @@ class LiveProbes:
                 node_selector={"kubernetes.io/hostname": self.client_node}))
         for name in (CLIENT, INTRUDER):
             await self.dp.wait_sandbox(self.namespace, name, within=60)
+        if not system.s.service_policy:
+            self.features_skip = ("--no-service-policy given (the node agent does not wire "
+                                  "the service and policy programs yet)")
+            return
+        from demo.features import Features
+
+        features = Features(self.dp, system.api, self.namespace, system.s.statefulset)
+        try:
+            await features.start()
+        except Exception as e:
+            self.features_skip = f"the service/policy programs did not load: {e}"
+            system.progress.note(f"! {self.features_skip}")
+            return
+        self.dp.closers.append(features.close)
+        await features.create_policy()
+        self.features = features
+        system.progress.note("Service VIP and NetworkPolicy: eBPF programs loaded; their "
+                             "maps are written by the demo (the agent does not wire them yet)")
 
     async def _reach(self, src: PodSandbox, row: Row, *, pings: bool = True) -> Probe:
         text = f"{src.name} ({src.node}) -> {row.pod} {row.address}:{POD_PORT} on {row.node}"
