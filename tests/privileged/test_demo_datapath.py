@@ -1,8 +1,10 @@
 """The full demo as root: three node namespaces with their agents, pods wired by the
-real stickyip-cni, and live probes after every story step. Each replica answers TCP at
-its reserved address from the client (the reply names the pod, so the address reached
-the right pod), across nodes and after the failover re-homed a replica; afterwards no
-namespace, pin or process of the run is left."""
+real stickyip-cni, and live probes after every story step. Each replica answers ping
+and TCP at its reserved address from the client (the reply names the pod, so the
+address reached the right pod), across nodes and after the failover re-homed a
+replica; the Service VIP is answered only by live replicas; the intruder is refused by
+the NetworkPolicy while the client gets through. Afterwards no namespace, pin or
+process of the run is left."""
 
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ async def test_full_demo_probes_every_replica_through_the_story(tmp_path: Path) 
     async with System(settings, datapath=datapath, progress=Progress(lines.append)) as system:
         pids = [c.proc.pid for c in system.sup.components]
         results = await Story(system, settings, prober, out=lines.append).run()
+        assert prober.features is not None, prober.features_skip
         ours = {ns for ns in _netns() if ns.startswith(datapath.prefix)}
         assert len(ours) >= 1 + 3, "fabric and node namespaces exist while running"
     assert len(results) == 5
@@ -50,6 +53,15 @@ async def test_full_demo_probes_every_replica_through_the_story(tmp_path: Path) 
         for r in live:
             assert any(f"-> {r.pod} {r.address}:" in p.text and f"answered by {r.pod}"
                        in p.detail for p in reach), (step.title, r)
+        names = {r.pod for r in live}
+        svc = [p for p in step.probes if "Service VIP" in p.text]
+        assert len(svc) == 1 and svc[0].outcome == "ok", (step.title, svc)
+        answered = {part.split(" x")[0] for part in
+                    svc[0].detail.split("answered by ", 1)[1].split(", ")}
+        assert answered <= names, (step.title, svc[0].detail)
+        pol = [p for p in step.probes if "NetworkPolicy" in p.text]
+        assert len(pol) == 1 and pol[0].outcome == "denied", (step.title, pol)
+        assert "while client still connects" in pol[0].detail
         assert all(p.passed for p in step.probes), step.title
         assert all(c.ok for c in step.checks), step.title
     # After the failover the moved replica answers on its new node at its old address.
