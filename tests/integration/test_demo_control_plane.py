@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from demo.config import DemoSettings
 from demo.report import by_ordinal
 from demo.story import NoProbes, Story
@@ -77,3 +79,34 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+async def test_without_root_the_cli_plays_the_control_plane_and_says_why(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    from demo import cli
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code = await cli.run(DemoSettings(fast=True, work_dir=str(tmp_path), step_timeout=30))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "datapath skipped: not running as root" in out
+    assert "5 steps in" in out and ", 0 failed" in out
+    assert "skipped: live probes (pod-to-pod, Service VIP, NetworkPolicy): control plane " \
+        "only (not running as root" in out
+    assert os.listdir(tmp_path) == [], "the demo's temporary directory is removed"
+
+
+async def test_stickyip_demo_outside_a_checkout_says_so(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    import argparse
+
+    from stickyip import demo as shim
+
+    monkeypatch.setattr(shim, "CHECKOUT", tmp_path)
+    parser = argparse.ArgumentParser()
+    shim.add_parser(parser.add_subparsers(dest="command"), "demo")
+    args = parser.parse_args(["demo"])
+    assert await args.handler(args) == 2
+    assert "runs from a source checkout" in capsys.readouterr().err
