@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -146,8 +146,7 @@ class Agent:
             self.address = await self.net.global_address(self.s.host_prefix)
         if self.address:
             await self.nodes.publish(self.node, self.address)
-        await asyncio.to_thread(self.prog.load)
-        await self.restore()
+        await self.restore(asyncio.ensure_future(asyncio.to_thread(self.prog.load)))
         await self.sync_routes(force=True)
         await self._serve_socket()
         if self.s.metrics_port:
@@ -380,6 +379,11 @@ class Agent:
         if create:
             await self._create(rec)
             return
+        idx = await self._restore_links(rec)
+        await self._restore_bpf(rec, idx)
+
+    async def _restore_links(self, rec: EndpointRecord) -> int:
+        """Restore, part 1 (needs no eBPF): veth, pod side, host neighbour."""
         idx = await self.net.link_index(rec.host_ifname)
         if idx is None:
             idx = await self.net.create_veth(rec.host_ifname, rec.netns, rec.ifname)
@@ -388,19 +392,26 @@ class Agent:
         host_mac, up = await self.net.link_info(idx)
         if not up:
             await self.net.set_up(idx)
-        pod = await self.net.pod_link(rec.netns, rec.ifname)
+        pod = await self.net.pod_link(rec.netns, rec.ifname, self.gateway)
         if pod is None:
             raise NetlinkFailure(f"{rec.ifname} missing in {rec.netns}")
-        ok = (pod.up and str(rec.address) in pod.addresses and rec.host_mac == host_mac
-              and await self.net.pod_routes_ok(rec.netns, rec.ifname, self.gateway))
-        if not ok:
+        if pod.up and str(rec.address) in pod.addresses and rec.host_mac == host_mac \
+                and pod.routes_ok:
+            pod_mac = pod.mac
+        else:
             log.info("repairing pod side", extra={"host_ifname": rec.host_ifname})
             pod_mac = await self.net.configure_pod(rec.netns, rec.ifname, rec.address,
                                                    self.gateway, host_mac)
-        else:
-            pod_mac = pod.mac
-        if (await self.net.neigh_of(idx)).get(str(rec.address)) != pod_mac:
+        if await self.net.neigh_mac(idx, rec.address) != pod_mac:
             await self.net.ensure_neigh(idx, rec.address, pod_mac)
+        if (rec.host_mac, rec.pod_mac) != (host_mac, pod_mac):
+            rec.host_mac, rec.pod_mac = host_mac, pod_mac
+            self.store.put(rec)
+        # Host routes are repaired by the route sync that follows a restore.
+        return idx
+
+    async def _restore_bpf(self, rec: EndpointRecord, idx: int) -> None:
+        """Restore, part 2: the endpoint map entry and the anti-spoofing filter."""
         if self.prog.endpoint(idx) != (rec.address, rec.fenced):
             self.prog.set_endpoint(idx, rec.address, fenced=rec.fenced)
         filters = await self.net.filters(idx)
@@ -409,10 +420,6 @@ class Agent:
             await self.net.ensure_clsact(idx)
             await self.net.attach_bpf(idx, self.prog.fd, self.prog.name, PRIO_ANTISPOOF)
             log.info("anti-spoofing re-attached", extra={"host_ifname": rec.host_ifname})
-        if (rec.host_mac, rec.pod_mac) != (host_mac, pod_mac):
-            rec.host_mac, rec.pod_mac = host_mac, pod_mac
-            self.store.put(rec)
-        # Host routes are repaired by the route sync that follows a restore.
 
     async def _create(self, rec: EndpointRecord) -> None:
         idx = await self.net.create_veth(rec.host_ifname, rec.netns, rec.ifname)
@@ -521,33 +528,52 @@ class Agent:
 
     # --------------------------------------------------------------- restore
 
-    async def restore(self) -> None:
-        """Diff the recorded endpoints against the kernel and repair what differs."""
+    async def restore(self, loading: Awaitable[None] | None = None) -> None:
+        """Diff the recorded endpoints against the kernel and repair what differs.
+        ``loading`` (the eBPF compile, in a thread) overlaps the link checks."""
         records = self.store.load()
-        kept: list[EndpointRecord] = []
+        live: list[EndpointRecord] = []
         for rec in records:
-            if not netns_exists(rec.netns):
-                log.info("pod netns gone, removing endpoint", extra={"netns": rec.netns})
-                await self._unplumb(rec)
-                with contextlib.suppress(IpamError):
-                    await self._release(rec)
-                self.store.delete(rec)
+            if netns_exists(rec.netns):
+                live.append(rec)
                 continue
+            log.info("pod netns gone, removing endpoint", extra={"netns": rec.netns})
+            await self.net.delete_link(rec.host_ifname)
+            with contextlib.suppress(IpamError):
+                await self._release(rec)
+            self.store.delete(rec)
+
+        async def links(rec: EndpointRecord) -> tuple[EndpointRecord, int] | None:
             try:
-                await self._plumb(rec, create=False)
-                kept.append(rec)
+                return rec, await self._restore_links(rec)
             except DatapathError:
                 log.exception("cannot restore endpoint", extra={"container": rec.container_id})
-        known = {r.host_ifname for r in kept}
-        links = await self.net.link_names()
-        for name in links:
+                return None
+
+        done = await self.ipam.gather_limited([links(r) for r in live], limit=8)
+        if loading is not None:
+            await loading
+        kept: list[EndpointRecord] = []
+        for item in done:
+            if item is None:
+                continue
+            try:
+                await self._restore_bpf(*item)
+                kept.append(item[0])
+            except DatapathError:
+                log.exception("cannot restore endpoint", extra={"container": item[0].container_id})
+        # Veths of records that failed to restore are kept (and retried next start);
+        # only veths nobody recorded are orphans.
+        known = {r.host_ifname for r in live}
+        names = await self.net.link_names()
+        for name in names:
             if name.startswith(self.s.host_prefix) and name not in known \
                     and len(name) == 15:
                 log.info("removing orphan veth", extra={"host_ifname": name})
                 await self.net.delete_link(name)
-        live = set((await self.net.link_names()).values())
+        alive = {i for n, i in names.items() if n in known or not n.startswith(self.s.host_prefix)}
         for idx in self.prog.endpoints():
-            if idx not in live:
+            if idx not in alive:
                 self.prog.delete_endpoint(idx)
         eps = [r.endpoint(self._ifindex[r.host_ifname]) for r in kept]
         for hook in self.hooks:
@@ -576,24 +602,28 @@ class Agent:
         desired = routing.desired_routes(node=self.node, view=view, endpoints=locals_,
                                          peers=peers, mode=self.s.routing)
         now = time.monotonic()
-        if force or desired != self._last_desired \
+        plan: routing.RoutePlan | None = None
+        if force or self._last_desired is None \
                 or now - self._last_full > self.s.full_resync_interval:
-            actual = await self.net.routes()
-            plan = routing.diff(desired, actual)
-            if not plan.empty():
-                names = await self.net.link_names()
-                for r in plan.delete:
-                    await self.net.apply_route("del", r, names)
-                for r in plan.replace + plan.add:
-                    await self.net.apply_route("replace", r, names)
-                self.metrics.route_ops.labels("delete").inc(len(plan.delete))
-                self.metrics.route_ops.labels("replace").inc(len(plan.replace))
-                self.metrics.route_ops.labels("add").inc(len(plan.add))
-                log.info("routes synced", extra={"add": len(plan.add),
-                                                 "replace": len(plan.replace),
-                                                 "delete": len(plan.delete)})
-            self._last_desired = desired
+            names = {i: n for n, i in self._ifindex.items()}
+            plan = routing.diff(desired, await self.net.routes(names))
             self._last_full = now
+        elif desired != self._last_desired:
+            # The kernel matched the last desired set (full diffs repair drift): apply
+            # only the change, without dumping every route of a busy node.
+            plan = routing.diff(desired, self._last_desired)
+        if plan is not None and not plan.empty():
+            for r in plan.delete:
+                await self.net.apply_route("del", r, self._ifindex)
+            for r in plan.replace + plan.add:
+                await self.net.apply_route("replace", r, self._ifindex)
+            self.metrics.route_ops.labels("delete").inc(len(plan.delete))
+            self.metrics.route_ops.labels("replace").inc(len(plan.replace))
+            self.metrics.route_ops.labels("add").inc(len(plan.add))
+            log.info("routes synced", extra={"add": len(plan.add),
+                                             "replace": len(plan.replace),
+                                             "delete": len(plan.delete)})
+        self._last_desired = desired
         if self.s.routing == "bgp":
             await self._sync_bird(view, peers)
         self._healthy_sync = True
@@ -656,9 +686,10 @@ class Agent:
                 async with self._lock:
                     await self.sync_routes()
             except (DatapathError, IpamError) as e:
-                self._healthy_sync = False
                 self.metrics.syncs.labels("error").inc()
-                log.warning("route sync failed", extra={"error": str(e)})
+                if self._healthy_sync:  # log the transition, not every retry
+                    log.warning("route sync failed", extra={"error": str(e)})
+                self._healthy_sync = False
             else:
                 self.metrics.syncs.labels("ok").inc()
 

@@ -38,6 +38,7 @@ class PodLink:
     mac: str
     up: bool
     addresses: tuple[str, ...]
+    routes_ok: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,13 @@ class TcFilter:
     prio: int
     name: str
     prog_id: int
+
+
+async def _all(gen: Any) -> list[Any]:
+    """Every message of a pyroute2 reply (a list for 'get', an async generator for dumps)."""
+    if isinstance(gen, list | tuple):
+        return list(gen)
+    return [m async for m in gen]
 
 
 async def _first(gen: Any) -> Any:
@@ -168,27 +176,49 @@ class Netlink:
         except NetlinkError as e:
             raise _err(f"neighbour {address} on {index}", e) from e
 
-    async def neigh_of(self, index: int) -> dict[str, str]:
-        out = {}
-        async for n in await self.ipr.neigh("dump", ifindex=index):
+    async def neigh_mac(self, index: int, address: ipaddress.IPv4Address) -> str | None:
+        """MAC of the permanent neighbour ``address`` on ``index`` (a kernel lookup of one
+        entry: dumping every neighbour of a node with many pods costs O(pods))."""
+        try:
+            msgs = await self.ipr.neigh("get", dst=str(address), ifindex=index)
+        except NetlinkError as e:
+            if e.code in (errno.ENOENT, errno.ENODEV, errno.ESRCH):
+                return None
+            raise _err(f"neighbour {address} on {index}", e) from e
+        for n in await _all(msgs):
             if n["state"] & NUD_PERMANENT and n.get("lladdr"):
-                out[str(n.get("dst"))] = str(n.get("lladdr"))
-        return out
+                return str(n.get("lladdr"))
+        return None
 
     # ---------------------------------------------------------- inside the pod
 
-    async def pod_link(self, netns: str, ifname: str) -> PodLink | None:
+    async def pod_link(self, netns: str, ifname: str,
+                       gateway: ipaddress.IPv4Address | None = None) -> PodLink | None:
+        """The pod's interface as the kernel has it (one socket, a handful of requests);
+        with ``gateway``, also whether its default route and gateway neighbour exist."""
         if not netns_exists(netns):
             return None
         async with self._pod(netns) as ipr:
-            idx = await ipr.link_lookup(ifname=ifname)
-            if not idx:
-                return None
-            msg = await _first(await ipr.link("get", index=idx[0]))
-            addrs = tuple(sorted([str(a.get("address")) async for a in
-                                  await ipr.addr("dump", index=idx[0], family=2)]))
-            return PodLink(index=int(idx[0]), mac=str(msg.get("address")),
-                           up=bool(msg["flags"] & 1), addresses=addrs)
+            try:
+                msg = await _first(await ipr.link("get", ifname=ifname))
+            except NetlinkError as e:
+                if e.code == errno.ENODEV:
+                    return None
+                raise
+            idx = int(msg["index"])
+            addrs = tuple(sorted(str(a.get("address")) for a in
+                                 await _all(await ipr.addr("dump", index=idx, family=2))))
+            routes_ok = False
+            if gateway is not None:
+                default = any(r["dst_len"] == 0 and r.get("gateway") == str(gateway)
+                              and r.get("oif") == idx for r in
+                              await _all(await ipr.route("dump", table=RT_TABLE_MAIN,
+                                                         family=2)))
+                neigh = any(n["state"] & NUD_PERMANENT for n in await _all(
+                    await ipr.neigh("dump", ifindex=idx)) if n.get("dst") == str(gateway))
+                routes_ok = default and neigh
+            return PodLink(index=idx, mac=str(msg.get("address")),
+                           up=bool(msg["flags"] & 1), addresses=addrs, routes_ok=routes_ok)
 
     async def configure_pod(self, netns: str, ifname: str, address: ipaddress.IPv4Address,
                             gateway: ipaddress.IPv4Address, host_mac: str) -> str:
@@ -216,24 +246,14 @@ class Netlink:
 
     async def pod_routes_ok(self, netns: str, ifname: str,
                             gateway: ipaddress.IPv4Address) -> bool:
-        async with self._pod(netns) as ipr:
-            found = await ipr.link_lookup(ifname=ifname)
-            if not found:
-                return False
-            default = False
-            async for r in await ipr.route("dump", table=RT_TABLE_MAIN, family=2):
-                if r["dst_len"] == 0 and r.get("gateway") == str(gateway) \
-                        and r.get("oif") == found[0]:
-                    default = True
-            neigh = {str(n.get("dst")) async for n in await ipr.neigh("dump", ifindex=found[0])
-                     if n["state"] & NUD_PERMANENT}
-            return default and str(gateway) in neigh
+        pod = await self.pod_link(netns, ifname, gateway)
+        return pod is not None and pod.routes_ok
 
     # ----------------------------------------------------------------- routes
 
-    async def routes(self) -> list[Route]:
-        """Routes in the main table carrying the agent's protocol number."""
-        names = {i: n for n, i in (await self.link_names()).items()}
+    async def routes(self, names: dict[int, str]) -> list[Route]:
+        """Routes in the main table carrying the agent's protocol number; ``names``
+        maps the ifindex of dev routes to interface names (unknown ones show as #N)."""
         out = []
         async for r in await self.ipr.route("dump", table=RT_TABLE_MAIN, family=2):
             if r["proto"] != self.proto:
