@@ -30,6 +30,7 @@ from datapath.errors import (
     InvalidConfig,
     InvalidEnvironment,
     NetlinkFailure,
+    NotAvailable,
     NotHome,
     TryAgain,
     UnknownContainer,
@@ -266,7 +267,7 @@ class Agent:
                 return await self.cni_gc(req)
         if command == "STATUS":
             if not await self.ipam.ping():
-                raise DatapathError("IPAM store unreachable: cannot allocate addresses")
+                raise NotAvailable("IPAM store unreachable: cannot allocate addresses")
             return None
         if command == "ENDPOINTS":
             return {"endpoints": [r.model_dump(mode="json") for r in self.store.all()],

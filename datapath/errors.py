@@ -57,6 +57,12 @@ class TryAgain(DatapathError):
     code = CNI_TRY_AGAIN
 
 
+class NotAvailable(DatapathError):
+    """STATUS: the plugin cannot serve ADD now (the IPAM store is unreachable)."""
+
+    code = CNI_NOT_AVAILABLE
+
+
 class InterfaceExists(DatapathError):
     """ADD found the interface already present in the pod or in the agent's records."""
 

@@ -93,3 +93,5 @@ async def test_hooks_health_metrics_and_heartbeat(tmp_path: Path) -> None:
         call = tb.cni("node-1", "ADD", container_id="nostore", netns=f"/run/netns/{netns}",
                       args="K8S_POD_NAMESPACE=default;K8S_POD_NAME=x;K8S_POD_UID=u")
         assert call.out is not None and call.out["code"] == 11, call
+        status = tb.cni("node-1", "STATUS")
+        assert status.rc != 0 and status.out is not None and status.out["code"] == 50
