@@ -210,6 +210,18 @@ class Story:
         await self.report(f"3. node {victim} lost (agent stopped, Node deleted): failover "
                           "fences it and re-homes its addresses with a new epoch", rows,
                           check_failover(before, rows, victim), t0)
+        for r in before:
+            if r.node == victim and r.address:
+                await self.history(r.address)
+
+    async def history(self, address: str) -> None:
+        """The IPAM audit trail of ``address`` (who did what, with which epoch)."""
+        assert self.sys.ipam is not None
+        entries = await self.sys.ipam.history(address)
+        self.out(f"   ipam history of {address} (stickyip ipam history {address}):")
+        for e in sorted(entries, key=lambda x: x.at)[-8:]:
+            self.out(f"     {e.op:<10} node={e.node or '-':<8} epoch={e.epoch:<3} "
+                     f"by {e.actor or '-'}")
 
     async def scale(self, replicas: int) -> None:
         t0 = time.monotonic()

@@ -113,7 +113,7 @@ class System:
         with p.step("Redis with AOF on a unix socket (the IPAM store)"):
             comp, self.redis_url = start_redis(self.sup, self.dir, self.sockets)
             await self.sup.wait_until(comp, lambda: redis_answers(self.redis_url),
-                                      within=15, what="answering PING")
+                                      within=30, what="answering PING")
             self.ipam = await open_ipam(self.redis_url, actor="demo")
             await self.ipam.apply_pool(PoolSpec(name=self.s.pool, cidr=self.s.pool_cidr,
                                                 block_size=self.s.block_size))
