@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import signal
 
-from tests.privileged.testbed import Testbed, eventually
+from tests.privileged.testbed import Testbed, eventually, sh
 
 
 def _section(log: str, start: int) -> str:
@@ -54,3 +54,26 @@ async def test_kill9_restart_keeps_tcp_and_repairs_only_what_differs() -> None:
         assert "re-attached" in log and "veth created" not in log
         assert session.roundtrip("after-repair", timeout=20)
         session.close()
+
+
+async def test_restart_drops_endpoints_whose_pod_is_gone_and_orphan_veths() -> None:
+    async with Testbed(nodes=1) as tb:
+        keep = await tb.add_pod("node-1", "default", "keep")
+        gone = await tb.add_pod("node-1", "default", "gone")
+        gone_owner = f"eph/{gone.container_id}/eth0"
+        tb.kill_agent("node-1", signal.SIGKILL)
+        # The runtime lost a pod while the agent was down, and someone left a veth
+        # named like ours behind.
+        tb.exec_in("node-1", ["ip", "link", "add", "sip0123456789ab", "type", "veth",
+                              "peer", "name", "junk0"], check=True)
+        tb.exec_in("node-1", ["ip", "link", "del", gone.result["interfaces"][0]["name"]],
+                   check=True)
+        sh("ip", "netns", "del", gone.netns)
+        await tb.start_agent("node-1")
+        eps = tb.agent_call("node-1", {"command": "ENDPOINTS"})["result"]["endpoints"]
+        assert [e["container_id"] for e in eps] == [keep.container_id]
+        assert await tb.ipam.lease(pool=tb.pool, owner=gone_owner) is None  # type: ignore[arg-type]
+        links = tb.exec_in("node-1", ["ip", "-o", "link"]).stdout.decode()
+        assert "sip0123456789ab" not in links
+        assert keep.result["interfaces"][0]["name"] in links
+        assert await tb.ping("node-1", keep.address)
