@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -21,6 +22,29 @@ log = logging.getLogger("stickyip.ipam.store")
 
 #: Retried whole commands are safe: every script is idempotent on its owner key.
 DEFAULT_RETRIES = 3
+
+
+class FastPackConnection(aioredis.Connection):
+    """A connection that serialises commands with hiredis' C packer: redis-py's asyncio
+    connection packs in pure Python, which was a sixth of the client's CPU per IPAM
+    call. Falls back to redis-py's packer for anything hiredis does not take."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if _hiredis_pack is not None and args and isinstance(args[0], str) and (
+                " " not in args[0]):
+            try:
+                return [_hiredis_pack(args)]
+            except TypeError:
+                pass
+        packed: list[bytes] = super().pack_command(*args)
+        return packed
+
+
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency; keep working without
+    _hiredis_pack = None
 
 
 def retry_policy(retries: int = DEFAULT_RETRIES) -> Retry:
@@ -135,8 +159,12 @@ async def open_redis(
     else:
         try:
             # Callers beyond max_connections wait for a connection instead of failing.
+            extra: dict[str, Any] = {}
+            if url.startswith("redis://"):
+                extra["connection_class"] = FastPackConnection
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=socket_timeout * 5, **common)
+                url, max_connections=max_connections, timeout=socket_timeout * 5, **common,
+                **extra)
             client = aioredis.Redis(connection_pool=pool)
         except ValueError as e:
             raise InvalidRequest(f"invalid Redis URL {url!r}: {e}") from e
