@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from datapath.errors import TryAgain
 from ipam import RedisIpam, ReservationKey
 
 if TYPE_CHECKING:
@@ -36,14 +37,23 @@ def sticky_key_of(pod: dict[str, Any]) -> tuple[ReservationKey, str | None] | No
 
 
 def kube_pod_lookup(ipam: RedisIpam, settings: KubeSettings | None = None) -> PodLookup:
+    import urllib3
     from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
 
     from stickyip.kube import api_client
 
     api = client.CoreV1Api(api_client(settings))
 
     async def lookup(namespace: str, name: str) -> tuple[ReservationKey, str | None] | None:
-        pod = await asyncio.to_thread(api.read_namespaced_pod, name, namespace)
+        try:
+            pod = await asyncio.to_thread(api.read_namespaced_pod, name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None  # not (or no longer) in the API: nothing sticky to honour
+            raise TryAgain(f"cannot read pod {namespace}/{name}: {e.status} {e.reason}") from e
+        except (OSError, urllib3.exceptions.HTTPError) as e:
+            raise TryAgain(f"cannot reach the Kubernetes API: {e}") from e
         raw = api.api_client.sanitize_for_serialization(pod)
         found = sticky_key_of(raw)
         if found is None:

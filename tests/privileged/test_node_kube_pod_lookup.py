@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from datapath.errors import TryAgain
 from datapath.podinfo import kube_pod_lookup
 from ipam import PoolSpec, RedisIpam, ReservationKey
 from kubestandin import KubeStandIn
@@ -34,3 +37,13 @@ async def test_lookup_reads_owner_ordinal_and_pool_from_the_api(ipam: RedisIpam)
         assert await lookup("prod", "web-7") is None
         # Opted in but not reserved yet: the key, pool left to the agent's default.
         assert await lookup("prod", "cache-0") == (ReservationKey.of("prod", "cache", 0), None)
+
+
+async def test_lookup_of_a_missing_pod_or_unreachable_api(ipam: RedisIpam) -> None:
+    async with KubeStandIn(statefulset_controller=False) as api:
+        lookup = kube_pod_lookup(ipam, KubeSettings(kube_host=api.url))
+        assert await lookup("prod", "nobody-0") is None
+        url = api.url
+    down = kube_pod_lookup(ipam, KubeSettings(kube_host=url, kube_qps_timeout=2))
+    with pytest.raises(TryAgain):
+        await down("prod", "db-0")
