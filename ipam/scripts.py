@@ -84,6 +84,14 @@ local function free(m, off, owner)
   redis.call('HINCRBY', P..'bused', b, -1)
   return true
 end
+-- Delete a record and free its address (audited as OP); the reply of a release.
+local function drop(m, r, owner, cur, op, now, actor)
+  if r.off >= 0 and free(m, r.off, owner) then
+    audit(r.off, op, owner, r.node, r.epoch, now, actor)
+  end
+  redis.call('HDEL', P..'rec', owner)
+  return {'released', cur}
+end
 local function claim_block(m, b, node)
   redis.call('SETBIT', P..'bmap', b, 1)
   redis.call('HSET', P..'blocks', b, node)
@@ -221,11 +229,7 @@ local cur = redis.call('HGET', P..'rec', owner)
 if not cur then return {'absent'} end
 local r = cjson.decode(cur)
 if holder ~= '' and r.holder ~= holder then return {'err', 'holder', r.holder} end
-if r.off >= 0 and free(m, r.off, owner) then
-  audit(r.off, 'release', owner, r.node, r.epoch, now, actor)
-end
-redis.call('HDEL', P..'rec', owner)
-return {'released', cur}
+return drop(m, r, owner, cur, 'release', now, actor)
 """
 
 # KEYS[1] meta; ARGV: prefix, owner, now, actor
@@ -240,13 +244,7 @@ if not cur then return {'absent'} end
 local r = cjson.decode(cur)
 if r.kind ~= 'sticky' then return {'err', 'kind'} end
 if r.state == 'retained' then return {'ok', cur} end
-if r.retain == 0 then
-  if r.off >= 0 and free(m, r.off, owner) then
-    audit(r.off, 'release', owner, r.node, r.epoch, now, actor)
-  end
-  redis.call('HDEL', P..'rec', owner)
-  return {'released', cur}
-end
+if r.retain == 0 then return drop(m, r, owner, cur, 'release', now, actor) end
 r.state = 'retained'; r.holder = ''; r.updated = now
 if r.retain < 0 then r.expires = -1 else r.expires = now + r.retain end
 local enc = cjson.encode(r)
@@ -264,11 +262,7 @@ local cur = redis.call('HGET', P..'rec', owner)
 if not cur then return {'absent'} end
 local r = cjson.decode(cur)
 if r.state ~= 'retained' or r.expires < 0 or r.expires > now then return {'ok', cur} end
-if r.off >= 0 and free(m, r.off, owner) then
-  audit(r.off, 'expire', owner, r.node, r.epoch, now, actor)
-end
-redis.call('HDEL', P..'rec', owner)
-return {'released', cur}
+return drop(m, r, owner, cur, 'expire', now, actor)
 """
 
 # KEYS[1] meta; ARGV: prefix, owner, holder, now, actor
