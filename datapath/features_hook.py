@@ -96,7 +96,7 @@ def hook(settings: AgentSettings) -> FeaturesHook:
     """Factory named in the agent's ``hooks`` setting."""
     svc_s = ServicesSettings()
     pol_s = PolicySettings()
-    programs = FeaturePrograms(pin_dir=svc_s.pin_dir)
+    programs = FeaturePrograms(pin_dir=svc_s.pin_dir or f"{settings.pin_root}/features")
     programs.load()
     node_addrs = [ipaddress.IPv4Address(a) for a in svc_s.node_addresses]
     if settings.node_address:

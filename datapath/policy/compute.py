@@ -175,6 +175,19 @@ def _port_entries(port: dict[str, Any], named_on: Iterable[PodInfo]
     return [(proto, n, bits) for n, bits in port_prefixes(start, end)]
 
 
+def _is_named(port: dict[str, Any]) -> bool:
+    p = port.get("port")
+    return isinstance(p, str) and not p.isdigit()
+
+
+def _allow(policy: dict[Key, Value], n: int, ep_id: int, ident: int, direction: int,
+           proto: int, port: int, bits: int) -> None:
+    """Add one allow entry (attributed to policy number ``n``)."""
+    # no protocol: the prefix stops before the protocol byte
+    plen = fm.POLICY_PREFIX_BITS - 8 if proto == 0 else fm.POLICY_PREFIX_BITS + bits
+    policy.setdefault((plen, ep_id, ident, direction, proto, fm.be16(port)), (n, 0))
+
+
 def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceInfo],
             pods: list[PodInfo], local: Iterable[ipaddress.IPv4Address],
             host_addresses: Iterable[ipaddress.IPv4Address] = (),
@@ -236,21 +249,27 @@ def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceIn
                     idents = ({fm.ID_ANY} if not peers else
                               set().union(*(ctx.peer(pr, pod.namespace) for pr in peers)))
                     ports = rule.get("ports") or []
+                    named = [pt for pt in ports if _is_named(pt)]
+                    if direction == fm.POL_DIR_EGRESS and fm.ID_ANY in idents and named:
+                        # an egress named port means a port of the destination pod: it
+                        # never matches an address that is no pod, so "any peer" on a
+                        # named port becomes every pod identity on its own ports
+                        for ident, on in ctx.pods_by_ident.items():
+                            for proto, port, bits in (e for pt in named
+                                                      for e in _port_entries(pt, on)):
+                                _allow(policy, n, ep_id, ident, direction, proto, port, bits)
+                        ports = [pt for pt in ports if not _is_named(pt)]
+                        if not ports:
+                            continue
                     for ident in idents:
                         if direction == fm.POL_DIR_INGRESS:
                             named_on: list[PodInfo] = [pod]
-                        elif ident == fm.ID_ANY:
-                            named_on = pods
                         else:
                             named_on = ctx.pods_by_ident.get(ident, [])
                         entries = ([(0, 0, 0)] if not ports else
                                    [e for pt in ports for e in _port_entries(pt, named_on)])
                         for proto, port, bits in entries:
-                            # no protocol: the prefix stops before the protocol byte
-                            plen = (fm.POLICY_PREFIX_BITS - 8 if proto == 0
-                                    else fm.POLICY_PREFIX_BITS + bits)
-                            key = (plen, ep_id, ident, direction, proto, fm.be16(port))
-                            policy.setdefault(key, (n, 0))
+                            _allow(policy, n, ep_id, ident, direction, proto, port, bits)
         if flags:
             ep_map[(fm.be32(pod.address),)] = (ep_id, flags)
     eps.retain(state.endpoints)

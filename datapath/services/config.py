@@ -17,5 +17,5 @@ class ServicesSettings(BaseSettings):
     algorithm: Literal["random", "maglev"] = Field(
         default="random", description="default backend choice; a Service may override it "
         "with the annotation stickyip.io/lb-algorithm")
-    pin_dir: str = Field(default="/sys/fs/bpf/stickyip/features",
-                         description="bpffs directory of the service and policy maps")
+    pin_dir: str = Field(default="", description="bpffs directory of the service and policy "
+                         "maps (default: 'features' under the agent's pin root)")

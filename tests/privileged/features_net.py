@@ -8,10 +8,13 @@ random suffix and is removed by :meth:`Topology.close`, even after failures.
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import ipaddress
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -77,11 +80,160 @@ for line in sys.stdin:
 '''
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def listen_in_netns(netns_path: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket bound in the netns at ``netns_path`` (the calling thread
+    enters it only for socket() and bind())."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(netns_path, os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        try:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(128)
+            s.setblocking(False)
+            return s
+        finally:
+            if _libc.setns(own, CLONE_NEWNET) != 0:  # pragma: no cover
+                os.abort()
+    finally:
+        os.close(target)
+        os.close(own)
+
+
+class LoopbackRelay:
+    """Makes a server on this process's 127.0.0.1:port reachable as 127.0.0.1:port
+    inside other network namespaces (an agent in a node netns reaching the API
+    stand-in, as a real node reaches its API server). One thread with its own event
+    loop; :meth:`close` stops it and closes every socket."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self._servers: list[asyncio.base_events.Server] = []
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                        name=f"relay-{port}")
+        self._thread.start()
+
+    def add_netns(self, netns_path: str) -> None:
+        sock = listen_in_netns(netns_path, "127.0.0.1", self.port)
+        fut = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._client, sock=sock), self.loop)
+        self._servers.append(fut.result(10))
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except OSError:
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for srv in self._servers:
+                srv.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
 def sh(*args: str, check: bool = True) -> str:
     r = subprocess.run(list(args), capture_output=True, text=True)
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(args)}: {r.stderr.strip()}")
     return r.stdout
+
+
+def start_agent(prefix: list[str], name: str, ports: tuple[int, ...]
+                ) -> subprocess.Popen[str]:
+    """Start the server/prober of pod ``name`` under ``prefix`` (a netns exec)."""
+    proc = subprocess.Popen([*prefix, sys.executable, "-u", "-c", AGENT, name,
+                             ",".join(str(p) for p in ports)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "ready" not in line:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"pod agent {name} did not start: {line!r}")
+    return proc
+
+
+def probe_many(probes: list[tuple[subprocess.Popen[str], str, int, str]], *,
+               timeout: float = 0.6, sport: int = 0) -> list[tuple[bool, str]]:
+    """Run (prober process, target ip, port, proto) probes in parallel."""
+    by_proc: dict[int, list[int]] = {}
+    procs: dict[int, subprocess.Popen[str]] = {}
+    for i, (proc, ip, port, proto) in enumerate(probes):
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"id": i, "ip": ip, "port": port, "proto": proto,
+                                     "timeout": timeout, "sport": sport}) + "\n")
+        by_proc.setdefault(proc.pid, []).append(i)
+        procs[proc.pid] = proc
+    for proc in procs.values():
+        assert proc.stdin is not None
+        proc.stdin.flush()
+    results: dict[int, tuple[bool, str]] = {}
+    for pid, ids in by_proc.items():
+        out = procs[pid].stdout
+        assert out is not None
+        for _ in ids:
+            r = json.loads(out.readline())
+            results[int(r["id"])] = (bool(r["ok"]), str(r["reply"]))
+    return [results[i] for i in range(len(probes))]
+
+
+#: what a probe reports when its packets were silently dropped (a policy denial),
+#: as opposed to "refused" (a reset or ICMP unreachable: something answered)
+DROPPED = "TimeoutError"
+
+
+def probe_expecting(probes: list[tuple[subprocess.Popen[str], str, int, str]],
+                    want: list[bool], *, timeout: float = 0.5, retries: int = 3,
+                    sport: int = 0) -> list[tuple[bool, str]]:
+    """Run probes in parallel, then re-run those expected to succeed that failed, each
+    round with twice the timeout, at most ``retries`` times: on a loaded machine an
+    allowed connection may be late, and a success is never spurious. A probe expected
+    to fail runs once with the short timeout; callers check that it failed the way a
+    denial fails (:data:`DROPPED`), so a slow machine cannot pass for a policy."""
+    if len(want) != len(probes):
+        raise ValueError("one expectation per probe")
+    res = probe_many(probes, timeout=timeout, sport=sport)
+    t = timeout
+    for _ in range(retries):
+        again = [i for i, (ok, _) in enumerate(res) if want[i] and not ok]
+        if not again:
+            break
+        t *= 2
+        for i, r in zip(again, probe_many([probes[i] for i in again], timeout=t,
+                                          sport=sport), strict=True):
+            res[i] = r
+    return res
 
 
 @dataclass
@@ -94,8 +246,6 @@ class Pod:
     host_ifindex: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _pending: dict[int, dict[str, object]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -127,7 +277,8 @@ class Topology:
         return sh("ip", "netns", "exec", self.node, *args, check=check)
 
     def add_pod(self, namespace: str, name: str, labels: dict[str, str] | None = None,
-                ports: tuple[int, ...] = (80, 81)) -> Pod:
+                ports: tuple[int, ...] = (80, 81), answer: str = "") -> Pod:
+        """A pod whose servers answer with ``answer`` (default: its name)."""
         idx = len(self.pods)
         netns = f"sipf-{self.tag}-{idx}"
         host_if = f"sf{self.tag}{idx}"
@@ -152,14 +303,7 @@ class Topology:
         pod = Pod(namespace=namespace, name=name, address=addr, netns=netns,
                   host_ifname=host_if, host_ifindex=int(host_mac["ifindex"]),
                   labels=dict(labels or {}))
-        pod.proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-u", "-c", AGENT, name,
-             ",".join(str(p) for p in ports)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        assert pod.proc.stdout is not None
-        line = pod.proc.stdout.readline()
-        if "ready" not in line:
-            raise RuntimeError(f"pod agent {pod.key} did not start: {line!r}")
+        pod.proc = start_agent(["ip", "netns", "exec", netns], answer or name, ports)
         self.pods[pod.key] = pod
         return pod
 
@@ -167,24 +311,22 @@ class Topology:
                    sport: int = 0) -> list[tuple[bool, str]]:
         """Run (source pod, target ip, port, proto) probes in parallel (UDP probes from
         ``sport`` when given)."""
-        by_pod: dict[str, list[int]] = {}
-        for i, (src, ip, port, proto) in enumerate(probes):
-            assert src.proc is not None and src.proc.stdin is not None
-            src.proc.stdin.write(json.dumps({"id": i, "ip": ip, "port": port, "proto": proto,
-                                             "timeout": timeout, "sport": sport}) + "\n")
-            by_pod.setdefault(src.key, []).append(i)
-        for key in by_pod:
-            stdin = self.pods[key].proc.stdin  # type: ignore[union-attr]
-            assert stdin is not None
-            stdin.flush()
-        results: dict[int, tuple[bool, str]] = {}
-        for key, ids in by_pod.items():
-            out = self.pods[key].proc.stdout  # type: ignore[union-attr]
-            assert out is not None
-            for _ in ids:
-                r = json.loads(out.readline())
-                results[int(r["id"])] = (bool(r["ok"]), str(r["reply"]))
-        return [results[i] for i in range(len(probes))]
+        return probe_many(self._procs(probes), timeout=timeout, sport=sport)
+
+    @staticmethod
+    def _procs(probes: list[tuple[Pod, str, int, str]]
+               ) -> list[tuple[subprocess.Popen[str], str, int, str]]:
+        out = []
+        for p, ip, port, proto in probes:
+            if p.proc is None:
+                raise RuntimeError(f"pod {p.key} has no prober")
+            out.append((p.proc, ip, port, proto))
+        return out
+
+    def probe_expecting(self, probes: list[tuple[Pod, str, int, str]], want: list[bool],
+                        timeout: float = 0.5, sport: int = 0) -> list[tuple[bool, str]]:
+        """:func:`probe_expecting` from pods."""
+        return probe_expecting(self._procs(probes), want, timeout=timeout, sport=sport)
 
     def close(self) -> None:
         for pod in self.pods.values():

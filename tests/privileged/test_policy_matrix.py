@@ -9,13 +9,14 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from datapath.features_loader import FeaturePrograms
 from datapath.policy import NamespaceInfo, PodInfo, PolicyManager
-from tests.privileged.features_net import Pod, Topology
+from datapath.policy.models import NetworkPolicyObject, PolicyKey
+from tests.privileged.features_net import DROPPED, Pod, Topology
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]
@@ -25,6 +26,34 @@ PODS = ("a", "b", "c")
 PORTS = ((80, "tcp"), (81, "tcp"), (80, "udp"), (81, "udp"))
 NAMED = {f"serve-{p}-{proto}": [(proto.upper(), p)] for p, proto in PORTS}
 ALL = [f"{n}/{p}" for n in NAMESPACES for p in PODS]
+
+Key = tuple[str, str, int, str]  # source pod, destination pod, port, protocol
+Matrix = dict[Key, bool]
+Outcomes = dict[Key, str]
+ALLOWED = "allowed"
+DENIED = "denied"
+
+
+def outcomes(keys: list[Key], results: list[tuple[bool, str]]) -> Outcomes:
+    """Name each probe's outcome: allowed only if the destination pod itself answered
+    (every pod answers with its namespace/name), denied only if the packets vanished
+    (a policy drops silently; "refused" would mean something else answered)."""
+    out = {}
+    for (s, d, port, proto), (ok, reply) in zip(keys, results, strict=True):
+        if ok and reply == d:
+            out[(s, d, port, proto)] = ALLOWED
+        elif not ok and reply == DROPPED:
+            out[(s, d, port, proto)] = DENIED
+        else:
+            out[(s, d, port, proto)] = f"{'answered' if ok else 'failed'}: {reply}"
+    return out
+
+
+def differences(got: Outcomes, want: Matrix) -> list[str]:
+    return sorted(f"{s} -> {d} {proto}/{port}: got {got[k]}, want "
+                  f"{ALLOWED if want[k] else DENIED}"
+                  for k in want for (s, d, port, proto) in [k]
+                  if got[k] != (ALLOWED if want[k] else DENIED))
 
 
 class Bed:
@@ -45,16 +74,15 @@ class Bed:
     def policies(self, *pols: dict[str, Any]) -> None:
         self.mgr.policies.clear()
         for pol in pols:
-            self.mgr.set_policy(pol)
+            self.mgr.set_policy(cast(NetworkPolicyObject, pol))
         self.mgr.sync()
 
-    def matrix(self) -> dict[tuple[str, str, int, str], bool]:
+    def matrix(self, want: Matrix) -> Outcomes:
+        keys = list(want)
         probes = [(self.pod(s), str(self.pod(d).address), port, proto)
-                  for s in ALL for d in ALL for port, proto in PORTS]
-        res = self.topo.probe_many(probes, timeout=0.5)
-        return {(s, d, port, proto): res[i][0]
-                for i, (s, d, port, proto) in enumerate(
-                    (s, d, port, proto) for s in ALL for d in ALL for port, proto in PORTS)}
+                  for s, d, port, proto in keys]
+        res = self.topo.probe_expecting(probes, [want[k] for k in keys])
+        return outcomes(keys, res)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +92,7 @@ def bed() -> Iterator[Bed]:
     try:
         for n in NAMESPACES:
             for p in PODS:
-                topo.add_pod(n, p, {"pod": p})
+                topo.add_pod(n, p, {"pod": p}, answer=f"{n}/{p}")
         progs.load()
         for pod in topo.pods.values():
             progs.attach(pod.host_ifindex, netns=f"/run/netns/{topo.node}")
@@ -106,7 +134,7 @@ class Expect:
                     self.m[(s, d, *pp)] = ok
         return self
 
-    def result(self) -> dict[tuple[str, str, int, str], bool]:
+    def result(self) -> Matrix:
         for s in ALL:
             for pp in PORTS:
                 self.m[(s, s, *pp)] = True
@@ -114,10 +142,8 @@ class Expect:
 
 
 def check(bed: Bed, expected: Expect) -> None:
-    got = bed.matrix()
     want = expected.result()
-    wrong = sorted(f"{s} -> {d} {proto}/{port}: got {got[k]}, want {want[k]}"
-                   for k in want for (s, d, port, proto) in [k] if got[k] != want[k])
+    wrong = differences(bed.matrix(want), want)
     assert not wrong, f"{len(wrong)} of {len(want)} probes differ:\n" + "\n".join(wrong[:40])
 
 
@@ -246,9 +272,9 @@ def test_update_and_delete_a_policy_and_denies_are_counted(clean: Bed) -> None:
         {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]})
     clean.policies(p)
     check(clean, Expect(True).set(False, dst=["x/a"]).set(True, src=["x/b"], dst=["x/a"]))
-    assert clean.mgr.denied().get("x/p", 0) > 0
+    assert clean.mgr.denied().get(PolicyKey("x/p"), 0) > 0
     p["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["pod"] = "c"
-    clean.mgr.set_policy(p)
+    clean.mgr.set_policy(cast(NetworkPolicyObject, p))
     check(clean, Expect(True).set(False, dst=["x/a"]).set(True, src=["x/c"], dst=["x/a"]))
     clean.mgr.delete_policy("x/p")
     check(clean, Expect(True))
