@@ -24,9 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="control plane only (no network namespaces, agents or eBPF)")
     p.add_argument("--datapath", action="store_true",
                    help="require the datapath (fail instead of skipping it without root)")
-    p.add_argument("--no-service-policy", action="store_true",
-                   help="skip the Service VIP and NetworkPolicy probes (their maps are "
-                   "written by the demo: the node agent does not wire them yet)")
+    p.add_argument("--service-policy-by-demo", action="store_true",
+                   help="probe the Service VIP and a NetworkPolicy on the real eBPF "
+                   "programs, with their maps written by the demo (the node agent does not "
+                   "wire them yet; without this flag those probes are skipped)")
     p.add_argument("--fast", action="store_true",
                    help="short controller timers and no pauses (for tests)")
     p.add_argument("--keep-logs", action="store_true",
@@ -43,8 +44,8 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
         overrides["datapath"] = "on"
     if args.fast:
         overrides["fast"] = True
-    if args.no_service_policy:
-        overrides["service_policy"] = False
+    if args.service_policy_by_demo:
+        overrides["service_policy"] = True
     if args.keep_logs:
         overrides["keep_logs"] = True
     if args.step_timeout is not None:

@@ -25,8 +25,9 @@ class LiveProbes:
         self.client_node = ""
         self.namespace = ""
         self.features: Any = None  # demo.features.Features when service/policy run
-        self.features_skip = ("the node agent does not load the service and policy "
-                              "programs yet")
+        self.features_skip = ("the node agent does not wire the eBPF service and policy "
+                              "programs yet (--service-policy-by-demo writes their maps "
+                              "from the demo instead)")
 
     async def setup(self, system: System) -> None:
         """Two plain (ephemeral-address) pods on the first node: the client, and an
@@ -41,8 +42,6 @@ class LiveProbes:
         for name in (CLIENT, INTRUDER):
             await self.dp.wait_sandbox(self.namespace, name, within=60)
         if not system.s.service_policy:
-            self.features_skip = ("--no-service-policy given (the node agent does not wire "
-                                  "the service and policy programs yet)")
             return
         from demo.features import Features
 

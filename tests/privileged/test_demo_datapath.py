@@ -32,7 +32,7 @@ def _netns() -> set[str]:
 
 async def test_full_demo_probes_every_replica_through_the_story(tmp_path: Path) -> None:
     settings = DemoSettings(datapath="on", fast=True, work_dir=str(tmp_path),
-                            step_timeout=60)
+                            step_timeout=60, service_policy=True)
     datapath = Datapath(fast=True)
     prober = LiveProbes(datapath)
     lines: list[str] = []
