@@ -247,3 +247,18 @@ def test_manager_writes_only_changes_and_attributes_denies_per_policy() -> None:
     assert m.denied() == {"x/deny": 7}
     assert len(m.set_pod(PODS[5])) == 0  # nothing changed, nothing written
     assert len(m.delete_policy("x/deny")) == 1
+
+
+def test_egress_named_port_to_anyone_opens_only_pods_serving_it() -> None:
+    """A named port is a port of the destination pod: "any peer" on a named port must
+    not open that number towards addresses that are no pod (found by hypothesis)."""
+    pol = {"metadata": {"name": "p", "namespace": "x"},
+           "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                    "egress": [{"ports": [{"port": "web"}, {"port": 443}]}]}}
+    state = compute(policies=[pol], namespaces=NAMESPACES,  # type: ignore[list-item]
+                    pods=PODS, local=[p.address for p in PODS])
+    src, pod, outside = PODS[0].address, PODS[4].address, EXTERNAL[0]
+    assert emulate(state.maps, src, pod, 6, 80, state.endpoints)  # y/b serves web on 80
+    assert not emulate(state.maps, src, outside, 6, 80, state.endpoints)
+    assert not emulate(state.maps, src, pod, 6, 81, state.endpoints)
+    assert emulate(state.maps, src, outside, 6, 443, state.endpoints)  # numeric: anyone
