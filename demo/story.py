@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from demo.config import DemoSettings
-from demo.errors import StepTimeout
+from demo.errors import DemoError, StepTimeout
 from demo.report import (
     Check,
     Probe,
@@ -57,6 +57,7 @@ class Story:
         self.results: list[StepResult] = []
         self.service_ip = ""
         self._events_seen: set[str] = set()
+        self._before_down: list[Row] | None = None
 
     @property
     def api(self) -> Any:
@@ -93,8 +94,8 @@ class Story:
 
     # ------------------------------------------------------------ output
 
-    async def report(self, title: str, rows: list[Row], checks: list[Check], t0: float
-                     ) -> StepResult:
+    async def report(self, title: str, rows: list[Row], checks: list[Check], t0: float,
+                     *, notes: Sequence[str] = ()) -> StepResult:
         probes = await self.prober.probe(rows, self.service_ip)
         result = StepResult(title, rows, checks, probes, time.monotonic() - t0)
         self.results.append(result)
@@ -104,6 +105,8 @@ class Story:
             self.out(f"   {line}")
         for line in await self.new_events():
             self.out(f"   event: {line}")
+        for line in notes:
+            self.out(f"   {line}")
         for c in checks:
             self.out(f"   [{'ok' if c.ok else 'FAIL'}] {c.text}")
         for p in probes:
@@ -202,32 +205,37 @@ class Story:
         spare = getattr(self.prober, "client_node", "")
         victims = [r.node for r in sorted(before, key=lambda r: -r.ordinal)
                    if r.pod and r.node != spare]
+        if not victims:
+            raise DemoError("no node other than the client's runs a replica: nothing to lose")
         victim = victims[0]
         await self.sys.kill_node(victim)
         rows = await self.wait(
             f"replicas of {victim} re-homed and Ready",
             lambda r: converged(r, n) and all(x.node != victim for x in r))
-        await self.report(f"3. node {victim} lost (agent stopped, Node deleted): failover "
-                          "fences it and re-homes its addresses with a new epoch", rows,
-                          check_failover(before, rows, victim), t0)
+        notes: list[str] = []
         for r in before:
             if r.node == victim and r.address:
-                await self.history(r.address)
+                notes += await self.history(r.address)
+        how = "agent stopped, namespace gone, " if self.sys.datapath is not None else ""
+        await self.report(f"3. node {victim} lost ({how}Node deleted): failover "
+                          "fences it and re-homes its addresses with a new epoch", rows,
+                          check_failover(before, rows, victim), t0, notes=notes)
 
-    async def history(self, address: str) -> None:
+    async def history(self, address: str) -> list[str]:
         """The IPAM audit trail of ``address`` (who did what, with which epoch)."""
         assert self.sys.ipam is not None
         entries = await self.sys.ipam.history(address)
-        self.out(f"   ipam history of {address} (stickyip ipam history {address}):")
+        lines = [f"ipam history of {address} (as 'stickyip ipam history {address}'):"]
         for e in sorted(entries, key=lambda x: x.at)[-8:]:
-            self.out(f"     {e.op:<10} node={e.node or '-':<8} epoch={e.epoch:<3} "
-                     f"by {e.actor or '-'}")
+            lines.append(f"  {e.op:<10} node={e.node or '-':<8} epoch={e.epoch:<3} "
+                         f"by {e.actor or '-'}")
+        return lines
 
     async def scale(self, replicas: int) -> None:
         t0 = time.monotonic()
         before = await self.snapshot()
         if replicas < len([r for r in before if r.pod]):
-            self._before_down = before
+            self._before_down = list(before)
         await self.api.patch("apps/v1", "StatefulSet", self.s.statefulset,
                              {"spec": {"replicas": replicas}}, self.s.namespace)
         if replicas < len(before):
@@ -242,6 +250,6 @@ class Story:
         else:
             rows = await self.wait(f"scaled up to {replicas}",
                                    lambda r: converged(r, replicas))
-            checks = check_same_addresses(getattr(self, "_before_down", before), rows)
+            checks = check_same_addresses(self._before_down or before, rows)
             title = f"5. scaled up to {replicas}: the same addresses come back"
         await self.report(title, rows, checks, t0)
