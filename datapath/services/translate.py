@@ -119,6 +119,13 @@ def translate(service: ServiceObject, slices: list[EndpointSliceObject], *, node
                     ip = _v4(a)
                     if ip is not None:
                         backends.add(Backend(ip, port))
+        if proto == "SCTP":
+            # the datapath rewrites SCTP addresses (its CRC32c covers no IP header) but
+            # cannot redo the CRC32c after a port rewrite: serve only frontends whose
+            # port every backend shares
+            frontends = [f for f in frontends if all(b.port == f.port for b in backends)]
+            if not frontends:
+                continue
         out.append(ServicePort(service=key, port_name=name, protocol=proto,
                                frontends=tuple(sorted(set(frontends))),
                                backends=tuple(sorted(backends)),

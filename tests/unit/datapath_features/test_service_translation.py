@@ -157,3 +157,16 @@ def test_reconcile_removes_leftovers_of_a_previous_agent() -> None:
     m.set_service(svc())
     m.reconcile()
     assert (1, 2, 6, 0) not in maps.maps[fm.SVC_MAP] and len(maps.maps[fm.SVC_MAP]) == 1
+
+
+def test_sctp_is_served_only_without_port_remapping() -> None:
+    """The datapath cannot recompute SCTP's CRC32c after a port rewrite."""
+    ports = [{"name": "s", "port": 9000, "protocol": "SCTP", "nodePort": 30900}]
+    same = one(svc(type="NodePort", ports=ports), [eps([ep("10.0.0.1")], ports=[
+        {"name": "s", "port": 9000, "protocol": "SCTP"}])])
+    # the ClusterIP frontend keeps its port; the NodePort would rewrite it
+    assert same.frontends == (Frontend(ipaddress.IPv4Address("10.96.0.10"), 9000),)
+    remapped = translate(svc(ports=ports), [eps([ep("10.0.0.1")], ports=[
+        {"name": "s", "port": 9001, "protocol": "SCTP"}])], node_name="n1",
+                         node_addresses=[NODE_IP])
+    assert remapped == []
