@@ -74,7 +74,7 @@ def world() -> Iterator[tuple[Topology, KubeStandInThread, FeaturesHook]]:
         if feed is not None:
             feed.stop()
         if ac is not None:
-            ac.close()
+            ac.close()  # type: ignore[no-untyped-call]
         api.stop()
         progs.close(unpin=True)
         topo.close()
@@ -135,10 +135,11 @@ def test_service_and_policy_follow_the_api(
     api.patch("v1", "Namespace", "z", {"metadata": {"labels": {"team": "x"}}})
     assert eventually(lambda: direct(other))
     # backend removal through the EndpointSlice
+    current = api.get("discovery.k8s.io/v1", "EndpointSlice", "web-x1", "y")
+    assert current is not None
     api.replace(endpoint_slice(topo, ["web2"]) | {
         "metadata": {**endpoint_slice(topo, [])["metadata"],
-                     "resourceVersion": api.get("discovery.k8s.io/v1", "EndpointSlice",
-                                                "web-x1", "y")["metadata"]["resourceVersion"]}})
+                     "resourceVersion": current["metadata"]["resourceVersion"]}})
     assert eventually(lambda: via_vip(n=20) == {"web2"})
     # deleting the Service: its address no longer answers (no service entry left)
     api.delete("v1", "Service", "web", "y")

@@ -6,7 +6,8 @@ randomly generated policies."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from datapath.features_state import MapState, MemoryMaps
 from datapath.policy import NamespaceInfo, PodInfo, PolicyManager, compute
 from datapath.policy.compute import port_prefixes
 from datapath.policy.errors import InvalidPolicy
+from datapath.policy.models import LabelSelector, NetworkPolicyObject
 from datapath.policy.selectors import matches
 
 A = ipaddress.IPv4Address
@@ -49,7 +51,7 @@ def test_selector_operators() -> None:
             {"key": "env", "operator": "DoesNotExist"},
             {"key": "app", "operator": "Exists"},
             {"key": "app", "operator": "NotIn", "values": ["db"]}]
-    assert matches({"matchExpressions": expr}, labels)
+    assert matches(cast(LabelSelector, {"matchExpressions": expr}), labels)
     assert not matches({"matchExpressions": [{"key": "tier", "operator": "NotIn",
                                               "values": ["fe"]}]}, labels)
     with pytest.raises(InvalidPolicy):
@@ -67,7 +69,7 @@ EXTERNAL = [A("192.168.1.1"), A("192.168.1.200"), A("8.8.8.8")]
 PROBES = [(6, 80), (6, 81), (17, 53), (17, 80), (132, 80)]
 
 
-def lpm(entries: dict[tuple[int, ...], tuple[int, ...]], key_bits: int, data: int
+def lpm(entries: Mapping[tuple[int, int], tuple[int, ...]], key_bits: int, data: int
         ) -> tuple[int, ...] | None:
     best: tuple[int, tuple[int, ...]] | None = None
     for k, v in entries.items():
@@ -114,7 +116,7 @@ def semantic(policies: list[dict[str, Any]], src: A, dst: A, proto: int, port: i
     pname = {6: "TCP", 17: "UDP", 132: "SCTP"}[proto]
 
     def sel(s: dict[str, Any] | None, labels: dict[str, str]) -> bool:
-        return matches(s, labels)  # selectors are unit-tested above
+        return matches(cast(LabelSelector | None, s), labels)  # selectors are unit-tested above
 
     def peer_ok(peer: dict[str, Any], addr: A, pol_ns: str) -> bool:
         if "ipBlock" in peer:
@@ -218,7 +220,8 @@ def policy_st(draw: Any) -> dict[str, Any]:
 @given(st.lists(policy_st(), min_size=1, max_size=3))
 def test_emulated_datapath_agrees_with_the_spec(policies: list[dict[str, Any]]) -> None:
     local = [p.address for p in PODS]
-    state = compute(policies=policies, namespaces=NAMESPACES, pods=PODS, local=local)
+    state = compute(policies=cast(list[NetworkPolicyObject], policies),
+                    namespaces=NAMESPACES, pods=PODS, local=local)
     addrs = local + EXTERNAL
     for src in addrs:
         for dst in addrs:
@@ -240,7 +243,7 @@ def test_manager_writes_only_changes_and_attributes_denies_per_policy() -> None:
     m.set_local({p.address for p in PODS})
     deny = {"metadata": {"name": "deny", "namespace": "x"},
             "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"]}}
-    ops = m.set_policy(deny)
+    ops = m.set_policy(cast(NetworkPolicyObject, deny))
     assert len(ops) == 1  # one endpoint entry: enforced, no allow entries
     ep_id = m.state.endpoints[PODS[0].address]
     maps.update(fm.DENY_MAP, (ep_id, fm.POL_DIR_INGRESS), (7,))
@@ -255,7 +258,7 @@ def test_egress_named_port_to_anyone_opens_only_pods_serving_it() -> None:
     pol = {"metadata": {"name": "p", "namespace": "x"},
            "spec": {"podSelector": {}, "policyTypes": ["Egress"],
                     "egress": [{"ports": [{"port": "web"}, {"port": 443}]}]}}
-    state = compute(policies=[pol], namespaces=NAMESPACES,  # type: ignore[list-item]
+    state = compute(policies=[cast(NetworkPolicyObject, pol)], namespaces=NAMESPACES,
                     pods=PODS, local=[p.address for p in PODS])
     src, pod, outside = PODS[0].address, PODS[4].address, EXTERNAL[0]
     assert emulate(state.maps, src, pod, 6, 80, state.endpoints)  # y/b serves web on 80

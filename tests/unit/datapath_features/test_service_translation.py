@@ -145,7 +145,7 @@ def test_service_without_endpoints_is_kept_with_zero_backends_then_deleted() -> 
     assert maps.maps[fm.SVC_MAP][key][1] == 0  # present with count 0: the program rejects
     m.set_slice(eps([ep("10.0.0.1")]))
     assert maps.maps[fm.SVC_MAP][key][1] == 1
-    m.delete_service(m.services and next(iter(m.services)))
+    m.delete_service(next(iter(m.services)))
     assert all(not entries for entries in maps.maps.values())
     assert len(m.svc_ids) == 0 and len(m.backend_ids) == 0
 
