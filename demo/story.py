@@ -25,7 +25,7 @@ from demo.report import (
     rows_of,
     table,
 )
-from demo.system import FIXED_IP_LABEL, System
+from demo.system import FIXED_IP_LABEL, SCHEDULER, System
 from kubestandin import objects
 
 
@@ -47,6 +47,17 @@ class NoProbes:
     async def probe(self, rows: Sequence[Row], service_ip: str) -> list[Probe]:
         return [Probe("live probes (pod-to-pod, Service VIP, NetworkPolicy)", "skipped",
                       self.reason)]
+
+
+def admitted(pod: dict[str, Any]) -> bool:
+    """The pod carries what the webhook writes: its address, home and epoch, agreeing
+    with where it runs, and the sticky scheduler's name (the template sets none)."""
+    ann = pod["metadata"].get("annotations") or {}
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    return (bool(ann.get("stickyip.io/ip")) and ann.get("stickyip.io/ip") == status.get("podIP")
+            and ann.get("stickyip.io/node") == spec.get("nodeName")
+            and str(ann.get("stickyip.io/epoch", "")).isdigit()
+            and spec.get("schedulerName") == SCHEDULER)
 
 
 class Story:
@@ -170,7 +181,13 @@ class Story:
         await self.api.create(self.statefulset())
         rows = await self.wait(f"{n} replicas Ready at their reserved addresses",
                                lambda r: converged(r, n))
-        checks = [Check(f"{n} distinct addresses", len({r.address for r in rows}) == n),
+        pods = await self.api.list("v1", "Pod", self.s.namespace,
+                                   label_selector=f"app={name}")
+        checks = [Check(f"every replica went through admission (schedulerName {SCHEDULER} "
+                        "set by the webhook) and carries its address, home and epoch "
+                        "(stickyip.io/ip, /node, /epoch)",
+                        len(pods) == n and all(admitted(p) for p in pods)),
+                  Check(f"{n} distinct addresses", len({r.address for r in rows}) == n),
                   Check(f"replicas spread over {len({r.node for r in rows})} nodes",
                         len({r.node for r in rows}) == min(n, len(self.sys.nodes))),
                   Check("every pod's podIP is its reserved address (webhook + scheduler)",
