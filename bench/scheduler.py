@@ -172,6 +172,9 @@ async def rehome(redis_url: str, report: Report) -> None:
     from stickyip.kube import KubeSettings, api_client
 
     ipam = RedisIpam(aioredis.Redis.from_url(redis_url), actor="bench")
+    # A clean store: reservations left by the decision phases are homed on nodes this
+    # cluster does not have, which the failover controller would (rightly) re-home too.
+    await ipam.redis.flushall()
     await ipam.apply_pool(PoolSpec(name="rehome", cidr="10.64.0.0/20", block_size=26))
     settings = SchedulerSettings(identity="bench-rehome", failover_period=0.2,
                                  renew_period=0.5, retry_period=0.2, gc_period=3600)

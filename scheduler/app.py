@@ -1,5 +1,6 @@
 """Wiring of one scheduler replica: watch caches, leader election, the scheduling
-loop, the failover and GC controllers, and (optionally) the extender server."""
+loop (or, in extender mode, the extender server instead), and the failover and GC
+controllers (on the leader, in both modes)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class SchedulerApp:
             self.leader = LeaderElector(
                 kube, namespace=settings.lease_namespace, name=settings.lease_name,
                 identity=settings.identity, duration=settings.lease_duration,
-                renew_period=settings.renew_period, on_change=self._on_leader)
+                renew_period=settings.renew_period, on_change=self._on_leader,
+                on_renew=self._on_renew)
         self.scheduler = Scheduler(settings, self.cache, ipam, kube, metrics=self.metrics,
                                    is_leader=self.is_leader)
         self.failover = FailoverController(settings, self.cache, ipam, kube, self.scheduler,
@@ -57,6 +59,9 @@ class SchedulerApp:
         if leading:
             self.scheduler.enqueue_pending()
 
+    def _on_renew(self) -> None:
+        self.scheduler.unpark()
+
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
@@ -73,13 +78,15 @@ class SchedulerApp:
             self._threads.append(thread)
         if self.settings.extender_port or self.settings.metrics_port:
             await self._serve()
-        if self.settings.extender_port:
-            return  # extender mode: kube-scheduler binds; no loop, no controllers here
         if self.leader is not None:
             self._spawn(self.leader.run(), "leader")
         else:
             self.metrics.leader.set(1)
-        self._spawn(self.scheduler.run(), "scheduling")
+        if not self.settings.extender_port:
+            # Extender mode: kube-scheduler decides and binds, every replica answers
+            # /filter and /prioritize; the controllers below still run on the leader,
+            # since failover and GC are needed whoever schedules.
+            self._spawn(self.scheduler.run(), "scheduling")
         self._spawn(self._periodic(self.failover.run_once, self.settings.failover_period),
                     "failover")
         self._spawn(self._periodic(self.gc.run_once, self.settings.gc_period), "gc")

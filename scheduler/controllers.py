@@ -21,7 +21,7 @@ from ipam import (
 from scheduler import failover, filtering, gc
 from scheduler.cache import ClusterCache
 from scheduler.config import SchedulerSettings
-from scheduler.errors import NotFound, SchedulerError
+from scheduler.errors import Conflict, NotFound, SchedulerError
 from scheduler.kubeapi import KubeApi
 from scheduler.metrics import Metrics
 from scheduler.models import NodeInfo, PodInfo
@@ -165,7 +165,7 @@ class FailoverController:
                 continue
             if pod.node_name == gone:
                 await self._delete(pod, report)
-            elif not pod.node_name:
+            elif not pod.node_name and self.scheduler.ours(pod):
                 self.scheduler.enqueue(pod.uid)
         for hold in plan.holds:
             report.held.append(hold.key)
@@ -183,6 +183,10 @@ class FailoverController:
             report.deleted_pods.append(pod.ref)
             log.info("deleted pod stuck on a gone node", extra={"pod": pod.ref,
                                                                 "node": pod.node_name})
+        except Conflict:
+            # The UID precondition failed: the pod was already deleted and re-created
+            # (the watch has not shown it yet). Nothing left to do.
+            log.debug("stuck pod already replaced", extra={"pod": pod.ref})
         except SchedulerError as e:
             log.warning("could not delete stuck pod", extra={"pod": pod.ref, "error": str(e)})
 

@@ -21,10 +21,14 @@ class LeaderElector:
     def __init__(self, kube: KubeApi, *, namespace: str, name: str, identity: str,
                  duration: float, renew_period: float,
                  on_change: Callable[[bool], None] | None = None,
+                 on_renew: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.kube, self.namespace, self.name, self.identity = kube, namespace, name, identity
         self.duration, self.renew_period = duration, renew_period
         self.on_change = on_change
+        #: Called after every successful acquire or renewal (a leader whose renewal was
+        #: late stopped acting meanwhile; this lets it pick up what it set aside).
+        self.on_renew = on_renew
         self.clock = clock
         self._renewed_at = -1e18
         self._observed: tuple[str, str] | None = None
@@ -96,6 +100,8 @@ class LeaderElector:
                 log.warning("leader election round failed", extra={"error": str(e)})
                 ok = False
             self._set(ok or self.is_leader)
+            if ok and self.on_renew is not None:
+                self.on_renew()
             await asyncio.sleep(self.renew_period)
             if self._leading and not self.is_leader:
                 self._set(False)

@@ -26,7 +26,13 @@ from ipam import (
 from scheduler import filtering, scoring
 from scheduler.cache import ClusterCache
 from scheduler.config import SchedulerSettings
-from scheduler.errors import Conflict, InvalidAnnotation, NotFound, SchedulerError
+from scheduler.errors import (
+    Conflict,
+    InvalidAnnotation,
+    NotFound,
+    NotLeader,
+    SchedulerError,
+)
 from scheduler.kubeapi import KubeApi
 from scheduler.metrics import Metrics
 from scheduler.models import ANN_EPOCH, ANN_IP, ANN_NODE, NodeInfo, PodInfo, PodUid, StickyRequest
@@ -122,6 +128,9 @@ class Scheduler:
         self.views = AddressViews(ipam, settings.address_view_ttl)
         self.queue: asyncio.Queue[PodUid] = asyncio.Queue()
         self._queued: set[PodUid] = set()
+        #: Pods dequeued while this replica could not act as leader (a standby, or a
+        #: leader whose renewal is late): scheduled again once it leads.
+        self._parked: set[PodUid] = set()
         self._backoff: dict[PodUid, float] = {}
         self._last_event: dict[tuple[PodUid, str], float] = {}
         self._next_start = 0
@@ -146,14 +155,24 @@ class Scheduler:
             if self.ours(pod):
                 self.enqueue(pod.uid)
 
+    def unpark(self) -> None:
+        """Leadership (re)gained or renewed: queue the pods set aside meanwhile."""
+        parked, self._parked = self._parked, set()
+        for uid in parked:
+            self.enqueue(uid)
+
     def _on_pod(self, old: PodInfo | None, new: PodInfo | None) -> None:
         if new is None:
-            self._backoff.pop(old.uid if old else PodUid(""), None)
+            if old is not None:
+                self._backoff.pop(old.uid, None)
+                self._parked.discard(old.uid)
             return
         if self.ours(new):
             if old is None or old.resource_version != new.resource_version:
                 self._backoff.pop(new.uid, None)
             self.enqueue(new.uid)
+        else:
+            self._parked.discard(new.uid)
 
     def _on_node(self, old: NodeInfo | None, new: NodeInfo | None) -> None:
         # A node that appears or recovers may make waiting pods schedulable.
@@ -263,7 +282,11 @@ class Scheduler:
     async def schedule_one(self, uid: PodUid) -> Decision | None:
         self._queued.discard(uid)
         pod = self.cache.pods.get(uid)
-        if pod is None or not self.ours(pod) or not self.is_leader():
+        if pod is None or not self.ours(pod):
+            return None
+        if not self.is_leader():
+            # Not dropped: a leader whose renewal is merely late gets it back on renewal.
+            self._parked.add(uid)
             return None
         t0 = time.perf_counter()
         decision = await self.decide(pod)
@@ -296,9 +319,17 @@ class Scheduler:
                         await asyncio.to_thread(self.kube.annotate_pod, pod.namespace, pod.name,
                                                 want, uid=pod.uid)
                 if not self.is_leader():
-                    raise Conflict("lost the leader Lease before binding")
+                    raise NotLeader("lost the leader Lease before binding")
                 await asyncio.to_thread(self.kube.bind, pod.namespace, pod.name, pod.uid,
                                         decision.node)
+            except NotLeader as e:
+                # The reservation stays (keyed by ordinal, homed where decided); whoever
+                # leads next decides again and finds it.
+                self.metrics.bindings.labels(result="not_leader").inc()
+                self.cache.forget(pod.uid)
+                self._parked.add(pod.uid)
+                log.info("binding deferred", extra={"pod": pod.ref, "why": str(e)})
+                return
             except (Conflict, NotFound) as e:
                 # Bound by someone else, deleted, or leadership lost: nothing to undo in
                 # the IPAM (the claim is keyed by ordinal and stays with its home).
