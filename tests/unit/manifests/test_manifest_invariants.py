@@ -208,7 +208,7 @@ def test_webhook_policies(install: tuple[str, Objs]) -> None:
 def test_every_failure_policy_is_explained_in_a_comment() -> None:
     lines = (MANIFESTS / "base" / "webhook-configurations.yaml").read_text().splitlines()
     policies = [i for i, line in enumerate(lines) if line.strip().startswith("failurePolicy:")]
-    assert len(policies) == 3
+    assert len(policies) == 4
     for i in policies:
         value = lines[i].split(":", 1)[1].strip()
         above = []
@@ -223,6 +223,21 @@ def test_every_failure_policy_is_explained_in_a_comment() -> None:
 def _cel(expression: str, obj: dict[str, Any]) -> Any:
     env = celpy.Environment()
     return env.program(env.compile(expression)).evaluate({"object": json_to_cel(obj)})
+
+
+def test_scale_webhook_sees_only_scale_ups() -> None:
+    (expr,) = _conditions(rendered("default"), "statefulsets/scale",
+                          "ValidatingWebhookConfiguration")
+    env = celpy.Environment()
+    prog = env.program(env.compile(expr))
+
+    def scale(old: int, new: int) -> Any:
+        return prog.evaluate({"object": json_to_cel({"spec": {"replicas": new}}),
+                              "oldObject": json_to_cel({"spec": {"replicas": old}})})
+
+    assert bool(scale(3, 5)) is True
+    assert bool(scale(3, 3)) is False
+    assert bool(scale(5, 1)) is False
 
 
 def _conditions(objs: Objs, resource: str, kind: str) -> list[str]:
