@@ -153,8 +153,8 @@ class Datapath:
         self._netns.append(name)
 
     async def start(self, names: list[str], redis_url: str, pool: str, *,
-                    env: dict[str, str], sup: Supervisor, work: Path, sockets: Path
-                    ) -> None:
+                    env: dict[str, str], sup: Supervisor, work: Path, sockets: Path,
+                    note: Callable[[str], None] = lambda s: None) -> None:
         self.redis_url, self.pool, self._sup, self._env = redis_url, pool, sup, env
         self._add_netns(self.fabric)
         sh("ip", "-n", self.fabric, "link", "add", "br0", "type", "bridge")
@@ -182,6 +182,8 @@ class Datapath:
             comp = node.agent
             await sup.wait_until(comp, lambda c=comp, m=marker: m in c.tail(100000),  # type: ignore[misc]
                                  within=120, what="serving CNI requests")
+            note(f"{node.name}: namespace {node.netns}, address {node.address}, agent "
+                 f"pid {comp.proc.pid} ready (anti-spoofing program loaded)")
 
     def _agent_command(self, node: Node) -> list[str]:
         return ["nsenter", f"--net={node.netns_path}", "--", *stickyip_command(),

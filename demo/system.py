@@ -148,7 +148,7 @@ class System:
                         "(eBPF datapath)"):
                 await self.datapath.start(self.nodes, self.redis_url, self.s.pool,
                                           env=self._env(), sup=self.sup, work=self.dir,
-                                          sockets=self.sockets)
+                                          sockets=self.sockets, note=p.note)
                 runtime = self.datapath.runtime()
                 addresses = {n: self.datapath.node_address(n) for n in self.nodes}
         for n in self.nodes:
@@ -163,7 +163,8 @@ class System:
             await self._wait_leader(self.scheduler)
         self.kubelet = Kubelet(self.api, runtime, self.nodes, on_error=self._kubelet_error)
         self.kubelet.start()
-        p.note(f"logs and state in {self.dir}")
+        p.note(f"component logs in {self.dir}" + (
+            "" if self.s.keep_logs else " (removed at the end; --keep-logs keeps them)"))
 
     async def _wait_leader(self, comp: Component) -> None:
         assert self.api is not None
