@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from bench.common import Report, percentile
+from datapath.config import AgentSettings
 from tests.privileged.testbed import BIN, Testbed, eventually
 
 PODS = int(os.environ.get("STICKYIP_BENCH_PODS", "200"))
@@ -76,7 +77,10 @@ async def cni_and_cold_start(report: Report) -> None:
 
 
 async def convergence(report: Report, routing: str) -> None:
-    async with Testbed(nodes=3, routing=routing, pool_cidr="10.241.0.0/16") as tb:
+    # The agent's default poll interval, not the test bed's faster one.
+    interval = float(AgentSettings.model_fields["sync_interval"].default)
+    async with Testbed(nodes=3, routing=routing, pool_cidr="10.241.0.0/16",
+                       sync_interval=interval) as tb:
         await tb.add_pod("node-1", "bench", "seed")
         geo = (await tb.ipam.pool(tb.pool)).geo
         block = next(b for b in (await tb.ipam.routing_view()).blocks if b.node == "node-1")

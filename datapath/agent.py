@@ -40,6 +40,7 @@ from datapath.loader import AntispoofProgram
 from datapath.models import AgentReply, EndpointRecord, host_ifname
 from datapath.netlink import Netlink, enable_forwarding, netns_exists
 from datapath.nodes import NodeDirectory
+from datapath.podinfo import PodLookup
 from datapath.store import EndpointStore
 from ipam import (
     InvalidRequest,
@@ -102,7 +103,8 @@ class Metrics:
 
 class Agent:
     def __init__(self, settings: AgentSettings, ipam: RedisIpam, *,
-                 hooks: Sequence[EndpointHook] = (), kube_pods: Any = None) -> None:
+                 hooks: Sequence[EndpointHook] = (),
+                 kube_pods: PodLookup | None = None) -> None:
         if not settings.node:
             raise InvalidConfig("the agent needs --node NAME")
         self.s = settings
@@ -298,7 +300,7 @@ class Agent:
                           ) -> tuple[ReservationKey, str | None] | None:
         """(reservation key, pool) of a StatefulSet pod, or None for other pods."""
         if self.kube_pods is not None:
-            return await self.kube_pods(namespace, pod)  # type: ignore[no-any-return]
+            return await self.kube_pods(namespace, pod)
         m = _STS_POD.match(pod)
         if not m or not namespace:
             return None
@@ -356,6 +358,10 @@ class Agent:
             for hook in self.hooks:
                 await hook.endpoint_added(rec.endpoint(idx))
         except BaseException:
+            for hook in self.hooks:  # undo what hooks may have set up for it
+                with contextlib.suppress(Exception):
+                    await hook.endpoint_removed(rec.endpoint(self._ifindex.get(
+                        rec.host_ifname, 0)))
             await self._unplumb(rec)
             await self._release(rec)
             raise
