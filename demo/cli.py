@@ -24,10 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="control plane only (no network namespaces, agents or eBPF)")
     p.add_argument("--datapath", action="store_true",
                    help="require the datapath (fail instead of skipping it without root)")
-    p.add_argument("--service-policy-by-demo", action="store_true",
-                   help="probe the Service VIP and a NetworkPolicy on the real eBPF "
-                   "programs, with their maps written by the demo (the node agent does not "
-                   "wire them yet; without this flag those probes are skipped)")
+    p.add_argument("--no-service-policy", action="store_true",
+                   help="run the agents without the eBPF service and policy programs (the "
+                   "Service VIP and NetworkPolicy probes are then skipped)")
     p.add_argument("--fast", action="store_true",
                    help="short controller timers and no pauses (for tests)")
     p.add_argument("--keep-logs", action="store_true",
@@ -44,8 +43,8 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
         overrides["datapath"] = "on"
     if args.fast:
         overrides["fast"] = True
-    if args.service_policy_by_demo:
-        overrides["service_policy"] = True
+    if args.no_service_policy:
+        overrides["service_policy"] = False
     if args.keep_logs:
         overrides["keep_logs"] = True
     if args.step_timeout is not None:
@@ -86,7 +85,7 @@ async def run(settings: DemoSettings) -> int:
         from demo.datapath import Datapath
         from demo.probes import LiveProbes
 
-        datapath = Datapath(fast=settings.fast)
+        datapath = Datapath(fast=settings.fast, service_policy=settings.service_policy)
         prober = LiveProbes(datapath)
     if why:
         print(f"datapath skipped: {why}", flush=True)

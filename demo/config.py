@@ -15,10 +15,9 @@ class DemoSettings(BaseSettings):
         default="auto", description="run the eBPF datapath in network namespaces: 'auto' "
         "does when running as root, 'off' plays the control plane only")
     service_policy: bool = Field(
-        default=False, description="with the datapath: load the eBPF service and policy "
-        "programs and write their maps from the demo itself, to probe the Service VIP and "
-        "a NetworkPolicy. Off by default because the node agent does not wire them yet: "
-        "those probes are then printed as skipped")
+        default=True, description="with the datapath: the agents load the eBPF service and "
+        "policy programs (--hook datapath.features_hook:hook, fed from the API) and the "
+        "demo probes the Service VIP and a NetworkPolicy; off: those probes are skipped")
     fast: bool = Field(default=False, description="short controller timers and no pauses "
                        "between steps (tests)")
     pause: float = Field(default=1.0, ge=0, description="seconds to pause after each step's "

@@ -27,6 +27,7 @@ from typing import Any
 from demo.errors import ComponentFailed, DemoError
 from demo.kubelet import RunningPod
 from demo.procs import Component, Supervisor, cni_command, stickyip_command
+from demo.relay import LoopbackRelay
 
 FABRIC_NET = ipaddress.IPv4Network("192.168.251.0/24")
 BPFFS = "/sys/fs/bpf"
@@ -129,8 +130,12 @@ class PodSandbox:
 
 
 class Datapath:
-    def __init__(self, *, fast: bool = False) -> None:
+    def __init__(self, *, fast: bool = False, service_policy: bool = True) -> None:
         self.run_id = secrets.token_hex(3)
+        #: Agents load the eBPF service and policy programs (datapath.features_hook).
+        self.service_policy = service_policy
+        self.relay: LoopbackRelay | None = None
+        self.api_url = ""
         self.prefix = f"sipd{self.run_id}"
         self.fast = fast
         self.fabric = f"{self.prefix}-fab"
@@ -154,8 +159,12 @@ class Datapath:
 
     async def start(self, names: list[str], redis_url: str, pool: str, *,
                     env: dict[str, str], sup: Supervisor, work: Path, sockets: Path,
-                    note: Callable[[str], None] = lambda s: None) -> None:
-        self.redis_url, self.pool, self._sup, self._env = redis_url, pool, sup, env
+                    api_url: str, note: Callable[[str], None] = lambda s: None) -> None:
+        self.redis_url, self.pool, self._sup, self.api_url = redis_url, pool, sup, api_url
+        # Agents read pods (and, with the features hook, Services, EndpointSlices and
+        # NetworkPolicies) from the API, relayed into their namespaces.
+        self._env = env | {"STICKYIP_AGENT_KUBE": "true", "STICKYIP_KUBE_HOST": api_url}
+        self.relay = LoopbackRelay(int(api_url.rsplit(":", 1)[1]))
         self._add_netns(self.fabric)
         sh("ip", "-n", self.fabric, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.fabric, "link", "set", "br0", "up")
@@ -175,15 +184,19 @@ class Datapath:
                f"{node.address}/{FABRIC_NET.prefixlen}", "dev", "fab0")
             sh("ip", "-n", node.netns, "link", "set", "fab0", "up")
         for node in self.nodes.values():
-            node.agent = sup.start(f"agent-{node.name}", self._agent_command(node), env=env)
+            await self.relay.add_netns(node.netns_path)
+            node.agent = sup.start(f"agent-{node.name}", self._agent_command(node),
+                                   env=self._env)
         for node in self.nodes.values():
             assert node.agent is not None
             marker = f"agent ready node={node.name}"
             comp = node.agent
             await sup.wait_until(comp, lambda c=comp, m=marker: m in c.tail(100000),  # type: ignore[misc]
-                                 within=120, what="serving CNI requests")
+                                 within=180, what="serving CNI requests")
+            progs = "anti-spoofing, service and policy programs" if self.service_policy \
+                else "anti-spoofing program"
             note(f"{node.name}: namespace {node.netns}, address {node.address}, agent "
-                 f"pid {comp.proc.pid} ready (anti-spoofing program loaded)")
+                 f"pid {comp.proc.pid} ready ({progs} loaded)")
 
     def _agent_command(self, node: Node) -> list[str]:
         return ["nsenter", f"--net={node.netns_path}", "--", *stickyip_command(),
@@ -193,7 +206,8 @@ class Datapath:
                 "--pin-root", f"{self.pin_base}/{node.name}",
                 "--state-dir", str(node.dir / "state"), "--metrics-port", "0",
                 "--default-pool", self.pool,
-                "--sync-interval", "0.2" if self.fast else "0.5"]
+                "--sync-interval", "0.2" if self.fast else "0.5",
+                *(["--hook", "datapath.features_hook:hook"] if self.service_policy else [])]
 
     def node_address(self, name: str) -> str:
         return self.nodes[name].address
@@ -230,6 +244,9 @@ class Datapath:
             for node in self.nodes.values():
                 if node.agent is not None:
                     self._sup.stop(node.agent)
+        if self.relay is not None:
+            with contextlib.suppress(Exception):
+                await self.relay.close()
         for ns in reversed(list(self._netns)):
             self._del_netns(ns)
         _rm_bpffs(self.pin_base)

@@ -24,10 +24,9 @@ class LiveProbes:
         self.dp = datapath
         self.client_node = ""
         self.namespace = ""
-        self.features: Any = None  # demo.features.Features when service/policy run
-        self.features_skip = ("the node agent does not wire the eBPF service and policy "
-                              "programs yet (--service-policy-by-demo writes their maps "
-                              "from the demo instead)")
+        self.features: Any = None  # demo.features.ServicesAndPolicy when they run
+        self.features_skip = "--no-service-policy given: the agents run without the " \
+            "service and policy programs"
 
     async def setup(self, system: System) -> None:
         """Two plain (ephemeral-address) pods on the first node: the client, and an
@@ -41,22 +40,16 @@ class LiveProbes:
                 node_selector={"kubernetes.io/hostname": self.client_node}))
         for name in (CLIENT, INTRUDER):
             await self.dp.wait_sandbox(self.namespace, name, within=60)
-        if not system.s.service_policy:
+        if not self.dp.service_policy:
             return
-        from demo.features import Features
+        from demo.features import ServicesAndPolicy
 
-        features = Features(self.dp, system.api, self.namespace, system.s.statefulset)
-        try:
-            await features.start()
-        except Exception as e:
-            self.features_skip = f"the service/policy programs did not load: {e}"
-            system.progress.note(f"! {self.features_skip}")
-            return
-        self.dp.closers.append(features.close)
-        await features.create_policy()
+        features = ServicesAndPolicy(system.api, self.namespace, system.s.statefulset)
+        await features.start()
+        self.dp.closers.append(features.stop)
         self.features = features
-        system.progress.note("Service VIP and NetworkPolicy: eBPF programs loaded; their "
-                             "maps are written by the demo (the agent does not wire them yet)")
+        system.progress.note(f"NetworkPolicy {self.namespace}/web-allow-clients created; "
+                             "the demo plays the EndpointSlice controller")
 
     async def _reach(self, src: PodSandbox, row: Row, *, pings: bool = True) -> Probe:
         text = f"{src.name} ({src.node}) -> {row.pod} {row.address}:{POD_PORT} on {row.node}"

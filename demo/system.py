@@ -148,7 +148,8 @@ class System:
                         "(eBPF datapath)"):
                 await self.datapath.start(self.nodes, self.redis_url, self.s.pool,
                                           env=self._env(), sup=self.sup, work=self.dir,
-                                          sockets=self.sockets, note=p.note)
+                                          sockets=self.sockets, api_url=self.api.url,
+                                          note=p.note)
                 runtime = self.datapath.runtime()
                 addresses = {n: self.datapath.node_address(n) for n in self.nodes}
         for n in self.nodes:

@@ -32,8 +32,8 @@ def _netns() -> set[str]:
 
 async def test_full_demo_probes_every_replica_through_the_story(tmp_path: Path) -> None:
     settings = DemoSettings(datapath="on", fast=True, work_dir=str(tmp_path),
-                            step_timeout=60, service_policy=True)
-    datapath = Datapath(fast=True)
+                            step_timeout=60)
+    datapath = Datapath(fast=True, service_policy=True)
     prober = LiveProbes(datapath)
     lines: list[str] = []
     async with System(settings, datapath=datapath, progress=Progress(lines.append)) as system:
@@ -61,7 +61,7 @@ async def test_full_demo_probes_every_replica_through_the_story(tmp_path: Path) 
         assert answered <= names, (step.title, svc[0].detail)
         pol = [p for p in step.probes if "NetworkPolicy" in p.text]
         assert len(pol) == 1 and pol[0].outcome == "denied", (step.title, pol)
-        assert "while client still connects" in pol[0].detail
+        assert "(dropped), while client still connects" in pol[0].detail
         assert all(p.passed for p in step.probes), step.title
         assert all(c.ok for c in step.checks), step.title
     # After the failover the moved replica answers on its new node at its old address.
