@@ -41,6 +41,9 @@ class LiveProbes:
         for name in (CLIENT, INTRUDER):
             await self.dp.wait_sandbox(self.namespace, name, within=60)
         if not self.dp.service_policy:
+            if self.dp.features_error:
+                self.features_skip = ("the agents could not load the service and policy "
+                                      f"programs: {self.dp.features_error}")
             return
         from demo.features import ServicesAndPolicy
 
