@@ -6,6 +6,7 @@ agents and the eBPF datapath in network namespaces."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import secrets
@@ -48,7 +49,11 @@ class Progress:
     def step(self, what: str) -> Iterator[None]:
         t0 = time.monotonic()
         self.out(f"  - {what} ...")
-        yield
+        try:
+            yield
+        except BaseException:
+            self.out(f"    failed ({time.monotonic() - t0:.1f} s)")
+            raise
         self.out(f"    ok ({time.monotonic() - t0:.1f} s)")
 
     def note(self, text: str) -> None:
@@ -178,8 +183,6 @@ class System:
             lease = await api.get("coordination.k8s.io/v1", "Lease", SCHEDULER, "kube-system")
             if lease and (lease.get("spec") or {}).get("holderIdentity"):
                 return
-            import asyncio
-
             await asyncio.sleep(0.05)
         raise ComponentFailed("scheduler did not take its leader Lease within 30s:\n"
                               + comp.tail())
