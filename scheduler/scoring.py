@@ -86,7 +86,42 @@ def score_nodes(nodes: Sequence[NodeInfo], inputs: ScoreInputs) -> list[tuple[No
 
 def pick(nodes: Sequence[NodeInfo], inputs: ScoreInputs) -> NodeInfo | None:
     """The best node; ties go to the node with the least requested CPU, then by name,
-    so the choice is deterministic."""
+    so the choice is deterministic. (The same scores as ``raw_score``, computed inline:
+    this runs for hundreds of nodes per pod.)"""
+    if inputs.home is not None:
+        return _pick_generic(nodes, inputs)
+    best: NodeInfo | None = None
+    best_key: tuple[float, int, str] | None = None
+    used_get = (inputs.used or {}).get
+    addresses = inputs.addresses
+    free_get = addresses.free_in_node_blocks.get if addresses is not None else None
+    fallback_addr = 0.5 if addresses is None or addresses.unclaimed_blocks > 0 else 0.0
+    replicas_get = inputs.replicas_on.get if inputs.replicas_on else None
+    has_used = bool(inputs.used)
+    sticky = inputs.sticky
+    for n in nodes:
+        name = n.name
+        addr = 1.0 if free_get is not None and free_get(name, 0) > 0 else fallback_addr
+        taken = used_get(name)
+        if not has_used or taken is None:
+            bal = 1.0
+        else:
+            alloc = n.allocatable
+            fr = [max(0.0, 1.0 - t / a) for a, t in ((alloc.cpu_m, taken.cpu_m),
+                                                       (alloc.memory, taken.memory)) if a > 0]
+            bal = sum(fr) / len(fr) if fr else 1.0
+        if sticky:
+            spread = 1.0 / (1 + replicas_get(name, 0)) if replicas_get is not None else 1.0
+            s = 0.3 * addr + 0.5 * spread + 0.2 * bal
+        else:
+            s = 0.3 * addr + 0.7 * bal
+        key = (-s, taken.cpu_m if taken else 0, name)
+        if best_key is None or key < best_key:
+            best, best_key = n, key
+    return best
+
+
+def _pick_generic(nodes: Sequence[NodeInfo], inputs: ScoreInputs) -> NodeInfo | None:
     best: NodeInfo | None = None
     best_key: tuple[float, int, str] | None = None
     used = inputs.used or {}
