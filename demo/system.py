@@ -162,9 +162,7 @@ class System:
         with p.step("sticky scheduler (leader-elected)"):
             env = self._env() | {"STICKYIP_KUBE_HOST": self.api.url}
             self.scheduler = self.sup.start("scheduler", [
-                # warning: at info, scheduler/cli.py logs extra={"name": ...}, which
-                # the logging module refuses (KeyError: overwrite 'name' in LogRecord).
-                *stickyip_command(), "--redis-url", self.redis_url, "--log-level", "warning",
+                *stickyip_command(), "--redis-url", self.redis_url, "--log-level", "info",
                 "scheduler", "--name", SCHEDULER], env=env)
             await self._wait_leader(self.scheduler)
         self.kubelet = Kubelet(self.api, runtime, self.nodes, on_error=self._kubelet_error)

@@ -62,7 +62,7 @@ async def run(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await app.start()
-    log.info("scheduler started", extra={"name": settings.name,
+    log.info("scheduler started", extra={"scheduler_name": settings.name,
                                          "extender": app.extender_url or None})
     try:
         await stop.wait()
