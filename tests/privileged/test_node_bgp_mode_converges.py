@@ -4,6 +4,8 @@ follow a block re-home (aggregated blocks, /32 only for migrated addresses)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from ipam import ReservationKey
 from tests.privileged.testbed import Testbed, eventually
 
@@ -45,6 +47,12 @@ async def test_bgp_speakers_converge_carry_traffic_and_follow_a_rehome() -> None
         assert await eventually(
             lambda: tb.nodes["node-3"].address in tb.route("node-1", f"{db.address}/32"),
             within=30)
-        conf = open(tb.nodes["node-3"].bird_config).read()
+        conf = await asyncio.to_thread(_read, tb.nodes["node-3"].bird_config)
         assert f"route {db.address}/32 blackhole;" in conf
-        assert f"{db.address}/32" not in open(tb.nodes["node-1"].bird_config).read()
+        assert f"{db.address}/32" not in await asyncio.to_thread(
+            _read, tb.nodes["node-1"].bird_config)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
