@@ -138,6 +138,7 @@ class FailoverController:
             await self.ipam.fence_node(gone)
             self.metrics.nodes_gone.inc()
             log.warning("node confirmed gone; fenced", extra={"node": gone, "why": why})
+        new_home: dict[ReservationKey, str] = {}
         for mv in plan.blocks:
             try:
                 moved = await self.ipam.rehome_block(pool=mv.pool, block=mv.block,
@@ -146,7 +147,10 @@ class FailoverController:
                 log.warning("block move failed", extra={"block": mv.block, "error": str(e)})
                 continue
             self.metrics.rehomed.labels(how="block").inc(len(moved))
-            report.moved.extend(ReservationKey.parse(o) for o in moved)
+            for o in moved:
+                key = ReservationKey.parse(o)
+                report.moved.append(key)
+                new_home[key] = f"{mv.to_node} (its whole block moved)"
         for ma in plan.addresses:
             try:
                 await self.ipam.rehome_reservation(ma.key, pool=ma.pool, to_node=ma.to_node,
@@ -158,11 +162,17 @@ class FailoverController:
                 continue
             self.metrics.rehomed.labels(how="address").inc()
             report.moved.append(ma.key)
+            new_home[ma.key] = f"{ma.to_node} (as a single /32)"
         self.scheduler.views.invalidate()
         for key in report.moved:
             pod = self.cache.pod_by_ref(f"{key.namespace}/{key.statefulset}-{key.ordinal}")
             if pod is None:
                 continue
+            if key in new_home:
+                await self.scheduler.event_for(
+                    pod, "Rehomed", f"node {gone} is confirmed gone ({why}); reservation "
+                    f"{key} keeps its address and is now homed on {new_home[key]} with a new "
+                    "epoch; the pod is re-created there")
             if pod.node_name == gone:
                 await self._delete(pod, report)
             elif not pod.node_name and self.scheduler.ours(pod):

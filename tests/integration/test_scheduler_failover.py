@@ -53,6 +53,10 @@ async def test_killed_node_rehomes_migrate_pods_with_a_new_epoch(
         # Preferred path: the whole block moved, so routes stay aggregated.
         blocks = {b.index: b.node for b in await ipam.blocks("pool-a")}
         assert dead not in blocks.values()
+        # and the user is told, on the pod, what happened and where it went
+        msgs = await events_for(api, "db-0", "Rehomed")
+        assert any(f"node {dead} is confirmed gone" in m and after["db-0"][0] in m
+                   and "whole block moved" in m for m in msgs), msgs
 
 
 async def test_wait_pods_stay_pending_with_an_event_until_the_node_returns(
