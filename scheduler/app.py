@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from ipam import RedisIpam
+from scheduler import ipam_stats
 from scheduler.cache import ClusterCache, Informer
 from scheduler.config import SchedulerSettings
 from scheduler.controllers import FailoverController, GcController
@@ -90,6 +91,14 @@ class SchedulerApp:
         self._spawn(self._periodic(self.failover.run_once, self.settings.failover_period),
                     "failover")
         self._spawn(self._periodic(self.gc.run_once, self.settings.gc_period), "gc")
+        self._spawn(self._stats(), "ipam-stats")
+
+    async def _stats(self) -> None:
+        """IPAM gauges on every replica (not only the leader): each scrape target then
+        answers for the whole store."""
+        while True:
+            await ipam_stats.collect(self.ipam, self.metrics, self.cache)
+            await asyncio.sleep(self.settings.stats_period)
 
     async def _serve(self) -> None:
         app = self.extender.app() if self.settings.extender_port else web.Application()

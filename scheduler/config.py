@@ -47,5 +47,7 @@ class SchedulerSettings(BaseSettings):
                                     "view is reused for scoring before it is re-read")
     watch_timeout: int = Field(default=300, description="server-side timeout of each watch "
                                "request in seconds (it is then resumed)")
+    stats_period: float = Field(default=30.0, description="seconds between IPAM statistics "
+                                "passes for /metrics (pool use, reservations, heartbeats)")
     metrics_port: int = Field(default=0, description="serve Prometheus /metrics on this port "
                               "(0: off)")

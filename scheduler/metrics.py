@@ -28,6 +28,21 @@ class Metrics:
                                   "Nodes confirmed gone and fenced", registry=r)
         self.gc = Counter("stickyip_scheduler_gc_total", "GC actions applied, by operation",
                           ["op"], registry=r)
+        self.pool_addresses = Gauge("stickyip_ipam_pool_addresses", "Addresses per pool by "
+                                    "state (used, free, excluded)", ["pool", "state"],
+                                    registry=r)
+        self.pool_blocks = Gauge("stickyip_ipam_pool_blocks", "Node blocks per pool by state "
+                                 "(claimed, free)", ["pool", "state"], registry=r)
+        self.reservations = Gauge("stickyip_ipam_reservations", "Sticky reservations by state",
+                                  ["pool", "state"], registry=r)
+        self.failover_pending = Gauge(
+            "stickyip_failover_pending_reservations", "Reservations homed on a node that is "
+            "deleted or out-of-service, by node-failure policy", ["policy"], registry=r)
+        self.heartbeat = Gauge("stickyip_agent_heartbeat_timestamp_seconds", "Last heartbeat "
+                               "each node agent wrote to the IPAM (Unix time)", ["node"],
+                               registry=r)
+        self.store_up = Gauge("stickyip_ipam_store_up", "1 when the last IPAM statistics pass "
+                              "reached Redis", registry=r)
         self.extender = Histogram("stickyip_scheduler_extender_seconds", "Extender request "
                                   "handling time", ["verb"],
                                   buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1),
