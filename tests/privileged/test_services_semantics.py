@@ -150,27 +150,38 @@ def test_no_endpoints_rejects_instead_of_hanging(clean: Bed) -> None:
 
 
 def test_session_affinity_sticks_then_expires(clean: Bed) -> None:
+    timeout = 3
     clean.service(sessionAffinity="ClientIP",
-                  sessionAffinityConfig={"clientIP": {"timeoutSeconds": 1}})
+                  sessionAffinityConfig={"clientIP": {"timeoutSeconds": timeout}})
     clean.endpoints(list(BACKENDS))
-    seen = set()
+    seen: set[str] = set()
     for _ in range(10):
-        got = clean.served(6)
-        assert len(got) == 1  # within the timeout every connection gets the same backend
+        started = time.monotonic()
+        # one connection first: parallel first packets on two CPUs can both miss the
+        # affinity entry and choose differently (the entry is then the last writer's),
+        # as with any per-packet affinity table
+        got = clean.served(1)
+        got += clean.served(6)
+        if time.monotonic() - started < timeout:
+            # every connection of a burst shorter than the timeout gets the same backend
+            # (a burst slowed past the timeout by a loaded machine proves nothing)
+            assert len(got) == 1, got
         seen |= set(got)
         if len(seen) > 1:
             break
-        time.sleep(1.3)  # let the affinity expire
+        time.sleep(timeout + 0.5)  # let the affinity expire
     assert len(seen) > 1  # after expiry a new choice is made (1 - (1/3)**9 likely)
 
 
 def test_affinity_follows_backend_removal(clean: Bed) -> None:
     clean.service(sessionAffinity="ClientIP")
     clean.endpoints(list(BACKENDS))
-    first = next(iter(clean.served(3)))
+    # single connections first: parallel first packets can race for the affinity entry
+    first = next(iter(clean.served(1)))
     clean.endpoints([b for b in BACKENDS if b != first])
-    got = clean.served(6)
-    assert len(got) == 1 and first not in got
+    got = clean.served(1)
+    got += clean.served(6)
+    assert len(got) == 1 and first not in got, got
 
 
 def test_hairpin_a_backend_reaches_itself_through_its_service(clean: Bed) -> None:
