@@ -604,17 +604,24 @@ class RedisIpam:
         return RoutingView(blocks=blocks, migrated=sorted(migrated, key=lambda m: int(m.address)))
 
     async def free_in_node_blocks(self, pool: str) -> dict[NodeName, int]:
-        """Free addresses per node inside the blocks it already holds."""
+        """Free addresses per node inside the blocks it already holds (one consistent
+        read; schedulers call this for thousands of blocks, so no models are built)."""
         pc = await self.pool(pool)
-        excl = await self._guard(self._r.smembers(pool_prefix(pool) + "excl"))
-        excluded_per_block: dict[int, int] = {}
+        p = pool_prefix(pool)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(p + "blocks")
+            pipe.hgetall(p + "bused")
+            pipe.smembers(p + "excl")
+            owners, used, excl = await self._guard(pipe.execute())
+        size = pc.geo.block_size
+        taken: dict[int, int] = {int(b): int(n) for b, n in used.items()}
         for o in excl:
-            b = pc.geo.block_of(int(o))
-            excluded_per_block[b] = excluded_per_block.get(b, 0) + 1
+            b = int(o) // size
+            taken[b] = taken.get(b, 0) + 1
         out: dict[NodeName, int] = {}
-        for blk in await self.blocks(pool):
-            free = pc.geo.block_size - blk.used - excluded_per_block.get(blk.index, 0)
-            out[blk.node] = out.get(blk.node, 0) + max(free, 0)
+        for b, node in owners.items():
+            name = NodeName(_s(node))
+            out[name] = out.get(name, 0) + max(size - taken.get(int(b), 0), 0)
         return out
 
     async def history(self, address: str) -> list[AuditEntry]:

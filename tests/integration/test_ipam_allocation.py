@@ -108,3 +108,11 @@ async def test_owners_of_many_addresses_at_once(ipam: RedisIpam, pool_a: PoolSpe
     assert got[a.address] is not None and got[a.address].owner == a.owner  # type: ignore[union-attr]
     assert got[ipaddress.IPv4Address("10.20.0.200")] is None
     assert await ipam.owners_of("pool-a", []) == {}
+
+
+async def test_free_addresses_per_node_block(ipam: RedisIpam, pool_a: PoolSpec) -> None:
+    for i in range(3):
+        await ipam.allocate(pool="pool-a", node="n1", owner=ephemeral_owner(f"a{i}"))
+    await ipam.allocate(pool="pool-a", node="n2", owner=ephemeral_owner("b0"))
+    # n1's block 0 lost 10.20.0.0 to the default exclusion: 16 - 1 - 3
+    assert await ipam.free_in_node_blocks("pool-a") == {"n1": 12, "n2": 15}
