@@ -6,6 +6,7 @@ the real IPAM on a real redis-server, extender ``/filter`` latency over HTTP wit
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import time
@@ -70,6 +71,7 @@ def workload() -> tuple[list[PodInfo], list[PodInfo]]:
 def fresh_cache() -> ClusterCache:
     cache = ClusterCache()
     cache.replace("nodes", [node_json(i) for i in range(NODES)])
+    gc.freeze()  # as `stickyip scheduler` does once its caches are synced
     return cache
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,11 @@ async def run(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await app.start()
+    with contextlib.suppress(TimeoutError):
+        await app.wait_synced(timeout=120)
+    # The caches now hold every node and pod: keep them out of the cyclic collector's
+    # sight so its full passes stay short (they showed as 50 ms p99 spikes).
+    gc.freeze()
     log.info("scheduler started", extra={"scheduler_name": settings.name,
                                          "extender": app.extender_url or None})
     try:
