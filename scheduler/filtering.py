@@ -179,21 +179,26 @@ def filter_nodes(pod: PodInfo, nodes: Sequence[NodeInfo], *,
     simple_pod = not pod.node_selector and not pod.required_terms and not selector
     req_cpu, req_mem = pod.requests.cpu_m, pod.requests.memory
     used_get = used.get
-    for i in range(n):
-        node = nodes[(start + i) % n] if start else nodes[i]
+    order = [*nodes[start % n:], *nodes[:start % n]] if start and n else nodes
+    append = feasible.append
+    found = 0
+    for node in order:
         examined += 1
         if simple_pod and node.ready and not node.unschedulable and not node.taints:
-            u = used_get(node.name, empty)
             alloc = node.allocatable
-            if req_cpu <= alloc.cpu_m - u.cpu_m and req_mem <= alloc.memory - u.memory:
-                feasible.append(node)
-                if len(feasible) >= limit:
+            u = used_get(node.name)
+            if (req_cpu <= alloc.cpu_m and req_mem <= alloc.memory) if u is None else (
+                    req_cpu <= alloc.cpu_m - u.cpu_m and req_mem <= alloc.memory - u.memory):
+                append(node)
+                found += 1
+                if found >= limit:
                     break
                 continue
         reason = check_node(pod, node, used=used_get(node.name, empty), pool_selector=selector)
         if reason is None:
-            feasible.append(node)
-            if len(feasible) >= limit:
+            append(node)
+            found += 1
+            if found >= limit:
                 break
         else:
             failed[node.name] = reason

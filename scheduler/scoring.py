@@ -106,10 +106,15 @@ def pick(nodes: Sequence[NodeInfo], inputs: ScoreInputs) -> NodeInfo | None:
         if not has_used or taken is None:
             bal = 1.0
         else:
-            alloc = n.allocatable
-            fr = [max(0.0, 1.0 - t / a) for a, t in ((alloc.cpu_m, taken.cpu_m),
-                                                       (alloc.memory, taken.memory)) if a > 0]
-            bal = sum(fr) / len(fr) if fr else 1.0
+            ac, am = n.allocatable.cpu_m, n.allocatable.memory
+            if ac > 0 and am > 0:
+                bal = (max(0.0, 1.0 - taken.cpu_m / ac) + max(0.0, 1.0 - taken.memory / am)) / 2
+            elif ac > 0:
+                bal = max(0.0, 1.0 - taken.cpu_m / ac)
+            elif am > 0:
+                bal = max(0.0, 1.0 - taken.memory / am)
+            else:
+                bal = 1.0
         if sticky:
             spread = 1.0 / (1 + replicas_get(name, 0)) if replicas_get is not None else 1.0
             s = 0.3 * addr + 0.5 * spread + 0.2 * bal
