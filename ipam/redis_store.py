@@ -108,6 +108,18 @@ class _Batcher:
             loop.call_soon(self._flush)
         return fut
 
+    async def settle(self, *, within: float) -> None:
+        """Send what is queued and wait (at most ``within`` s) for pipelines in flight;
+        those still running then are cancelled, failing their callers."""
+        self._flush()
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=within)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+
     def _flush(self) -> None:
         self._scheduled = False
         if not self._queue:
@@ -173,7 +185,16 @@ class RedisIpam:
         return self._r
 
     async def aclose(self) -> None:
-        await self._r.aclose()
+        """Close the client: wait briefly for pipelines still in flight, then close the
+        connections (bounded: a close must never hang a shutdown)."""
+        if self._batcher is not None:
+            await self._batcher.settle(within=2.0)
+        try:
+            async with asyncio.timeout(5.0):
+                await self._r.aclose()
+        except (TimeoutError, RedisError, OSError) as e:
+            log.warning("closing the Redis client did not finish cleanly",
+                        extra={"error": repr(e)})
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
