@@ -4,12 +4,13 @@ filters. pyroute2 errors are translated to :class:`NetlinkFailure` here."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import ipaddress
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -360,12 +361,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 
 
-def netns_socket(path: str) -> socket.socket:
-    """A NETLINK_ROUTE socket living in the netns at ``path``.
-
-    The calling thread enters the netns only for the ``socket()`` call and returns at
-    once (no await in between), which is far cheaper than pyroute2's ``netns=`` (it
-    forks a helper process per socket)."""
+@contextlib.contextmanager
+def entered_netns(path: str) -> Iterator[None]:
+    """The calling thread inside the netns at ``path`` for the ``with`` block, then
+    back. Sockets created inside stay in that netns. Keep the block short and free of
+    awaits: only this thread moves."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = os.open(path, os.O_RDONLY)
@@ -374,7 +374,7 @@ def netns_socket(path: str) -> socket.socket:
                 err = ctypes.get_errno()
                 raise OSError(err, os.strerror(err))
             try:
-                return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+                yield
             finally:
                 if _libc.setns(own, CLONE_NEWNET) != 0:  # pragma: no cover
                     os.abort()  # stuck in a pod netns: crash rather than misroute
@@ -382,6 +382,13 @@ def netns_socket(path: str) -> socket.socket:
             os.close(target)
     finally:
         os.close(own)
+
+
+def netns_socket(path: str) -> socket.socket:
+    """A NETLINK_ROUTE socket living in the netns at ``path`` (far cheaper than
+    pyroute2's ``netns=``, which forks a helper process per socket)."""
+    with entered_netns(path):
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
 
 
 def netns_exists(path: str) -> bool:

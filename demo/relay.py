@@ -6,36 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import os
 import socket
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
+from datapath.netlink import entered_netns
 
 
 def listen_in_netns(netns_path: str, host: str, port: int) -> socket.socket:
-    """A listening TCP socket bound inside the namespace at ``netns_path``; only the
-    calling thread enters it, and only for socket() and bind()."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(netns_path, os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-        try:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-            s.listen(128)
-            s.setblocking(False)
-            return s
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:  # cannot go back: do not go on
-                os.abort()
-    finally:
-        os.close(target)
-        os.close(own)
+    """A listening TCP socket bound inside the namespace at ``netns_path``."""
+    with entered_netns(netns_path):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(128)
+        s.setblocking(False)
+        return s
 
 
 class LoopbackRelay:

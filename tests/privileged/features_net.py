@@ -9,18 +9,17 @@ random suffix and is removed by :meth:`Topology.close`, even after failures.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import ipaddress
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 
 from datapath.hooks import Endpoint
+from demo.relay import listen_in_netns
 
 GATEWAY = "169.254.1.1"
 
@@ -80,32 +79,6 @@ for line in sys.stdin:
 '''
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
-def listen_in_netns(netns_path: str, host: str, port: int) -> socket.socket:
-    """A listening TCP socket bound in the netns at ``netns_path`` (the calling thread
-    enters it only for socket() and bind())."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(netns_path, os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-        try:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-            s.listen(128)
-            s.setblocking(False)
-            return s
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:  # pragma: no cover
-                os.abort()
-    finally:
-        os.close(target)
-        os.close(own)
 
 
 class LoopbackRelay:
