@@ -43,10 +43,11 @@ async def collect(ipam: RedisIpam, metrics: Metrics, cache: ClusterCache) -> Non
                 metrics.reservations.labels(spec.name, state.value).set(states[state.value])
         for policy in ("migrate", "wait"):
             metrics.failover_pending.labels(policy).set(pending[policy])
-        for name in sorted(homes | set(nodes)):
-            health = await ipam.node_health(name)
+        # one read per node, many at once rather than one round trip after another
+        names = sorted(homes | set(nodes))
+        for health in await ipam.gather_limited([ipam.node_health(n) for n in names]):
             if health.heartbeat_at:
-                metrics.heartbeat.labels(name).set(health.heartbeat_at)
+                metrics.heartbeat.labels(health.node).set(health.heartbeat_at)
         metrics.store_up.set(1)
     except IpamError as e:
         metrics.store_up.set(0)
