@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, NewType
 
@@ -103,6 +104,15 @@ def pool_from_dict(data: Any) -> PoolSpec:
     spec.geometry()
     spec.excluded_offsets()
     return spec
+
+
+def first_overlap(spec: PoolSpec, others: Iterable[PoolSpec]) -> PoolSpec | None:
+    """The first pool of ``others`` (by another name) whose range overlaps ``spec``'s."""
+    net = spec.geometry().network
+    for other in others:
+        if other.name != spec.name and other.geometry().network.overlaps(net):
+            return other
+    return None
 
 
 class PoolStatus(BaseModel):

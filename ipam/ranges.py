@@ -172,10 +172,6 @@ def default_excluded(geo: PoolGeometry) -> list[int]:
     return [0, geo.size - 1]
 
 
-def overlaps(a: ipaddress.IPv4Network, b: ipaddress.IPv4Network) -> bool:
-    return a.overlaps(b)
-
-
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 #: ``retain: forever`` is stored as this sentinel.

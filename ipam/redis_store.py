@@ -51,6 +51,7 @@ from ipam.models import (
     ReservationState,
     RoutingView,
     check_name,
+    first_overlap,
 )
 
 log = logging.getLogger("stickyip.ipam")
@@ -280,12 +281,12 @@ class RedisIpam:
         geo = spec.geometry()
         excluded = spec.excluded_offsets()
         existing = {s.name: s for s in await self.pool_specs()}
-        for other in existing.values():
-            if other.name != spec.name and other.geometry().network.overlaps(geo.network):
-                raise InvalidPool(
-                    f"pool {spec.name!r} ({geo.network}) overlaps pool {other.name!r} "
-                    f"({other.geometry().network}); choose a disjoint CIDR"
-                )
+        other = first_overlap(spec, existing.values())
+        if other is not None:
+            raise InvalidPool(
+                f"pool {spec.name!r} ({geo.network}) overlaps pool {other.name!r} "
+                f"({other.geometry().network}); choose a disjoint CIDR"
+            )
         prev = existing.get(spec.name)
         prefix = pool_prefix(spec.name)
         reply = await self._eval(

@@ -126,6 +126,7 @@ def load_pool_file(text: str) -> list[Any]:
     import yaml
 
     from ipam import InvalidPool, pool_from_dict
+    from ipam.models import first_overlap
 
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -149,9 +150,9 @@ def load_pool_file(text: str) -> list[Any]:
     for i, spec in enumerate(items):
         if names.count(spec.name) > 1:
             raise InvalidPool(f"pool {spec.name!r} is defined twice in the file")
-        for other in items[i + 1:]:
-            if spec.geometry().network.overlaps(other.geometry().network):
-                raise InvalidPool(f"pools {spec.name!r} and {other.name!r} overlap in the file")
+        other = first_overlap(spec, items[i + 1:])
+        if other is not None:
+            raise InvalidPool(f"pools {spec.name!r} and {other.name!r} overlap in the file")
     return items
 
 
@@ -162,13 +163,13 @@ async def _pool_apply(args: argparse.Namespace) -> int:
     try:
         existing = {s.name: s for s in await ipam.pool_specs()}
         from ipam import InvalidPool
+        from ipam.models import first_overlap
 
         for spec in specs:  # check every pool before writing any
-            for other in existing.values():
-                if other.name != spec.name and other.geometry().network.overlaps(
-                        spec.geometry().network):
-                    raise InvalidPool(f"pool {spec.name!r} ({spec.cidr}) overlaps existing pool "
-                                      f"{other.name!r} ({other.cidr}); choose a disjoint CIDR")
+            other = first_overlap(spec, existing.values())
+            if other is not None:
+                raise InvalidPool(f"pool {spec.name!r} ({spec.cidr}) overlaps existing pool "
+                                  f"{other.name!r} ({other.cidr}); choose a disjoint CIDR")
         for spec in specs:
             held = await ipam.apply_pool(spec)
             verb = "configured" if spec.name in existing else "created"
