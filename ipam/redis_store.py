@@ -752,3 +752,14 @@ async def check_and_repair(ipam: RedisIpam, *, repair: bool = False,
                 f.repaired = reply[0] != "err"
         findings.extend(found)
     return findings
+
+
+async def open_ipam(url: str | None, *, actor: str = "stickyip",
+                    embedded_path: str | None = None) -> RedisIpam:
+    """Connect to the store at ``url`` (or the embedded one) and return the IPAM."""
+    from ipam.connection import open_redis
+
+    client, embedded = await open_redis(url, embedded_path=embedded_path)
+    ipam = RedisIpam(client, actor=actor)
+    ipam.embedded = embedded
+    return ipam
