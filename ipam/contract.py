@@ -111,11 +111,26 @@ class ReservationKey(BaseModel):
 
     @property
     def owner(self) -> OwnerKey:
-        return OwnerKey(f"{STICKY_OWNER_PREFIX}{self.namespace}/{self.statefulset}/"
-                        f"{self.ordinal}")
+        return sticky_owner(self.namespace, self.statefulset, self.ordinal)
+
+    @property
+    def pod_name(self) -> str:
+        """The name of the pod that fills this ordinal."""
+        return f"{self.statefulset}-{self.ordinal}"
+
+    @property
+    def pod_ref(self) -> str:
+        """``namespace/name`` of the pod that fills this ordinal."""
+        return f"{self.namespace}/{self.pod_name}"
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.statefulset}/{self.ordinal}"
+
+
+def sticky_owner(namespace: str, statefulset: str, ordinal: int) -> OwnerKey:
+    """The owner key of a StatefulSet ordinal's reservation (no name checks: use
+    ``ReservationKey.of`` for input that may be malformed)."""
+    return OwnerKey(f"{STICKY_OWNER_PREFIX}{namespace}/{statefulset}/{ordinal}")
 
 
 def ephemeral_owner(container_id: str, ifname: str = "eth0") -> OwnerKey:
@@ -347,3 +362,48 @@ def pool_of(annotations: Mapping[str, Any]) -> PoolName:
     if isinstance(raw, str) and _NAME.match(raw.strip()):
         return PoolName(raw.strip())
     return DEFAULT_POOL
+
+
+# ------------------------------------------------------------------ one pod
+
+
+@dataclass(frozen=True, slots=True)
+class PodRequest:
+    """What one opted-in StatefulSet pod asks for: its ordinal, the workload's
+    request, and the listed address of its ordinal (None when none is listed)."""
+
+    slot: Slot
+    request: StickyRequest
+    address: ipaddress.IPv4Address | None
+
+    @property
+    def key(self) -> ReservationKey:
+        return self.slot.key
+
+    @property
+    def pool(self) -> PoolName:
+        return self.request.pool
+
+
+def request_for(slot: Slot, annotations: Mapping[str, Any]) -> PodRequest:
+    """The request of the pod filling ``slot``, from its annotations.
+
+    Raises InvalidAnnotations, NotEnoughAddresses, or InvalidRequest (a name the
+    store refuses)."""
+    request = read_request(annotations)
+    address = request.address_for(slot.ordinal, statefulset=slot.statefulset)
+    slot.key  # noqa: B018 - validates the names before anything is claimed
+    return PodRequest(slot=slot, request=request, address=address)
+
+
+def pod_request(pod: Mapping[str, Any], *, namespace: str = "", name: str = ""
+                ) -> PodRequest | None:
+    """The request of ``pod`` (Kubernetes JSON); None unless it is an opted-in
+    StatefulSet pod. Raises SlotUnclear, InvalidAnnotations, NotEnoughAddresses or
+    InvalidRequest with a message the user can act on."""
+    if not opted_in(_mapping(pod, "metadata", "labels")):
+        return None
+    slot = slot_of(pod, namespace=namespace, name=name)
+    if slot is None:
+        return None
+    return request_for(slot, _mapping(pod, "metadata", "annotations"))

@@ -18,6 +18,7 @@ from ipam import (
     ReservationKey,
     StaleEpoch,
 )
+from ipam.contract import sticky_owner
 from scheduler import failover, filtering, gc
 from scheduler.cache import ClusterCache
 from scheduler.config import SchedulerSettings
@@ -98,7 +99,7 @@ class FailoverController:
                 continue
             if pod.node_name in self.cache.nodes and pod.node_name not in report.gone:
                 continue
-            home = homes.get(OwnerKey(f"sts/{pod.namespace}/{pod.statefulset}/{pod.ordinal}"))
+            home = homes.get(sticky_owner(pod.namespace, pod.statefulset, pod.ordinal))
             if home and home != pod.node_name:
                 await self._delete(pod, report)
 
@@ -123,7 +124,7 @@ class FailoverController:
             b = pc.geo.block_of(pc.geo.offset_of(r.address))
             placement[r.owner] = failover.Placed(b, block_nodes[r.pool].get(b))
             key = r.key
-            pod = self.cache.pod_by_ref(f"{key.namespace}/{key.statefulset}-{key.ordinal}")
+            pod = self.cache.pod_by_ref(key.pod_ref)
             # Replicas of one StatefulSet share their constraints: compute once.
             tkey = (r.pool, key.namespace, key.statefulset if pod is not None else "")
             if tkey not in per_template:
@@ -165,7 +166,7 @@ class FailoverController:
             new_home[ma.key] = f"{ma.to_node} (as a single /32)"
         self.scheduler.views.invalidate()
         for key in report.moved:
-            pod = self.cache.pod_by_ref(f"{key.namespace}/{key.statefulset}-{key.ordinal}")
+            pod = self.cache.pod_by_ref(key.pod_ref)
             if pod is None:
                 continue
             if key in new_home:
@@ -179,8 +180,7 @@ class FailoverController:
                 self.scheduler.enqueue(pod.uid)
         for hold in plan.holds:
             report.held.append(hold.key)
-            pod = self.cache.pod_by_ref(
-                f"{hold.key.namespace}/{hold.key.statefulset}-{hold.key.ordinal}")
+            pod = self.cache.pod_by_ref(hold.key.pod_ref)
             if pod is not None:
                 await self.scheduler.event_for(pod, "WaitingForHomeNode", hold.reason)
 
@@ -246,7 +246,7 @@ class GcController:
         # RETAIN may free at once (retain 0s): re-check just before that the pod has not
         # come back and the reservation is unchanged since it was read.
         key = a.key
-        path = f"/api/v1/namespaces/{key.namespace}/pods/{key.statefulset}-{key.ordinal}"
+        path = f"/api/v1/namespaces/{key.namespace}/pods/{key.pod_name}"
         try:
             await asyncio.to_thread(self.kube.get, path)
             return False

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from ipam import PoolSpec, RedisIpam
-from webhooks.testing import Certs, Client, der, live_webhook, review, statefulset, statefulset_pod
+from tests.support.admission import (
+    Certs,
+    Client,
+    der,
+    live_webhook,
+    review,
+    statefulset,
+    statefulset_pod,
+)
 
 
 class Conn:

@@ -7,8 +7,8 @@ import ipaddress
 from typing import Any
 
 from ipam.ranges import geometry
+from tests.support.admission import statefulset
 from webhooks.review import AdmissionRequest, Verdict
-from webhooks.testing import statefulset
 from webhooks.validation import (
     Held,
     PoolFacts,
@@ -143,8 +143,8 @@ def test_pod_address_judgement() -> None:
 
 
 def test_scale_down_needs_no_check_and_scale_up_does() -> None:
+    from tests.support.admission import scale_review
     from webhooks.review import SCALE, STATEFULSET, parse_review
-    from webhooks.testing import scale_review
     from webhooks.validation import scale_up, with_replicas
 
     def req(new: int, old: int) -> AdmissionRequest:
