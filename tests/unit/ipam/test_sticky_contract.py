@@ -139,7 +139,7 @@ def test_slot_key_and_pod_names() -> None:
 
 @pytest.mark.parametrize("text", ["prod/web", "prod/web/x", "Prod/web/1", "a/b/c/d/e", ""])
 def test_bad_reservation_names_say_the_form(text: str) -> None:
-    with pytest.raises(InvalidRequest, match="NAMESPACE/STATEFULSET/ORDINAL|invalid"):
+    with pytest.raises(InvalidRequest, match=r"NAMESPACE/STATEFULSET/ORDINAL|invalid"):
         ReservationKey.parse(text)
 
 
@@ -213,7 +213,7 @@ def test_pod_request_joins_slot_and_listed_address() -> None:
 
 
 def test_pod_request_short_list_says_how_to_fix() -> None:
-    with pytest.raises(NotEnoughAddresses, match="ordinal 2 has none.*scale to 2 replicas"):
+    with pytest.raises(NotEnoughAddresses, match=r"ordinal 2 has none.*scale to 2 replicas"):
         pod_request(pod(annotations={ANN_IPS: "10.20.0.10-10.20.0.11"}))
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from tests.support.admission import statefulset, statefulset_pod
 from ipam.contract import PodRequest
+from tests.support.admission import statefulset, statefulset_pod
 from webhooks.mutation import Home, pin, target_of
 from webhooks.review import Verdict
 
