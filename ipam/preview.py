@@ -55,9 +55,9 @@ async def preview_claim(ipam: RedisIpam, key: ReservationKey, *, pool: str,
     offset = pc.geo.offset_of(address)
     if offset in set(pc.spec.excluded_offsets()):
         raise InvalidAddress(f"{address} is excluded from pool {pool!r}")
-    holder = await ipam.owner_of(address)
-    if holder is not None and holder.owner != key.owner:
-        raise AddressTaken(f"{address} is held by {holder.owner}", holder=holder.owner)
+    held = await ipam.owner_of(address)
+    if held is not None and held.owner != key.owner:
+        raise AddressTaken(f"{address} is held by {held.owner}", owner=held.owner)
     block = pc.geo.block_of(offset)
     node = next((b.node for b in await ipam.blocks(pool) if b.index == block), None)
     return ClaimPreview(address=address, node=node, recorded=found)

@@ -377,7 +377,7 @@ class RedisIpam:
             )
         if code == "taken":
             holder = reply[2] if len(reply) > 2 else "?"
-            return AddressTaken(f"{what}: address is already held by {holder}", holder=holder)
+            return AddressTaken(f"{what}: address is already held by {holder}", owner=holder)
         if code == "outside":
             return InvalidAddress(f"{what}: address is outside pool {pool!r} ({pc.geo.network})")
         if code == "excluded":

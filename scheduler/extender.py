@@ -125,7 +125,7 @@ class Extender:
             seen = await preview_claim(self.ipam, req.key, pool=req.pool, address=req.address)
         except AddressTaken as e:
             a.address = str(req.address)
-            a.unresolvable = f"{req.address} is held by {e.holder}"
+            a.unresolvable = f"{req.address} is held by {e.owner}"
             return a
         if seen.address is not None:
             a.address = str(seen.address)

@@ -75,7 +75,7 @@ def refusal(error: IpamError, target: PodRequest) -> Verdict:
             "'stickyip pool apply -f' or set stickyip.io/pool to an existing pool")
     if isinstance(error, AddressTaken):
         return Verdict.refuse(
-            409, f"{pod}: address {target.address} is held by {error.holder}; choose another "
+            409, f"{pod}: address {target.address} is held by {error.owner}; choose another "
             f"address in {ANN_IPS} or release it with 'stickyip ipam release'")
     if isinstance(error, ReservationConflict):
         return Verdict.refuse(409, f"{pod}: {error}")

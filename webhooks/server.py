@@ -207,7 +207,7 @@ class Webhook:
             return Verdict.refuse(422, f"address {address} is not inside any pool; remove the "
                                   "stickyip.io/ip annotation (stickyip writes it)")
         return validation.judge_pod_address(
-            address, holder=lease.owner if lease is not None else None, own=own)
+            address, owner=lease.owner if lease is not None else None, own=own)
 
 
 def _home(address: object, node: str | None, epoch: int) -> mutation.Home:

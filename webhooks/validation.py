@@ -249,14 +249,14 @@ def requested_address(pod: dict[str, Any]) -> ipaddress.IPv4Address | str | None
     return addr
 
 
-def judge_pod_address(address: ipaddress.IPv4Address, *, holder: str | None,
+def judge_pod_address(address: ipaddress.IPv4Address, *, owner: str | None,
                       own: str | None) -> Verdict:
     """A pod naming ``address`` is refused when another owner holds it.
 
-    ``holder``: the owner key holding the address (None: free); ``own``: the
+    ``owner``: the owner key holding the address (None: free); ``own``: the
     owner key of this pod's own reservation (None: not a StatefulSet pod)."""
-    if holder is None or holder == own:
+    if owner is None or owner == own:
         return Verdict.allow()
     return Verdict.refuse(
-        409, f"address {address} ({ANN_IP}) is held by {holder}; remove the annotation "
+        409, f"address {address} ({ANN_IP}) is held by {owner}; remove the annotation "
         "(stickyip writes it) or release that address with 'stickyip ipam release'")

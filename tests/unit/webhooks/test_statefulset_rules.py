@@ -136,10 +136,10 @@ def test_capacity_counts_what_is_already_held() -> None:
 
 def test_pod_address_judgement() -> None:
     a = ipaddress.IPv4Address("10.20.0.10")
-    assert judge_pod_address(a, holder=None, own=None).allowed
-    assert judge_pod_address(a, holder="sts/prod/db/0", own="sts/prod/db/0").allowed
-    assert not judge_pod_address(a, holder="sts/prod/db/0", own="sts/prod/db/1").allowed
-    assert not judge_pod_address(a, holder="eph/abc/eth0", own=None).allowed
+    assert judge_pod_address(a, owner=None, own=None).allowed
+    assert judge_pod_address(a, owner="sts/prod/db/0", own="sts/prod/db/0").allowed
+    assert not judge_pod_address(a, owner="sts/prod/db/0", own="sts/prod/db/1").allowed
+    assert not judge_pod_address(a, owner="eph/abc/eth0", own=None).allowed
 
 
 def test_scale_down_needs_no_check_and_scale_up_does() -> None:
