@@ -31,7 +31,7 @@ from ipam import (
     ReservationKey,
     StoreUnavailable,
 )
-from ipam.contract import opted_in, slot_of
+from ipam.contract import ANN_IP, opted_in, slot_of
 from ipam.preview import preview_claim
 from webhooks import mutation, validation
 from webhooks.config import WebhookSettings
@@ -205,7 +205,7 @@ class Webhook:
             lease = await self.ipam.owner_of(address)
         except InvalidAddress:
             return Verdict.refuse(422, f"address {address} is not inside any pool; remove the "
-                                  "stickyip.io/ip annotation (stickyip writes it)")
+                                  f"{ANN_IP} annotation (stickyip writes it)")
         return validation.judge_pod_address(
             address, owner=lease.owner if lease is not None else None, own=own)
 
