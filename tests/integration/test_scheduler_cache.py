@@ -19,6 +19,7 @@ from scheduler.config import SchedulerSettings
 from scheduler.kubeapi import Gone, KubeApi
 from scheduler.objects import node_from_json
 from stickyip.kube import KubeSettings, api_client
+from tests.support.clock import SkewClock
 
 SCHED = "stickyip-scheduler"
 FAST = {
@@ -33,10 +34,17 @@ def settings(identity: str = "sched-0", **kw: Any) -> SchedulerSettings:
 
 
 @asynccontextmanager
-async def replica(api: KubeStandIn, redis_url: str, **kw: Any) -> AsyncIterator[SchedulerApp]:
-    ipam = RedisIpam(aioredis.Redis.from_url(redis_url), actor="scheduler-test")
+async def replica(api: KubeStandIn, redis_url: str, *, clock: SkewClock | None = None,
+                  **kw: Any) -> AsyncIterator[SchedulerApp]:
+    """A scheduler replica; with ``clock``, its failover and GC controllers and its
+    IPAM read that clock (tests move time forward instead of sleeping)."""
+    ipam = RedisIpam(aioredis.Redis.from_url(redis_url), actor="scheduler-test",
+                     **({"clock": clock} if clock is not None else {}))
     kube = KubeApi(api_client(KubeSettings(kube_host=api.url)))
     app = SchedulerApp(settings(**kw), kube, ipam)
+    if clock is not None:
+        app.failover.clock = clock
+        app.gc.clock = clock
     await app.start()
     try:
         await app.wait_synced()
