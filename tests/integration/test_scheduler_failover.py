@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from ipam import PoolSpec, RedisIpam, ReservationKey
 from kubestandin import KubeStandIn, objects
-from tests.support.clock import SkewClock
 from tests.integration.test_scheduler_cache import (
     placement,
     pods_of,
@@ -15,6 +14,7 @@ from tests.integration.test_scheduler_cache import (
     sts,
     wait_bound,
 )
+from tests.support.clock import SkewClock
 
 
 def has_ip(p: dict[str, object]) -> bool:

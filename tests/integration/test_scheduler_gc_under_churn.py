@@ -13,7 +13,6 @@ from scheduler.gc import GcAction, GcOp
 from tests.integration.test_scheduler_cache import replica, standin, sts, wait_bound
 from tests.support.clock import SkewClock
 
-
 GRACE = 60.0
 
 
