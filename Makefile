@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check ipam scheduler webhooks datapath stickyip kubestandin demo tests bench
+	$(PY) -m ruff check ipam plumbing scheduler webhooks datapath stickyip kubestandin demo tests bench
 	$(PY) -m mypy
 	$(PY) -m pytest -q tests
 
@@ -22,7 +22,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -x tests/unit
 
 lint: $(STAMP)
-	$(PY) -m ruff check ipam scheduler webhooks datapath stickyip kubestandin demo tests bench
+	$(PY) -m ruff check ipam plumbing scheduler webhooks datapath stickyip kubestandin demo tests bench
 	$(PY) -m mypy
 
 demo: $(STAMP)
