@@ -16,7 +16,6 @@ COMPONENTS = (
     ("webhook", "webhooks.cli", "run the admission webhook server"),
     ("scheduler", "scheduler.cli", "run the sticky scheduler (or its extender)"),
     ("agent", "datapath.cli", "run the node agent"),
-    ("demo", "stickyip.demo", "run the local end-to-end demo"),
 )
 _GLOBAL_WITH_VALUE = ("--redis-url", "--log-level")
 
