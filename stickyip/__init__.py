@@ -1,2 +1,2 @@
-"""The ``stickyip`` and its entry points: the operator CLI and the command of every
-component. Nothing else imports this package; shared code lives in ``plumbing``."""
+"""The ``stickyip`` command: the operator CLI and the entry point of every component.
+Nothing imports this package; code the components share lives in ``plumbing``."""
