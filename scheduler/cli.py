@@ -43,9 +43,9 @@ def settings_from(args: argparse.Namespace) -> Any:
 async def run(args: argparse.Namespace) -> int:
     from ipam import open_ipam
     from ipam.config import IpamSettings
+    from plumbing.kube.client import KubeSettings, api_client
     from scheduler.app import SchedulerApp
     from scheduler.kubeapi import KubeApi
-    from stickyip.kube import KubeSettings, api_client
 
     settings = settings_from(args)
     ipam_settings = IpamSettings()

@@ -16,7 +16,6 @@ COMPONENTS = (
     ("webhook", "webhooks.cli", "run the admission webhook server"),
     ("scheduler", "scheduler.cli", "run the sticky scheduler (or its extender)"),
     ("agent", "datapath.cli", "run the node agent"),
-    ("demo", "stickyip.demo", "run the local end-to-end demo"),
 )
 _GLOBAL_WITH_VALUE = ("--redis-url", "--log-level")
 
@@ -202,7 +201,7 @@ async def _pool_list(args: argparse.Namespace) -> int:
                          "blocks": f"{st.blocks_claimed}/{st.blocks_total}"})
     finally:
         await ipam.aclose()
-    from stickyip.output import emit
+    from plumbing.output import emit
 
     emit(rows, ["name", "cidr", "blockSize", "used", "free", "blocks", "nodeSelector"],
          args.output, empty="no pools; create one with 'stickyip pool apply -f pools.yaml'")
@@ -232,7 +231,7 @@ async def _ipam_show(args: argparse.Namespace) -> int:
     finally:
         await ipam.aclose()
     rows.sort(key=lambda r: (r["pool"], r["kind"], r["owner"]))
-    from stickyip.output import emit
+    from plumbing.output import emit
 
     emit(rows, ["owner", "pool", "kind", "address", "node", "epoch", "state", "retain", "pod"],
          args.output)
@@ -246,7 +245,7 @@ async def _ipam_blocks(args: argparse.Namespace) -> int:
         rows = [b.model_dump(mode="json") for n in names for b in await ipam.blocks(n)]
     finally:
         await ipam.aclose()
-    from stickyip.output import emit
+    from plumbing.output import emit
 
     emit(rows, ["pool", "index", "cidr", "node", "used"], args.output)
     return 0
@@ -262,7 +261,7 @@ async def _ipam_history(args: argparse.Namespace) -> int:
 
     rows = [e.model_dump() | {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at))}
             for e in entries]
-    from stickyip.output import emit
+    from plumbing.output import emit
 
     emit(rows, ["when", "op", "owner", "node", "epoch", "actor"], args.output,
          empty=f"no history for {args.address}")
@@ -295,7 +294,7 @@ async def _ipam_check(args: argparse.Namespace) -> int:
         findings = await check_and_repair(ipam, repair=args.repair)
     finally:
         await ipam.aclose()
-    from stickyip.output import emit
+    from plumbing.output import emit
 
     rows = [f.model_dump() for f in findings]
     emit(rows, ["pool", "kind", "detail", "repaired"], args.output,
@@ -304,7 +303,7 @@ async def _ipam_check(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from stickyip import logs
+    from plumbing import logs
 
     parser = build_parser(argv)
     args = parser.parse_args(argv)

@@ -52,7 +52,7 @@ class KubeStatefulSets:
 def from_settings() -> KubeStatefulSets | None:
     """A reader from the shared Kubernetes settings (STICKYIP_KUBE_HOST, in-cluster
     credentials, or a kubeconfig); None when none is available."""
-    from stickyip.kube import KubeSettings, api_client
+    from plumbing.kube.client import KubeSettings, api_client
 
     try:
         return KubeStatefulSets(api_client(KubeSettings()))

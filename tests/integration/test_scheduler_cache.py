@@ -13,12 +13,12 @@ import redis.asyncio as aioredis
 
 from ipam import PoolSpec, RedisIpam
 from kubestandin import KubeStandIn, objects
+from plumbing.kube.client import KubeSettings, api_client
 from scheduler.app import SchedulerApp
 from scheduler.cache import ClusterCache, Informer
 from scheduler.config import SchedulerSettings
 from scheduler.kubeapi import Gone, KubeApi
 from scheduler.objects import node_from_json
-from stickyip.kube import KubeSettings, api_client
 from tests.support.clock import SkewClock
 
 SCHED = "stickyip-scheduler"

@@ -8,10 +8,10 @@ from collections import Counter
 
 from ipam import PoolSpec, RedisIpam
 from kubestandin import KubeStandIn, objects
+from plumbing.kube.client import KubeSettings, api_client
 from scheduler.app import SchedulerApp
 from scheduler.kubeapi import KubeApi
 from scheduler.leader import LeaderElector
-from stickyip.kube import KubeSettings, api_client
 from tests.integration.test_scheduler_cache import SCHED, replica, standin, sts, wait_bound
 
 
