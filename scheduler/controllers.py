@@ -19,10 +19,11 @@ from ipam import (
     StaleEpoch,
 )
 from ipam.contract import sticky_owner
+from plumbing.kube.errors import Conflict, KubeError, NotFound
 from scheduler import failover, filtering, gc
 from scheduler.cache import ClusterCache
 from scheduler.config import SchedulerSettings
-from scheduler.errors import Conflict, NotFound, SchedulerError
+from scheduler.errors import SchedulerError
 from scheduler.kubeapi import KubeApi
 from scheduler.metrics import Metrics
 from scheduler.models import NodeInfo, PodInfo
@@ -197,7 +198,7 @@ class FailoverController:
             # The UID precondition failed: the pod was already deleted and re-created
             # (the watch has not shown it yet). Nothing left to do.
             log.debug("stuck pod already replaced", extra={"pod": pod.ref})
-        except SchedulerError as e:
+        except KubeError as e:
             log.warning("could not delete stuck pod", extra={"pod": pod.ref, "error": str(e)})
 
 
@@ -230,7 +231,7 @@ class GcController:
                     self.metrics.gc.labels(op=a.op.value).inc()
                     log.info("gc", extra={"op": a.op.value, "owner": a.owner,
                                           "why": a.reason})
-            except (IpamError, SchedulerError) as e:
+            except (IpamError, KubeError, SchedulerError) as e:
                 log.warning("gc action failed", extra={"owner": a.owner, "error": str(e)})
         return done
 

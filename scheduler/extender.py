@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ipam import AddressTaken, IpamError, NodeName, PoolNotFound, RedisIpam
 from ipam.contract import ANN_EPOCH, ANN_IP, ANN_NODE, pool_of
 from ipam.preview import preview_claim
+from plumbing.kube.errors import KubeError
 from scheduler import filtering, scoring
 from scheduler.cache import ClusterCache
 from scheduler.errors import InvalidAnnotation, SchedulerError
@@ -227,7 +228,7 @@ class Extender:
                     ANN_IP: str(res.address), ANN_NODE: str(res.node),
                     ANN_EPOCH: str(res.epoch)}, uid=pod.uid)
             await asyncio.to_thread(kube.bind, ns, name, pod.uid, node)
-        except (SchedulerError, IpamError) as e:
+        except (KubeError, SchedulerError, IpamError) as e:
             return {"Error": str(e)}
         return {"Error": ""}
 

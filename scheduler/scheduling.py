@@ -26,16 +26,11 @@ from ipam import (
 )
 from ipam.contract import ANN_EPOCH, ANN_IP, ANN_NODE, PodRequest, pool_of
 from ipam.preview import preview_claim
+from plumbing.kube.errors import Conflict, KubeError, NotFound
 from scheduler import filtering, scoring
 from scheduler.cache import ClusterCache
 from scheduler.config import SchedulerSettings
-from scheduler.errors import (
-    Conflict,
-    InvalidAnnotation,
-    NotFound,
-    NotLeader,
-    SchedulerError,
-)
+from scheduler.errors import InvalidAnnotation, NotLeader, SchedulerError
 from scheduler.kubeapi import KubeApi
 from scheduler.metrics import Metrics
 from scheduler.models import NodeInfo, PodInfo, PodUid
@@ -345,7 +340,7 @@ class Scheduler:
                 self.cache.forget(pod.uid)
                 log.info("binding skipped", extra={"pod": pod.ref, "why": str(e)})
                 return
-            except SchedulerError as e:
+            except (KubeError, SchedulerError) as e:
                 self.metrics.bindings.labels(result="error").inc()
                 self.cache.forget(pod.uid)
                 log.warning("binding failed", extra={"pod": pod.ref, "error": str(e)})
@@ -374,7 +369,7 @@ class Scheduler:
         try:
             await asyncio.to_thread(self.kube.event, obj, reason=reason, message=message,
                                     etype=etype, component=self.settings.name)
-        except SchedulerError as e:
+        except KubeError as e:
             log.warning("could not record event", extra={"pod": pod.ref, "error": str(e)})
 
     async def event_for(self, pod: PodInfo, reason: str, message: str) -> None:
