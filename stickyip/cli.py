@@ -18,6 +18,7 @@ COMPONENTS = (
     ("agent", "datapath.cli", "run the node agent"),
 )
 _GLOBAL_WITH_VALUE = ("--redis-url", "--log-level")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _command_word(argv: Sequence[str]) -> str | None:
@@ -41,7 +42,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--redis-url", default=None,
                    help="Redis URL (default: $STICKYIP_REDIS_URL; empty: embedded Redis)")
-    p.add_argument("--log-level", default="warning", help="log level (default: warning)")
+    p.add_argument("--log-level", default="warning", type=str.lower, choices=LOG_LEVELS,
+                   help="log level: %(choices)s (default: warning)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     pool = sub.add_parser("pool", help="manage IP pools").add_subparsers(
@@ -309,16 +311,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
     handler: Handler = args.handler
+    from pydantic import ValidationError
+
     from ipam import IpamError
+    from plumbing.kube.errors import KubeError
 
     try:
         code: int = asyncio.run(handler(args))
-    except IpamError as e:
+    except (IpamError, KubeError) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 1
+    except ValidationError as e:
+        print(f"error: {_invalid_setting(e)}", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+def _invalid_setting(e: Any) -> str:
+    """One line for a settings ValidationError (a flag or a STICKYIP_* variable)."""
+    errors = e.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or e.title
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return (f"invalid {where} ({e.title}): {first['msg']}, got {first.get('input')!r}"
+            f"{more}")
 
 
 if __name__ == "__main__":
