@@ -8,7 +8,10 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 #: Components register their own sub-commands; a component's module is imported only
 #: when its command runs, so operator commands start fast.
@@ -329,14 +332,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(code)
 
 
-def _invalid_setting(e: Any) -> str:
-    """One line for a settings ValidationError (a flag or a STICKYIP_* variable)."""
+def _invalid_setting(e: ValidationError) -> str:
+    """One line for a settings ValidationError (a flag or a STICKYIP_* variable); the
+    value is shown without credentials (a URL's user:password, a token=...)."""
+    from plumbing.kube.errors import redact
+
     errors = e.errors(include_url=False)
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or e.title
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return (f"invalid {where} ({e.title}): {first['msg']}, got {first.get('input')!r}"
-            f"{more}")
+    return redact(f"invalid {where} ({e.title}): {first['msg']}, got "
+                  f"{first.get('input')!r}{more}")
 
 
 if __name__ == "__main__":
