@@ -37,6 +37,8 @@ from datapath.errors import (
 )
 from datapath.hooks import PRIO_ANTISPOOF, Endpoint, EndpointHook
 from datapath.loader import AntispoofProgram
+from datapath.maps import endpoints as endpoints_map
+from datapath.maps import ep_counters
 from datapath.models import AgentReply, EndpointRecord, host_ifname
 from datapath.netlink import Netlink, enable_forwarding, netns_exists
 from datapath.nodes import NodeDirectory
@@ -419,8 +421,8 @@ class Agent:
 
     async def _restore_bpf(self, rec: EndpointRecord, idx: int) -> None:
         """Restore, part 2: the endpoint map entry and the anti-spoofing filter."""
-        if self.prog.endpoint(idx) != (rec.address, rec.fenced):
-            self.prog.set_endpoint(idx, rec.address, fenced=rec.fenced)
+        if endpoints_map.read(self.prog, idx) != (rec.address, rec.fenced):
+            endpoints_map.write(self.prog, idx, rec.address, fenced=rec.fenced)
         filters = await self.net.filters(idx)
         if not any(f.prio == PRIO_ANTISPOOF and f.name.startswith(self.prog.name)
                    for f in filters):
@@ -438,7 +440,7 @@ class Agent:
         await self.net.ensure_neigh(idx, rec.address, pod_mac)
         rec.host_mac, rec.pod_mac = host_mac, pod_mac
         # The map entry before the filter: the program drops packets of unknown endpoints.
-        self.prog.set_endpoint(idx, rec.address, fenced=rec.fenced)
+        endpoints_map.write(self.prog, idx, rec.address, fenced=rec.fenced)
         await self.net.ensure_clsact(idx)
         await self.net.attach_bpf(idx, self.prog.fd, self.prog.name, PRIO_ANTISPOOF)
         self.store.put(rec)
@@ -449,9 +451,13 @@ class Agent:
     async def _unplumb(self, rec: EndpointRecord) -> None:
         idx = await self.net.link_index(rec.host_ifname)
         if idx is not None:
-            self.prog.delete_endpoint(idx)
+            self._forget_endpoint(idx)
         await self.net.delete_link(rec.host_ifname)  # takes routes, neighbours, filters along
         self._ifindex.pop(rec.host_ifname, None)
+
+    def _forget_endpoint(self, idx: int) -> None:
+        endpoints_map.remove(self.prog, idx)
+        ep_counters.remove(self.prog, idx)
 
     async def _release(self, rec: EndpointRecord) -> None:
         if rec.kind == "ephemeral":
@@ -579,9 +585,9 @@ class Agent:
                 log.info("removing orphan veth", extra={"host_ifname": name})
                 await self.net.delete_link(name)
         alive = {i for n, i in names.items() if n in known or not n.startswith(self.s.host_prefix)}
-        for idx in self.prog.endpoints():
+        for idx in endpoints_map.read_all(self.prog):
             if idx not in alive:
-                self.prog.delete_endpoint(idx)
+                self._forget_endpoint(idx)
         eps = [r.endpoint(self._ifindex[r.host_ifname]) for r in kept]
         for hook in self.hooks:
             await hook.resync(eps)
@@ -591,7 +597,7 @@ class Agent:
 
     def drop_counters(self) -> dict[str, dict[str, int]]:
         by_idx = {i: n for n, i in self._ifindex.items()}
-        return {by_idx.get(i, f"#{i}"): c for i, c in self.prog.counters().items()
+        return {by_idx.get(i, f"#{i}"): c for i, c in ep_counters.read_all(self.prog).items()
                 if i in by_idx}
 
     # --------------------------------------------------------------- routing
@@ -668,7 +674,7 @@ class Agent:
             rec.fenced = True
             idx = self._ifindex.get(rec.host_ifname)
             if idx is not None:
-                self.prog.set_endpoint(idx, rec.address, fenced=True)
+                endpoints_map.write(self.prog, idx, rec.address, fenced=True)
             self.store.put(rec)
             log.warning("address fenced: IPAM re-homed it to another node",
                         extra={"address": str(address), "container": rec.container_id})

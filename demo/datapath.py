@@ -132,7 +132,7 @@ class PodSandbox:
 class Datapath:
     def __init__(self, *, fast: bool = False, service_policy: bool = True) -> None:
         self.run_id = secrets.token_hex(3)
-        #: Agents load the eBPF service and policy programs (datapath.features_hook).
+        #: Agents load the eBPF service and policy programs (datapath.features.hook).
         self.service_policy = service_policy
         self.relay: LoopbackRelay | None = None
         self.api_url = ""
@@ -228,7 +228,7 @@ class Datapath:
                 "--state-dir", str(node.dir / "state"), "--metrics-port", "0",
                 "--default-pool", self.pool,
                 "--sync-interval", "0.2" if self.fast else "0.5",
-                *(["--hook", "datapath.features_hook:hook"] if self.service_policy else [])]
+                *(["--hook", "datapath.features.hook:hook"] if self.service_policy else [])]
 
     def node_address(self, name: str) -> str:
         return self.nodes[name].address

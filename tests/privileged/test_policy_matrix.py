@@ -13,9 +13,9 @@ from typing import Any, cast
 
 import pytest
 
-from datapath.features_loader import FeaturePrograms
-from datapath.policy import NamespaceInfo, PodInfo, PolicyManager
-from datapath.policy.models import NetworkPolicyObject, PolicyKey
+from datapath.features.policy import NamespaceInfo, PodInfo, PolicyManager
+from datapath.features.policy.models import NetworkPolicyObject, PolicyKey
+from datapath.loader import FeaturePrograms
 from tests.privileged.features_net import DROPPED, Pod, Topology
 
 pytestmark = [pytest.mark.privileged,

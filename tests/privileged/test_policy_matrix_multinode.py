@@ -110,7 +110,7 @@ async def bed() -> AsyncIterator[Bed]:
                      "protocol": proto.upper()} for port, proto in PORTS]
                 api.create(obj)
         env = {"STICKYIP_AGENT_KUBE": "true", "STICKYIP_KUBE_HOST": api.url}
-        async with RelayedTestbed(relay, nodes=3, hooks=["datapath.features_hook:hook"],
+        async with RelayedTestbed(relay, nodes=3, hooks=["datapath.features.hook:hook"],
                                   agent_env=env) as tb:
             b = Bed(tb, api)
             for i, key in enumerate(ALL):

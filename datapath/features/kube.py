@@ -19,10 +19,10 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from datapath.policy import NamespaceInfo, PolicyManager
-from datapath.policy.models import pod_info
-from datapath.services import ServiceManager
-from datapath.services.models import ServiceKey
+from datapath.features.policy import NamespaceInfo, PolicyManager
+from datapath.features.policy.models import pod_info
+from datapath.features.services import ServiceManager
+from datapath.features.services.models import ServiceKey
 
 log = logging.getLogger("stickyip.datapath.features")
 

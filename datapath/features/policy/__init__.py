@@ -2,8 +2,8 @@
 identities, the ipcache and per-endpoint policy entries, and the manager that
 applies their difference to the eBPF maps."""
 
-from datapath.policy.compute import PolicyState, compute
-from datapath.policy.manager import PolicyManager
-from datapath.policy.models import NamespaceInfo, PodInfo
+from datapath.features.policy.compute import PolicyState, compute
+from datapath.features.policy.manager import PolicyManager
+from datapath.features.policy.models import NamespaceInfo, PodInfo
 
 __all__ = ["NamespaceInfo", "PodInfo", "PolicyManager", "PolicyState", "compute"]

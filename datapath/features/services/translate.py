@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, TypedDict
 
-from datapath.services.models import (
+from datapath.features.services.models import (
     ALGORITHM_ANNOTATION,
     DEFAULT_AFFINITY_TIMEOUT_S,
     Backend,

@@ -1,7 +1,7 @@
 """The agent's endpoint hook for services and NetworkPolicy: attaches the feature
 programs to each pod's host-side veth (prio 10 services, prio 20 policy), tells the
 policy manager which pods are local, and builds everything from the agent settings
-(``stickyip agent --hook datapath.features_hook:hook``)."""
+(``stickyip agent --hook datapath.features.hook:hook``)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from datapath.features_loader import FeaturePrograms
+from datapath.features.policy import PodInfo, PolicyManager
+from datapath.features.policy.config import PolicySettings
+from datapath.features.services import ServiceManager
+from datapath.features.services.config import ServicesSettings
 from datapath.hooks import Endpoint
-from datapath.policy import PodInfo, PolicyManager
-from datapath.policy.config import PolicySettings
-from datapath.services import ServiceManager
-from datapath.services.config import ServicesSettings
+from datapath.loader import FeaturePrograms
 
 if TYPE_CHECKING:
     from datapath.config import AgentSettings
-    from datapath.features_kube import KubeFeed
+    from datapath.features.kube import KubeFeed
 
 log = logging.getLogger("stickyip.datapath.features")
 
@@ -108,7 +108,7 @@ def hook(settings: AgentSettings) -> FeaturesHook:
     policy = PolicyManager(programs, host_addresses=host) if pol_s.enabled else None
     h = FeaturesHook(programs, services=services, policy=policy)
     if settings.kube:
-        from datapath.features_kube import KubeFeed
+        from datapath.features.kube import KubeFeed
         from plumbing.kube.client import api_client
 
         h.feed = KubeFeed(api_client(), services=services, policy=policy, lock=h.lock)

@@ -9,17 +9,17 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from datapath.features_state import MapOps, MapState, MapWriter, apply, diff
-from datapath.services.models import ServiceKey, ServicePort
-from datapath.services.plan import MAP_ORDER, IdAllocator, service_entries
-from datapath.services.translate import (
+from datapath.features.services.models import ServiceKey, ServicePort
+from datapath.features.services.plan import MAP_ORDER, IdAllocator, service_entries
+from datapath.features.services.translate import (
     EndpointSliceObject,
     ServiceObject,
     service_key,
     translate,
 )
+from datapath.maps.state import MapOps, MapState, MapWriter, apply, diff
 
-log = logging.getLogger("stickyip.datapath.services")
+log = logging.getLogger("stickyip.datapath.features.services")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,10 @@
 translation of Services and EndpointSlices into map entries, Maglev tables, and the
 manager that applies only the entries a change touches."""
 
-from datapath.services.maglev import maglev_table
-from datapath.services.manager import ServiceManager
-from datapath.services.models import Backend, ServiceKey, ServicePort
-from datapath.services.translate import translate
+from datapath.features.services.maglev import maglev_table
+from datapath.features.services.manager import ServiceManager
+from datapath.features.services.models import Backend, ServiceKey, ServicePort
+from datapath.features.services.translate import translate
 
 __all__ = ["Backend", "ServiceKey", "ServiceManager", "ServicePort", "maglev_table",
            "translate"]

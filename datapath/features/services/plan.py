@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from datapath import features_maps as fm
-from datapath.features_state import Key, MapState, Value
-from datapath.services.maglev import maglev_table
-from datapath.services.models import ServicePort
+from datapath.features.services.maglev import maglev_table
+from datapath.features.services.models import ServicePort
+from datapath.maps import fields, lb_backends, lb_maglev, lb_services, lb_slots
+from datapath.maps.state import Key, MapState, Value
 
 #: upserts in this order (backends before the slots that name them, slots before the
 #: service that counts them); deletes in the reverse order.
-MAP_ORDER = (fm.BACKEND_MAP, fm.SLOT_MAP, fm.MAGLEV_MAP, fm.SVC_MAP)
+MAP_ORDER = (lb_backends.NAME, lb_slots.NAME, lb_maglev.NAME, lb_services.NAME)
 
 
 class IdAllocator:
@@ -38,14 +38,14 @@ class IdAllocator:
 
 
 def port_entries(sp: ServicePort, *, svc_ids: IdAllocator, backend_ids: IdAllocator,
-                 maglev_m: int = fm.MAGLEV_M) -> MapState:
-    proto = fm.PROTO_NUMBERS[sp.protocol]
+                 maglev_m: int = lb_maglev.MAGLEV_M) -> MapState:
+    proto = fields.PROTO_NUMBERS[sp.protocol]
     svc_id = svc_ids.get(sp.key)
-    flags = (fm.SVC_F_AFFINITY if sp.affinity_timeout_s else 0) | (
-        fm.SVC_F_MAGLEV if sp.maglev else 0)
+    flags = (lb_services.F_AFFINITY if sp.affinity_timeout_s else 0) | (
+        lb_services.F_MAGLEV if sp.maglev else 0)
     bids = [backend_ids.get((sp.key, b.address, b.port)) for b in sp.backends]
     backends: dict[Key, Value] = {
-        (bid,): (fm.be32(b.address), fm.be16(b.port), proto, 0)
+        (bid,): (fields.be32(b.address), fields.be16(b.port), proto, 0)
         for bid, b in zip(bids, sp.backends, strict=True)}
     slots: dict[Key, Value] = {(svc_id, i + 1): (bid,) for i, bid in enumerate(bids)}
     maglev: dict[Key, Value] = {}
@@ -53,11 +53,11 @@ def port_entries(sp: ServicePort, *, svc_ids: IdAllocator, backend_ids: IdAlloca
         table = maglev_table([f"{b.address}:{b.port}" for b in sp.backends], maglev_m)
         maglev = {(svc_id, j): (bids[i],) for j, i in enumerate(table)}
     svc: dict[Key, Value] = {
-        (fm.be32(f.address), fm.be16(f.port), proto, 0):
+        (fields.be32(f.address), fields.be16(f.port), proto, 0):
             (svc_id, len(bids), flags, sp.affinity_timeout_s, 0)
         for f in sp.frontends}
-    return {fm.BACKEND_MAP: backends, fm.SLOT_MAP: slots, fm.MAGLEV_MAP: maglev,
-            fm.SVC_MAP: svc}
+    return {lb_backends.NAME: backends, lb_slots.NAME: slots, lb_maglev.NAME: maglev,
+            lb_services.NAME: svc}
 
 
 def service_entries(ports: list[ServicePort], *, svc_ids: IdAllocator,

@@ -18,21 +18,22 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from datapath import features_maps as fm
-from datapath.features_state import Key, MapState, Value
-from datapath.policy.errors import InvalidPolicy
-from datapath.policy.models import (
+from datapath.features.policy.errors import InvalidPolicy
+from datapath.features.policy.models import (
     LabelSelector,
     NamespaceInfo,
     NetworkPolicyObject,
     PodInfo,
     PolicyKey,
 )
-from datapath.policy.selectors import matches
+from datapath.features.policy.selectors import matches
+from datapath.maps import fields, lb_conntrack, policy_endpoints, policy_rules
+from datapath.maps import ipcache as ipcache_map
+from datapath.maps.state import Key, MapState, Value
 
 WORLD = ipaddress.IPv4Network("0.0.0.0/0")
 FIRST_IDENTITY = 256
-MAP_ORDER = (fm.IPCACHE_MAP, fm.POLICY_MAP, fm.POLICY_EP_MAP)
+MAP_ORDER = (ipcache_map.NAME, policy_rules.NAME, policy_endpoints.NAME)
 
 
 class Allocator:
@@ -127,7 +128,7 @@ class _Ctx:
     def _ident(self, k: IdentityKey) -> int:
         if k not in self.identities:
             is_world = k.namespace is None and k.prefix == WORLD
-            self.identities[k] = fm.ID_WORLD if is_world else self.ids.get(k)
+            self.identities[k] = ipcache_map.ID_WORLD if is_world else self.ids.get(k)
         return self.identities[k]
 
     def peer(self, peer: dict[str, Any], policy_ns: str) -> set[int]:
@@ -160,9 +161,9 @@ def _port_entries(port: dict[str, Any], named_on: Iterable[PodInfo]
                   ) -> list[tuple[int, int, int]]:
     """(protocol, port, port prefix bits) entries of one NetworkPolicyPort."""
     proto_name = port.get("protocol") or "TCP"
-    if proto_name not in fm.PROTO_NUMBERS:
+    if proto_name not in fields.PROTO_NUMBERS:
         raise InvalidPolicy(f"unknown protocol {proto_name!r}")
-    proto = fm.PROTO_NUMBERS[proto_name]
+    proto = fields.PROTO_NUMBERS[proto_name]
     p = port.get("port")
     if p is None:
         return [(proto, 0, 0)]
@@ -184,8 +185,8 @@ def _allow(policy: dict[Key, Value], n: int, ep_id: int, ident: int, direction: 
            proto: int, port: int, bits: int) -> None:
     """Add one allow entry (attributed to policy number ``n``)."""
     # no protocol: the prefix stops before the protocol byte
-    plen = fm.POLICY_PREFIX_BITS - 8 if proto == 0 else fm.POLICY_PREFIX_BITS + bits
-    policy.setdefault((plen, ep_id, ident, direction, proto, fm.be16(port)), (n, 0))
+    plen = policy_rules.PREFIX_BITS - 8 if proto == 0 else policy_rules.PREFIX_BITS + bits
+    policy.setdefault((plen, ep_id, ident, direction, proto, fields.be16(port)), (n, 0))
 
 
 def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceInfo],
@@ -211,11 +212,11 @@ def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceIn
     ipcache: dict[Key, Value] = {}
     for pfx in ctx.prefixes:
         k = IdentityKey(None, frozenset(), frozenset(), pfx)
-        ipcache[(pfx.prefixlen, fm.be32(pfx.network_address))] = (ctx.identities[k],)
+        ipcache[(pfx.prefixlen, fields.be32(pfx.network_address))] = (ctx.identities[k],)
     for p in pods:
-        ipcache[(32, fm.be32(p.address))] = (ctx.pod_ident[p.key],)
-    for h in [*host_addresses, fm.HAIRPIN_ADDR]:
-        ipcache[(32, fm.be32(h))] = (fm.ID_HOST,)
+        ipcache[(32, fields.be32(p.address))] = (ctx.pod_ident[p.key],)
+    for h in [*host_addresses, lb_conntrack.HAIRPIN_ADDR]:
+        ipcache[(32, fields.be32(h))] = (ipcache_map.ID_HOST,)
     policy: dict[Key, Value] = {}
     ep_map: dict[Key, Value] = {}
     local_set = set(local)
@@ -236,21 +237,22 @@ def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceIn
             name = PolicyKey(f"{pod.namespace}/{meta.get('name', '')}")
             ing, egr = _policy_types(spec)
             for enabled, direction, rules, peer_field, flag in (
-                    (ing, fm.POL_DIR_INGRESS, spec.get("ingress"), "from",
-                     fm.EP_F_INGRESS_ENFORCED),
-                    (egr, fm.POL_DIR_EGRESS, spec.get("egress"), "to",
-                     fm.EP_F_EGRESS_ENFORCED)):
+                    (ing, policy_rules.DIR_INGRESS, spec.get("ingress"), "from",
+                     policy_endpoints.F_INGRESS_ENFORCED),
+                    (egr, policy_rules.DIR_EGRESS, spec.get("egress"), "to",
+                     policy_endpoints.F_EGRESS_ENFORCED)):
                 if not enabled:
                     continue
                 flags |= flag
                 state.selecting.setdefault((ep_id, direction), []).append(name)
                 for rule in rules or []:
                     peers = rule.get(peer_field) or []
-                    idents = ({fm.ID_ANY} if not peers else
+                    idents = ({ipcache_map.ID_ANY} if not peers else
                               set().union(*(ctx.peer(pr, pod.namespace) for pr in peers)))
                     ports = rule.get("ports") or []
                     named = [pt for pt in ports if _is_named(pt)]
-                    if direction == fm.POL_DIR_EGRESS and fm.ID_ANY in idents and named:
+                    if direction == policy_rules.DIR_EGRESS and named \
+                            and ipcache_map.ID_ANY in idents:
                         # an egress named port means a port of the destination pod: it
                         # never matches an address that is no pod, so "any peer" on a
                         # named port becomes every pod identity on its own ports
@@ -262,7 +264,7 @@ def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceIn
                         if not ports:
                             continue
                     for ident in idents:
-                        if direction == fm.POL_DIR_INGRESS:
+                        if direction == policy_rules.DIR_INGRESS:
                             named_on: list[PodInfo] = [pod]
                         else:
                             named_on = ctx.pods_by_ident.get(ident, [])
@@ -271,9 +273,10 @@ def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceIn
                         for proto, port, bits in entries:
                             _allow(policy, n, ep_id, ident, direction, proto, port, bits)
         if flags:
-            ep_map[(fm.be32(pod.address),)] = (ep_id, flags)
+            ep_map[(fields.be32(pod.address),)] = (ep_id, flags)
     eps.retain(state.endpoints)
     ids.retain(k for k, i in ctx.identities.items() if i >= FIRST_IDENTITY)
     state.identities = ctx.identities
-    state.maps = {fm.IPCACHE_MAP: ipcache, fm.POLICY_MAP: policy, fm.POLICY_EP_MAP: ep_map}
+    state.maps = {ipcache_map.NAME: ipcache, policy_rules.NAME: policy,
+                  policy_endpoints.NAME: ep_map}
     return state

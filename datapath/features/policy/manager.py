@@ -7,12 +7,18 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from datapath import features_maps as fm
-from datapath.features_state import MapOps, MapState, MapWriter, apply, diff
-from datapath.policy.compute import FIRST_IDENTITY, MAP_ORDER, Allocator, PolicyState, compute
-from datapath.policy.models import NamespaceInfo, NetworkPolicyObject, PodInfo, PolicyKey
+from datapath.features.policy.compute import (
+    FIRST_IDENTITY,
+    MAP_ORDER,
+    Allocator,
+    PolicyState,
+    compute,
+)
+from datapath.features.policy.models import NamespaceInfo, NetworkPolicyObject, PodInfo, PolicyKey
+from datapath.maps import policy_denied
+from datapath.maps.state import MapOps, MapState, MapWriter, apply, diff
 
-log = logging.getLogger("stickyip.datapath.policy")
+log = logging.getLogger("stickyip.datapath.features.policy")
 
 
 class PolicyManager:
@@ -85,7 +91,7 @@ class PolicyManager:
         """Denied packets per policy: a packet dropped at an endpoint counts for every
         policy selecting that endpoint in that direction."""
         out: dict[PolicyKey, int] = {}
-        for (ep_id, direction), (packets,) in self.writer.items(fm.DENY_MAP):
+        for (ep_id, direction), (packets,) in self.writer.items(policy_denied.NAME):
             for name in self.state.selecting.get((ep_id, direction), []):
                 out[name] = out.get(name, 0) + packets
         return out

@@ -3,7 +3,7 @@ through (:class:`MapWriter`), an in-memory fake of it, and the diff between two
 desired states. Pure: no bcc, no netlink.
 
 A key or value is the tuple of its ctypes fields in declaration order (see
-:mod:`datapath.features_maps`), so desired states compare and diff as plain data.
+the map modules in :mod:`datapath.maps`), so desired states compare and diff as plain data.
 """
 
 from __future__ import annotations

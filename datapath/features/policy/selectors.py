@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from datapath.policy.errors import InvalidPolicy
-from datapath.policy.models import LabelSelector
+from datapath.features.policy.errors import InvalidPolicy
+from datapath.features.policy.models import LabelSelector
 
 
 def matches(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
