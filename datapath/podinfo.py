@@ -1,19 +1,42 @@
-"""Pod lookups through the Kubernetes API (when the agent runs with ``kube``): which
-StatefulSet and ordinal a pod belongs to and which pool it asks for."""
+"""Pod lookups: which StatefulSet reservation (and pool) a pod being added stands
+for. Through the Kubernetes API when the agent runs with ``kube``; otherwise from the
+pod name alone, honoured only when IPAM holds that reservation."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from datapath.errors import TryAgain
-from ipam import RedisIpam, ReservationKey
+from ipam import IpamError, RedisIpam, ReservationKey
 
 if TYPE_CHECKING:
     from plumbing.kube.client import KubeSettings
 
+#: (namespace, pod name) -> (reservation key, pool) of a StatefulSet pod, else None
 PodLookup = Callable[[str, str], Awaitable[tuple[ReservationKey, str | None] | None]]
+
+_STS_POD = re.compile(r"^(?P<sts>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-(?P<ord>\d+)$")
+
+
+def name_pod_lookup(ipam: RedisIpam) -> PodLookup:
+    """Without the API: a pod named ``NAME-ORDINAL`` stands for ``NAMESPACE/NAME/ORDINAL``
+    only when IPAM holds that reservation."""
+
+    async def lookup(namespace: str, pod: str) -> tuple[ReservationKey, str | None] | None:
+        m = _STS_POD.match(pod)
+        if not m or not namespace:
+            return None
+        try:
+            key = ReservationKey.of(namespace, m["sts"], int(m["ord"]))
+        except IpamError:
+            return None
+        found = await ipam.reservation(key)
+        return (key, found.pool) if found is not None else None
+
+    return lookup
 
 
 def sticky_key_of(pod: dict[str, Any]) -> tuple[ReservationKey, str | None] | None:
