@@ -69,6 +69,13 @@ class NotHome(DatapathError):
     code = CNI_NOT_HOME
 
 
+class UnclearPod(DatapathError):
+    """A pod asks for a fixed address but does not say which ordinal it fills (the
+    webhook refuses such pods: it was bypassed)."""
+
+    code = CNI_INTERNAL
+
+
 class CheckFailed(DatapathError):
     """CHECK found the attachment differing from what ADD set up."""
 
