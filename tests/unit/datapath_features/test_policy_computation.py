@@ -87,7 +87,7 @@ def _policy_bits(ep: int, ident: int, d: int, proto: int, port: int) -> int:
 def emulate(maps: MapState, src: A, dst: A, proto: int, port: int,
             endpoints: dict[A, int]) -> bool:
     """What the programs decide for a new connection src -> dst (both directions)."""
-    ipc = {(k[0], int(ipaddress.IPv4Address(k[1].to_bytes(4, "little")))): v
+    ipc = {(k[0], int(fields.from_be32(k[1]))): v
            for k, v in maps[ipcache.NAME].items()}
     pol = {(k[0], _policy_bits(k[1], k[2], k[3], k[4], fields.from_be16(k[5]))): v
            for k, v in maps[policy_rules.NAME].items()}
