@@ -31,7 +31,7 @@ from datapath.features.services import ServiceManager
 from datapath.features.services.translate import service_key
 from datapath.loader import FeaturePrograms
 from datapath.maps import fields, ipcache, policy_endpoints, policy_rules
-from tests.privileged.features_net import Topology
+from netbed.topology import Topology
 
 SIZES = [int(s) for s in os.environ.get("STICKYIP_BENCH_SIZES", "10,1000,10000,50000").split(",")]
 CONNS = int(os.environ.get("STICKYIP_BENCH_CONNS", "2000"))

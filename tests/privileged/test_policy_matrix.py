@@ -16,7 +16,8 @@ import pytest
 from datapath.features.policy import NamespaceInfo, PodInfo, PolicyManager
 from datapath.features.policy.models import NetworkPolicyObject, PolicyKey
 from datapath.loader import FeaturePrograms
-from tests.privileged.features_net import DROPPED, Pod, Topology
+from netbed.pods import DROPPED
+from netbed.topology import Pod, Topology
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]

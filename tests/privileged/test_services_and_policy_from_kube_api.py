@@ -19,8 +19,9 @@ from datapath.features.policy import PolicyManager
 from datapath.features.services import ServiceManager
 from datapath.loader import FeaturePrograms
 from kubestandin import KubeStandInThread, objects
+from netbed.pods import DROPPED
+from netbed.topology import Topology
 from plumbing.kube.client import KubeSettings, api_client
-from tests.privileged.features_net import DROPPED, Topology
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]

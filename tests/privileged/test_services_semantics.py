@@ -19,7 +19,7 @@ from datapath.features.services import ServiceManager
 from datapath.features.services.models import ALGORITHM_ANNOTATION
 from datapath.loader import FeaturePrograms
 from datapath.maps import lb_backends, lb_maglev, lb_services, lb_slots
-from tests.privileged.features_net import Pod, Topology
+from netbed.topology import Pod, Topology
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]

@@ -6,7 +6,8 @@ reached over a unix socket. Pods are network namespaces wired by calling the rea
 ``stickyip-cni`` binary with real netns paths, as a container runtime does. Every name
 carries a random per-run suffix (other people run tests on this machine at the same
 time) and :meth:`Testbed.close` removes namespaces, pins, processes and files even
-after a failure.
+after a failure. With ``relay``, each node reaches this process's loopback server
+(an API stand-in) at the same 127.0.0.1 port.
 
 Usage::
 
@@ -37,21 +38,14 @@ from typing import Any
 
 from datapath.cni import call_agent
 from ipam import PoolSpec, RedisIpam, open_ipam
+from netbed.agents import agent_command, cni_env, pod_args
+from netbed.fabric import Fabric
+from netbed.relay import ThreadedRelay
+from netbed.shell import BPFFS, Namespaces, netns_path, remove_pins, run
 from tests.support.redis_server import RedisServer
 
 BIN = Path(sys.executable).parent
 FABRIC_NET = ipaddress.IPv4Network("192.168.250.0/24")
-BPFFS = "/sys/fs/bpf"
-
-
-def sh(*cmd: str, check: bool = True, timeout: float = 30,
-       input: bytes | None = None, env: dict[str, str] | None = None
-       ) -> subprocess.CompletedProcess[bytes]:
-    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, input=input, env=env)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): "
-                           f"{proc.stderr.decode(errors='replace').strip()}")
-    return proc
 
 
 @dataclass
@@ -69,7 +63,7 @@ class Node:
 
     @property
     def netns_path(self) -> str:
-        return f"/run/netns/{self.netns}"
+        return netns_path(self.netns)
 
     @property
     def bird_config(self) -> str:
@@ -97,7 +91,7 @@ class Pod:
 
     @property
     def netns_path(self) -> str:
-        return f"/run/netns/{self.netns}"
+        return netns_path(self.netns)
 
     @property
     def address(self) -> str:
@@ -121,9 +115,11 @@ class Testbed:
                  hooks: Sequence[str] = (), agent_args: Sequence[str] = (),
                  sync_interval: float = 0.2, cni_version: str = "1.1.0",
                  installed_plugin: bool = False,
-                 agent_env: dict[str, str] | None = None) -> None:
+                 agent_env: dict[str, str] | None = None,
+                 relay: ThreadedRelay | None = None) -> None:
         """``installed_plugin``: call the standalone plugin each agent installs into its
-        node's CNI bin dir (as /opt/cni/bin in a cluster) instead of the console script."""
+        node's CNI bin dir (as /opt/cni/bin in a cluster) instead of the console script.
+        ``relay``: added to each node's namespace before its agent starts."""
         self.run_id = secrets.token_hex(3)
         self.prefix = f"sip{self.run_id}"
         self.routing = routing
@@ -138,18 +134,13 @@ class Testbed:
         self.agent_env = dict(agent_env or {})
         self.dir = Path(tempfile.mkdtemp(prefix=f"stickyip-tb-{self.run_id}-"))
         self.pin_base = f"{BPFFS}/stickyip-tb-{self.run_id}"
-        self.fabric = f"{self.prefix}-fab"
+        self.namespaces = Namespaces()
+        self.fabric = Fabric(self.namespaces, prefix=self.prefix, network=FABRIC_NET)
+        self.node_count = nodes
+        self.relay = relay
+        self._relayed: set[str] = set()
         self.nodes: dict[str, Node] = {}
-        for i in range(1, nodes + 1):
-            name = f"node-{i}"
-            d = self.dir / name
-            d.mkdir()
-            self.nodes[name] = Node(
-                name=name, index=i, netns=f"{self.prefix}-n{i}",
-                address=str(FABRIC_NET.network_address + 10 + i), dir=d,
-                socket=str(d / "agent.sock"), pin_root=f"{self.pin_base}/{name}")
         self.pods: dict[str, Pod] = {}
-        self._netns: list[str] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._counter = 0
         self.redis: RedisServer | None = None
@@ -182,27 +173,19 @@ class Testbed:
         self.redis_url = f"unix://{sock}"
         self._ipam = await open_ipam(self.redis_url, actor="testbed")
         await self.ipam.apply_pool(self.pool_spec)
-        self._add_netns(self.fabric)
-        sh("ip", "-n", self.fabric, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", self.fabric, "link", "set", "br0", "up")
-        for node in self.nodes.values():
-            self._add_netns(node.netns)
-            port = f"p{node.index}"
-            sh("ip", "-n", self.fabric, "link", "add", port, "type", "veth", "peer", "name",
-               "fab0", "netns", node.netns)
-            sh("ip", "-n", self.fabric, "link", "set", port, "master", "br0", "up")
-            sh("ip", "-n", node.netns, "link", "set", "lo", "up")
-            sh("ip", "-n", node.netns, "addr", "add", f"{node.address}/{FABRIC_NET.prefixlen}",
-               "dev", "fab0")
-            sh("ip", "-n", node.netns, "link", "set", "fab0", "up")
+        self.fabric.start()
+        for _ in range(self.node_count):
+            port = self.fabric.add_node()
+            name = f"node-{port.index}"
+            d = self.dir / name
+            d.mkdir()
+            self.nodes[name] = Node(name=name, index=port.index, netns=port.netns,
+                                    address=port.address, dir=d, socket=str(d / "agent.sock"),
+                                    pin_root=f"{self.pin_base}/{name}")
         await asyncio.gather(*(self.start_agent(n) for n in self.nodes))
         if self.routing == "bgp":
             for node in self.nodes.values():
                 self.start_bird(node.name)
-
-    def _add_netns(self, name: str) -> None:
-        sh("ip", "netns", "add", name)
-        self._netns.append(name)
 
     async def close(self) -> None:
         for node in self.nodes.values():
@@ -211,10 +194,8 @@ class Testbed:
                     _stop(proc)
         for proc in self._procs:
             _stop(proc)
-        for ns in reversed(self._netns):
-            sh("ip", "netns", "del", ns, check=False)
-        self._netns.clear()
-        _rm_bpffs(self.pin_base)
+        self.namespaces.close()
+        remove_pins(self.pin_base)
         if self._ipam is not None:
             with contextlib.suppress(Exception):
                 await self._ipam.aclose()
@@ -227,19 +208,13 @@ class Testbed:
     # ---------------------------------------------------------------- agents
 
     def agent_command(self, node: Node) -> list[str]:
-        cmd = [
-            "nsenter", f"--net={node.netns_path}", "--",
-            str(BIN / "stickyip"), "--redis-url", self.redis_url, "--log-level", "info",
-            "agent", "--node", node.name, "--node-address", node.address,
-            "--routing", self.routing, "--socket", node.socket, "--pin-root", node.pin_root,
-            "--state-dir", str(node.dir / "state"), "--metrics-port", "9402",
-            "--default-pool", self.pool, "--bird-config", node.bird_config,
-            "--bird-socket", node.bird_socket, "--sync-interval", str(self.sync_interval),
-            "--cni-bin-dir", str(node.dir / "cni-bin"),
-        ]
-        for h in self.hooks:
-            cmd += ["--hook", h]
-        return cmd + self.agent_args
+        return agent_command(
+            [str(BIN / "stickyip")], netns_path=node.netns_path, redis_url=self.redis_url,
+            node=node.name, address=node.address, routing=self.routing, socket=node.socket,
+            pin_root=node.pin_root, state_dir=str(node.dir / "state"), metrics_port=9402,
+            default_pool=self.pool, sync_interval=self.sync_interval, hooks=self.hooks,
+            extra=["--bird-config", node.bird_config, "--bird-socket", node.bird_socket,
+                   "--cni-bin-dir", str(node.dir / "cni-bin"), *self.agent_args])
 
     def _spawn_agent(self, node: Node) -> None:
         node.agent_starts += 1
@@ -252,6 +227,9 @@ class Testbed:
     async def start_agent(self, name: str, *, within: float = 60) -> None:
         """Start (or restart) the agent of ``name`` and wait until it serves."""
         node = self.nodes[name]
+        if self.relay is not None and name not in self._relayed:
+            self.relay.add_netns(node.netns_path)
+            self._relayed.add(name)
         self._spawn_agent(node)
         assert node.agent is not None
         timeout = within
@@ -299,7 +277,7 @@ class Testbed:
 
     def birdc(self, name: str, *args: str) -> str:
         node = self.nodes[name]
-        return sh("birdc", "-s", node.bird_socket, *args, check=False).stdout.decode()
+        return run("birdc", "-s", node.bird_socket, *args, check=False).stdout.decode()
 
     # ------------------------------------------------------------------ pods
 
@@ -315,26 +293,19 @@ class Testbed:
             stdin: bytes | None = None, env: dict[str, str] | None = None,
             drop_env: Sequence[str] = ()) -> CniCall:
         """Run the real ``stickyip-cni`` binary as a runtime would."""
-        e = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command,
-             "CNI_CONTAINERID": container_id, "CNI_NETNS": netns, "CNI_IFNAME": ifname,
-             "CNI_ARGS": args, "CNI_PATH": str(BIN)}
-        e.update(env or {})
-        for k in drop_env:
-            e.pop(k, None)
-        e = {k: v for k, v in e.items() if v != "" or k == "CNI_COMMAND"}
+        e = cni_env(command, container_id=container_id, netns=netns, ifname=ifname, args=args,
+                    cni_path=str(BIN), extra=env, drop=drop_env)
         data = stdin if stdin is not None else json.dumps(conf or self.netconf(node)).encode()
         plugin = (self.nodes[node].dir / "cni-bin" / "stickyip-cni" if self.installed_plugin
                   else BIN / "stickyip-cni")
-        proc = sh(str(plugin), input=data, env=e, check=False, timeout=90)
+        proc = run(str(plugin), input=data, env=e, check=False, timeout=90)
         text = proc.stdout.decode(errors="replace").strip()
         out = json.loads(text) if text else None
         return CniCall(proc.returncode, out, proc.stderr.decode(errors="replace"))
 
     def new_pod_netns(self) -> str:
         self._counter += 1
-        name = f"{self.prefix}-p{self._counter}"
-        self._add_netns(name)
-        return name
+        return self.namespaces.add(f"{self.prefix}-p{self._counter}")
 
     async def add_pod(self, node: str, namespace: str, name: str, *, uid: str = "",
                       ifname: str = "eth0", container_id: str = "",
@@ -343,10 +314,9 @@ class Testbed:
         netns = netns or self.new_pod_netns()
         cid = container_id or f"c{self.run_id}{secrets.token_hex(6)}"
         uid = uid or secrets.token_hex(8)
-        args = (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};"
-                f"K8S_POD_UID={uid}")
         call = await asyncio.to_thread(self.cni, node, "ADD", container_id=cid,
-                                       netns=f"/run/netns/{netns}", ifname=ifname, args=args)
+                                       netns=netns_path(netns), ifname=ifname,
+                                       args=pod_args(namespace, name, uid))
         if call.rc != 0 or call.out is None:
             raise RuntimeError(f"CNI ADD of {namespace}/{name} on {node} failed: {call.out} "
                                f"{call.stderr}")
@@ -356,14 +326,12 @@ class Testbed:
         return pod
 
     async def del_pod(self, pod: Pod, *, remove_netns: bool = True) -> CniCall:
-        args = (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
-                f"K8S_POD_UID={pod.uid}")
         call = await asyncio.to_thread(self.cni, pod.node, "DEL",
                                        container_id=pod.container_id,
-                                       netns=pod.netns_path, ifname=pod.ifname, args=args)
-        if remove_netns and pod.netns in self._netns:
-            sh("ip", "netns", "del", pod.netns, check=False)
-            self._netns.remove(pod.netns)
+                                       netns=pod.netns_path, ifname=pod.ifname,
+                                       args=pod_args(pod.namespace, pod.name, pod.uid))
+        if remove_netns and pod.netns in self.namespaces.names:
+            self.namespaces.delete(pod.netns)
         self.pods.pop(f"{pod.namespace}/{pod.name}", None)
         return call
 
@@ -373,7 +341,7 @@ class Testbed:
                 check: bool = False) -> subprocess.CompletedProcess[bytes]:
         """Run ``cmd`` inside a pod's or node's network namespace."""
         path = self._ns_path(where)
-        return sh("nsenter", f"--net={path}", "--", *cmd, check=check, timeout=timeout)
+        return run("nsenter", f"--net={path}", "--", *cmd, check=check, timeout=timeout)
 
     def popen_in(self, where: Pod | Node | str, cmd: Sequence[str]
                  ) -> subprocess.Popen[bytes]:
@@ -386,7 +354,7 @@ class Testbed:
     def _ns_path(self, where: Pod | Node | str) -> str:
         if isinstance(where, Pod | Node):
             return where.netns_path
-        return self.nodes[where].netns_path if where in self.nodes else f"/run/netns/{where}"
+        return self.nodes[where].netns_path if where in self.nodes else netns_path(where)
 
     async def ping(self, src: Pod | Node | str, address: str, *, count: int = 1,
                    wait_s: int = 2) -> bool:
@@ -429,8 +397,8 @@ class Testbed:
 
     def route(self, node: str, dst: str) -> str:
         """``ip route show exact DST`` in the node (all protocols)."""
-        return sh("ip", "-n", self.nodes[node].netns, "route", "show", "exact",
-                  dst).stdout.decode().strip()
+        return run("ip", "-n", self.nodes[node].netns, "route", "show", "exact",
+                   dst).stdout.decode().strip()
 
     async def wait_route(self, node: str, dst: str, contains: str, *,
                          within: float = 10) -> bool:
@@ -482,21 +450,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _rm_bpffs(path: str) -> None:
-    """bpffs has no recursive rmdir: unlink pins bottom-up."""
-    if not path.startswith(BPFFS + "/") or not os.path.isdir(path):
-        return
-    for root, dirs, files in os.walk(path, topdown=False):
-        for f in files:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(root, f))
-        for d in dirs:
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.join(root, d))
-    with contextlib.suppress(OSError):
-        os.rmdir(path)
 
 
 _ECHO_SERVER = """

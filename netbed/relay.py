@@ -1,12 +1,14 @@
-"""Makes the API stand-in (on the demo's 127.0.0.1:PORT) reachable as 127.0.0.1:PORT
-inside each node's network namespace, as a real node reaches its API server: the node
-agents' Kubernetes feed (Services, EndpointSlices, pods, NetworkPolicies) uses it."""
+"""Loopback relays: a server on this process's 127.0.0.1:PORT made reachable as
+127.0.0.1:PORT inside node namespaces, as a real node reaches its API server (the
+agents' Kubernetes feed uses it). :class:`LoopbackRelay` runs in the caller's event
+loop; :class:`ThreadedRelay` runs one in its own thread for callers that block."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import threading
 
 from datapath.netlink import entered_netns
 
@@ -62,6 +64,29 @@ class LoopbackRelay:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._servers.clear()
+
+
+class ThreadedRelay:
+    """A :class:`LoopbackRelay` on its own event loop thread, usable from code that
+    blocks its own loop (synchronous API clients, subprocess reads)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self.relay = LoopbackRelay(port)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                        name=f"relay-{port}")
+        self._thread.start()
+
+    def add_netns(self, netns_path: str) -> None:
+        asyncio.run_coroutine_threadsafe(self.relay.add_netns(netns_path),
+                                         self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.relay.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 
 async def _pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
