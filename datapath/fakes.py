@@ -18,6 +18,7 @@ from datapath.errors import BpfFailure, InterfaceExists, NetlinkFailure, Unknown
 from datapath.maps.state import Key, MemoryMaps, Value
 from datapath.models import EndpointRecord, PodLink, TcFilter
 from datapath.routing import Route
+from datapath.store import EndpointStore
 
 TC_INGRESS = 0xFFFFFFF2
 
@@ -251,32 +252,22 @@ class MemoryEndpointProgram(MemoryMaps):
         self.loaded = False
 
 
-class MemoryEndpointRecords:
-    """Endpoint records kept in a dict (``saved``, what survives a restart) plus the
-    working set :meth:`load` reads from it, as :class:`datapath.store.EndpointStore`
-    keeps files and a cache."""
+class MemoryEndpointRecords(EndpointStore):
+    """Endpoint records saved in a dict (``saved``: what survives a restart) instead of
+    files; :meth:`load` reads them back as the real store reads its files."""
 
     def __init__(self, steps: Steps | None = None) -> None:
         self.steps = steps or Steps()
         self.saved: dict[tuple[str, str], str] = {}
         self._cache: dict[tuple[str, str], EndpointRecord] = {}
 
-    def load(self) -> list[EndpointRecord]:
-        self._cache = {k: EndpointRecord.model_validate_json(v) for k, v in self.saved.items()}
-        return list(self._cache.values())
+    def _saved(self) -> list[str]:
+        return list(self.saved.values())
 
-    def get(self, container_id: str, ifname: str) -> EndpointRecord | None:
-        return self._cache.get((container_id, ifname))
-
-    def all(self) -> list[EndpointRecord]:
-        return list(self._cache.values())
-
-    def put(self, rec: EndpointRecord) -> None:
+    def _save(self, key: tuple[str, str], text: str) -> None:
         self.steps("records.put", OSError)
-        self.saved[rec.key] = rec.model_dump_json()
-        self._cache[rec.key] = rec
+        self.saved[key] = text
 
-    def delete(self, rec: EndpointRecord) -> None:
+    def _unsave(self, key: tuple[str, str]) -> None:
         self.steps("records.delete", OSError)
-        self.saved.pop(rec.key, None)
-        self._cache.pop(rec.key, None)
+        self.saved.pop(key, None)

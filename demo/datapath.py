@@ -27,7 +27,7 @@ from demo.errors import ComponentFailed, DemoError
 from demo.kubelet import RunningPod
 from demo.procs import Component, Supervisor, cni_command, stickyip_command
 from netbed.agents import agent_command, cni_env, pod_args
-from netbed.fabric import Fabric
+from netbed.fabric import Fabric, FabricNode
 from netbed.pods import program_command
 from netbed.relay import LoopbackRelay
 from netbed.shell import BPFFS, Namespaces, NetbedError, netns_path, remove_pins, sh
@@ -38,18 +38,9 @@ FABRIC_NET = ipaddress.IPv4Network("192.168.251.0/24")
 POD_PORT = 8080
 
 @dataclass
-class Node:
-    name: str
-    index: int
-    netns: str
-    address: str
-    dir: Path
+class Node(FabricNode):
     socket_dir: Path
     agent: Component | None = None
-
-    @property
-    def netns_path(self) -> str:
-        return netns_path(self.netns)
 
     @property
     def socket(self) -> str:

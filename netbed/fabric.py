@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
 from netbed.shell import Namespaces, netns_path, sh
 
@@ -16,6 +17,22 @@ class FabricPort:
     index: int
     netns: str
     address: str
+
+    @property
+    def netns_path(self) -> str:
+        return netns_path(self.netns)
+
+
+@dataclass
+class FabricNode:
+    """What every bed knows of one of its nodes (beds extend it with their own)."""
+
+    name: str
+    index: int
+    netns: str
+    address: str
+    #: the node's own directory (logs, state, sockets)
+    dir: Path
 
     @property
     def netns_path(self) -> str:

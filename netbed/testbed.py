@@ -39,7 +39,7 @@ from typing import Any
 from datapath.cni import call_agent
 from ipam import PoolSpec, RedisIpam, open_ipam
 from netbed.agents import agent_command, cni_env, pod_args
-from netbed.fabric import Fabric
+from netbed.fabric import Fabric, FabricNode
 from netbed.relay import ThreadedRelay
 from netbed.shell import BPFFS, Namespaces, netns_path, remove_pins, run
 from tests.support.redis_server import RedisServer
@@ -49,21 +49,12 @@ FABRIC_NET = ipaddress.IPv4Network("192.168.250.0/24")
 
 
 @dataclass
-class Node:
-    name: str
-    index: int
-    netns: str
-    address: str
-    dir: Path
+class Node(FabricNode):
     socket: str
     pin_root: str
     agent: subprocess.Popen[bytes] | None = None
     bird: subprocess.Popen[bytes] | None = None
     agent_starts: int = 0
-
-    @property
-    def netns_path(self) -> str:
-        return netns_path(self.netns)
 
     @property
     def bird_config(self) -> str:
