@@ -124,8 +124,8 @@ class Datapath:
             for name in names:
                 d = work / name
                 d.mkdir(exist_ok=True)
-                port = self.fabric.add_node()
-                self.nodes[name] = Node(name, port.index, port.netns, port.address, d, sockets)
+                index, netns, address = self.fabric.add_node()
+                self.nodes[name] = Node(name, index, netns, address, d, sockets)
         except NetbedError as e:
             raise DemoError(f"cannot set up the node namespaces: {e}") from e
         for node in self.nodes.values():

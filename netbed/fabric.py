@@ -10,19 +10,6 @@ from pathlib import Path
 from netbed.shell import Namespaces, netns_path, sh
 
 
-@dataclass(frozen=True, slots=True)
-class FabricPort:
-    """One node's place on the fabric."""
-
-    index: int
-    netns: str
-    address: str
-
-    @property
-    def netns_path(self) -> str:
-        return netns_path(self.netns)
-
-
 @dataclass
 class FabricNode:
     """What every bed knows of one of its nodes (beds extend it with their own)."""
@@ -53,17 +40,18 @@ class Fabric:
         sh("ip", "-n", self.netns, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.netns, "link", "set", "br0", "up")
 
-    def add_node(self) -> FabricPort:
-        """A new node namespace on the bridge, with loopback and ``fab0`` up."""
+    def add_node(self) -> tuple[int, str, str]:
+        """A new node namespace on the bridge, with loopback and ``fab0`` up:
+        (its index from 1, its namespace name, its address)."""
         self._count += 1
         i = self._count
-        port = FabricPort(i, f"{self.prefix}-n{i}", str(self.network.network_address + 10 + i))
-        self.namespaces.add(port.netns)
+        netns, address = f"{self.prefix}-n{i}", str(self.network.network_address + 10 + i)
+        self.namespaces.add(netns)
         sh("ip", "-n", self.netns, "link", "add", f"p{i}", "type", "veth", "peer", "name",
-           "fab0", "netns", port.netns)
+           "fab0", "netns", netns)
         sh("ip", "-n", self.netns, "link", "set", f"p{i}", "master", "br0", "up")
-        sh("ip", "-n", port.netns, "link", "set", "lo", "up")
-        sh("ip", "-n", port.netns, "addr", "add", f"{port.address}/{self.network.prefixlen}",
+        sh("ip", "-n", netns, "link", "set", "lo", "up")
+        sh("ip", "-n", netns, "addr", "add", f"{address}/{self.network.prefixlen}",
            "dev", "fab0")
-        sh("ip", "-n", port.netns, "link", "set", "fab0", "up")
-        return port
+        sh("ip", "-n", netns, "link", "set", "fab0", "up")
+        return i, netns, address

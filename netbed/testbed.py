@@ -166,12 +166,12 @@ class Testbed:
         await self.ipam.apply_pool(self.pool_spec)
         self.fabric.start()
         for _ in range(self.node_count):
-            port = self.fabric.add_node()
-            name = f"node-{port.index}"
+            index, netns, address = self.fabric.add_node()
+            name = f"node-{index}"
             d = self.dir / name
             d.mkdir()
-            self.nodes[name] = Node(name=name, index=port.index, netns=port.netns,
-                                    address=port.address, dir=d, socket=str(d / "agent.sock"),
+            self.nodes[name] = Node(name=name, index=index, netns=netns, address=address,
+                                    dir=d, socket=str(d / "agent.sock"),
                                     pin_root=f"{self.pin_base}/{name}")
         await asyncio.gather(*(self.start_agent(n) for n in self.nodes))
         if self.routing == "bgp":
