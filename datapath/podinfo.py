@@ -70,24 +70,22 @@ def sticky_key_of(pod: dict[str, Any]) -> tuple[ReservationKey, str | None] | No
 
 
 def kube_pod_lookup(ipam: RedisIpam, settings: KubeSettings | None = None) -> PodLookup:
-    import urllib3
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
+    from plumbing.kube import errors
     from plumbing.kube.client import api_client
+    from plumbing.kube.rest import RestClient
 
-    api = client.CoreV1Api(api_client(settings))
+    rest = RestClient(api_client(settings))
+
+    def read(namespace: str, name: str) -> dict[str, Any]:
+        return rest.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
 
     async def lookup(namespace: str, name: str) -> tuple[ReservationKey, str | None] | None:
         try:
-            pod = await asyncio.to_thread(api.read_namespaced_pod, name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None  # not (or no longer) in the API: nothing sticky to honour
-            raise TryAgain(f"cannot read pod {namespace}/{name}: {e.status} {e.reason}") from e
-        except (OSError, urllib3.exceptions.HTTPError) as e:
-            raise TryAgain(f"cannot reach the Kubernetes API: {e}") from e
-        raw = api.api_client.sanitize_for_serialization(pod)
+            raw = await asyncio.to_thread(read, namespace, name)
+        except errors.NotFound:
+            return None  # not (or no longer) in the API: nothing sticky to honour
+        except errors.KubeError as e:
+            raise TryAgain(f"cannot read pod {namespace}/{name}: {e}") from e
         found = sticky_key_of(raw)
         if found is None:
             return None
