@@ -1,6 +1,7 @@
 """The stickyip IPAM: pools cut into per-node blocks, ephemeral leases and sticky
 per-ordinal reservations, held in Redis and changed only by atomic scripts."""
 
+from ipam.changes import Change, ChangeBatch, ChangeOp, Gap, RoutingSnapshot
 from ipam.errors import (
     AddressTaken,
     InvalidAddress,
@@ -11,8 +12,10 @@ from ipam.errors import (
     PoolInUse,
     PoolNotFound,
     ReservationConflict,
+    ReservationInUse,
     ReservationNotFound,
     StaleEpoch,
+    StoreLayoutError,
     StoreUnavailable,
 )
 from ipam.models import (
@@ -21,6 +24,7 @@ from ipam.models import (
     BlockInfo,
     Finding,
     Lease,
+    LeaseAddress,
     LeaseKind,
     MigratedAddress,
     NodeFailurePolicy,
@@ -37,25 +41,32 @@ from ipam.models import (
     ephemeral_owner,
     pool_from_dict,
 )
-from ipam.redis_store import RedisIpam, check_and_repair, pool_prefix
+from ipam.redis_store import AddressView, PoolApplied, RedisIpam, check_and_repair, pool_prefix
 
 __all__ = [
     "DEFAULT_POOL",
     "AddressTaken",
+    "AddressView",
     "AuditEntry",
     "BlockInfo",
+    "Change",
+    "ChangeBatch",
+    "ChangeOp",
     "Finding",
+    "Gap",
     "InvalidAddress",
     "InvalidPool",
     "InvalidRequest",
     "IpamError",
     "Lease",
+    "LeaseAddress",
     "LeaseKind",
     "MigratedAddress",
     "NodeFailurePolicy",
     "NodeHealth",
     "NodeName",
     "OwnerKey",
+    "PoolApplied",
     "PoolExhausted",
     "PoolInUse",
     "PoolName",
@@ -65,11 +76,14 @@ __all__ = [
     "RedisIpam",
     "Reservation",
     "ReservationConflict",
+    "ReservationInUse",
     "ReservationKey",
     "ReservationNotFound",
     "ReservationState",
+    "RoutingSnapshot",
     "RoutingView",
     "StaleEpoch",
+    "StoreLayoutError",
     "StoreUnavailable",
     "check_and_repair",
     "ephemeral_owner",

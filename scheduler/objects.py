@@ -3,6 +3,7 @@ and a pod's ``stickyip.io/*`` annotations into its sticky request. Pure."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime
 from typing import Any, cast
@@ -173,7 +174,10 @@ def sticky_request(pod: PodInfo) -> StickyRequest | None:
                 raise InvalidAnnotation(
                     f"{ANN_IPS} lists {len(addrs)} addresses but this pod is ordinal "
                     f"{pod.ordinal}; list at least {pod.ordinal + 1} addresses")
-            address = addrs[pod.ordinal]
+            picked = addrs[pod.ordinal]
+            if not isinstance(picked, ipaddress.IPv4Address):
+                raise InvalidAnnotation(f"{ANN_IPS}: IPv6 addresses are not accepted here yet")
+            address = picked
         retain = ranges.parse_retain(ann[ANN_RETAIN]) if ann.get(ANN_RETAIN) else None
     except IpamError as e:
         raise InvalidAnnotation(str(e)) from e

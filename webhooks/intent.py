@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipam import ranges
-from ipam.errors import IpamError
+from ipam.errors import InvalidAddress, IpamError
 from ipam.models import DEFAULT_POOL, NodeFailurePolicy, check_name
 
 PREFIX = "stickyip.io/"
@@ -88,7 +88,10 @@ def read_intent(annotations: dict[str, Any]) -> Reading:
     raw_ips = annotations.get(ANN_IPS)
     if isinstance(raw_ips, str):
         try:
-            addresses = tuple(ranges.parse_address_list(raw_ips, limit=MAX_ADDRESSES))
+            parsed = ranges.parse_address_list(raw_ips, limit=MAX_ADDRESSES)
+            addresses = tuple(a for a in parsed if isinstance(a, ipaddress.IPv4Address))
+            if len(addresses) != len(parsed):
+                raise InvalidAddress("IPv6 addresses are not accepted here yet")
         except IpamError as e:
             errors.append(f"annotation {ANN_IPS}: {e}; write addresses and ranges like "
                           "'10.20.0.10-10.20.0.12,10.20.0.20'")
