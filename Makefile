@@ -14,16 +14,18 @@ $(STAMP): pyproject.toml scripts/setup.sh
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check ipam scheduler webhooks datapath stickyip kubestandin demo tests bench
+	$(PY) -m ruff check ipam plumbing scheduler webhooks datapath stickyip kubestandin demo tests bench
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -x tests/unit
 
 lint: $(STAMP)
-	$(PY) -m ruff check ipam scheduler webhooks datapath stickyip kubestandin demo tests bench
+	$(PY) -m ruff check ipam plumbing scheduler webhooks datapath stickyip kubestandin demo tests bench
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 demo: $(STAMP)
 	$(PY) -m demo

@@ -169,9 +169,9 @@ async def extender_latency(ipam: RedisIpam, report: Report) -> None:
 
 async def rehome(redis_url: str, report: Report) -> None:
     from kubestandin import KubeStandIn, objects
+    from plumbing.kube.client import KubeSettings, api_client
     from scheduler.app import SchedulerApp
     from scheduler.kubeapi import KubeApi
-    from stickyip.kube import KubeSettings, api_client
 
     ipam = RedisIpam(aioredis.Redis.from_url(redis_url), actor="bench")
     # A clean store: reservations left by the decision phases are homed on nodes this

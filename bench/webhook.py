@@ -27,8 +27,8 @@ from typing import Any
 
 from bench.common import Report, percentile
 from ipam import PoolSpec, ReservationKey, open_ipam
+from tests.support.admission import Certs, review, statefulset, statefulset_pod
 from tests.support.redis_server import RedisServer, free_port
-from webhooks.testing import Certs, review, statefulset, statefulset_pod
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "default"

@@ -109,7 +109,7 @@ def hook(settings: AgentSettings) -> FeaturesHook:
     h = FeaturesHook(programs, services=services, policy=policy)
     if settings.kube:
         from datapath.features_kube import KubeFeed
-        from stickyip.kube import api_client
+        from plumbing.kube.client import api_client
 
         h.feed = KubeFeed(api_client(), services=services, policy=policy, lock=h.lock)
         h.feed.start()

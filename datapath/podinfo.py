@@ -11,7 +11,7 @@ from datapath.errors import TryAgain
 from ipam import RedisIpam, ReservationKey
 
 if TYPE_CHECKING:
-    from stickyip.kube import KubeSettings
+    from plumbing.kube.client import KubeSettings
 
 PodLookup = Callable[[str, str], Awaitable[tuple[ReservationKey, str | None] | None]]
 
@@ -41,7 +41,7 @@ def kube_pod_lookup(ipam: RedisIpam, settings: KubeSettings | None = None) -> Po
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from stickyip.kube import api_client
+    from plumbing.kube.client import api_client
 
     api = client.CoreV1Api(api_client(settings))
 

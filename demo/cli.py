@@ -1,5 +1,6 @@
-"""Command line of the demo: ``python -m demo [--no-datapath] [--fast]`` (``make demo``,
-``stickyip demo``). Exit status 0 when every step kept its promises, 1 otherwise."""
+"""Command line of the demo: ``python -m demo [--no-datapath] [--fast]`` (``make demo``;
+the demo is not product code, so the installed ``stickyip`` command does not carry it).
+Exit status 0 when every step kept its promises, 1 otherwise."""
 
 from __future__ import annotations
 

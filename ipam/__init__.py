@@ -1,47 +1,88 @@
 """The stickyip IPAM: pools cut into per-node blocks, ephemeral leases and sticky
-per-ordinal reservations, held in Redis and changed only by atomic scripts."""
+per-ordinal reservations, held in Redis and changed only by atomic scripts.
 
-from ipam.changes import Change, ChangeBatch, ChangeOp, Gap, RoutingSnapshot
-from ipam.errors import (
-    AddressTaken,
-    InvalidAddress,
-    InvalidPool,
-    InvalidRequest,
-    IpamError,
-    PoolExhausted,
-    PoolInUse,
-    PoolNotFound,
-    ReservationConflict,
-    ReservationInUse,
-    ReservationNotFound,
-    StaleEpoch,
-    StoreLayoutError,
-    StoreUnavailable,
-)
-from ipam.models import (
-    DEFAULT_POOL,
-    AuditEntry,
-    BlockInfo,
-    Finding,
-    Lease,
-    LeaseAddress,
-    LeaseKind,
-    MigratedAddress,
-    NodeFailurePolicy,
-    NodeHealth,
-    NodeName,
-    OwnerKey,
-    PoolName,
-    PoolSpec,
-    PoolStatus,
-    Reservation,
-    ReservationKey,
-    ReservationState,
-    RoutingView,
-    ephemeral_owner,
-    pool_from_dict,
-)
-from ipam.redis_store import AddressView, PoolApplied, RedisIpam, check_and_repair, pool_prefix
+Names are loaded on first use (PEP 562), so importing a pure module such as
+``ipam.contract`` or ``ipam.ranges`` never loads the Redis client.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ipam.changes import Change, ChangeBatch, ChangeOp, Gap, RoutingSnapshot
+    from ipam.contract import (
+        DEFAULT_POOL,
+        NodeFailurePolicy,
+        OwnerKey,
+        PoolName,
+        ReservationKey,
+        ephemeral_owner,
+    )
+    from ipam.errors import (
+        AddressTaken,
+        InvalidAddress,
+        InvalidPool,
+        InvalidRequest,
+        IpamError,
+        PoolExhausted,
+        PoolInUse,
+        PoolNotFound,
+        ReservationConflict,
+        ReservationInUse,
+        ReservationNotFound,
+        StaleEpoch,
+        StoreLayoutError,
+        StoreUnavailable,
+    )
+    from ipam.models import (
+        AuditEntry,
+        BlockInfo,
+        Finding,
+        Lease,
+        LeaseAddress,
+        LeaseKind,
+        MigratedAddress,
+        NodeHealth,
+        NodeName,
+        PoolSpec,
+        PoolStatus,
+        Reservation,
+        ReservationState,
+        RoutingView,
+        pool_from_dict,
+    )
+    from ipam.redis_store import (
+        AddressView,
+        PoolApplied,
+        RedisIpam,
+        check_and_repair,
+        open_ipam,
+        pool_prefix,
+    )
+
+#: public name -> the module defining it
+_WHERE = {
+    **dict.fromkeys(("Change", "ChangeBatch", "ChangeOp", "Gap", "RoutingSnapshot"),
+                    "ipam.changes"),
+    **dict.fromkeys(
+        ("DEFAULT_POOL", "NodeFailurePolicy", "OwnerKey", "PoolName", "ReservationKey",
+         "ephemeral_owner"), "ipam.contract"),
+    **dict.fromkeys(
+        ("AddressTaken", "InvalidAddress", "InvalidPool", "InvalidRequest", "IpamError",
+         "PoolExhausted", "PoolInUse", "PoolNotFound", "ReservationConflict",
+         "ReservationInUse", "ReservationNotFound", "StaleEpoch", "StoreLayoutError",
+         "StoreUnavailable"), "ipam.errors"),
+    **dict.fromkeys(
+        ("AuditEntry", "BlockInfo", "Finding", "Lease", "LeaseAddress", "LeaseKind",
+         "MigratedAddress",
+         "NodeHealth", "NodeName", "PoolSpec", "PoolStatus", "Reservation",
+         "ReservationState", "RoutingView", "pool_from_dict"), "ipam.models"),
+    **dict.fromkeys(
+        ("AddressView", "PoolApplied", "RedisIpam", "check_and_repair", "open_ipam",
+         "pool_prefix"), "ipam.redis_store"),
+}
 
 __all__ = [
     "DEFAULT_POOL",
@@ -93,12 +134,14 @@ __all__ = [
 ]
 
 
-async def open_ipam(url: str | None, *, actor: str = "stickyip",
-                    embedded_path: str | None = None) -> RedisIpam:
-    """Connect to the store at ``url`` (or the embedded one) and return the IPAM."""
-    from ipam.connection import open_redis
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ipam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-    client, embedded = await open_redis(url, embedded_path=embedded_path)
-    ipam = RedisIpam(client, actor=actor)
-    ipam.embedded = embedded
-    return ipam
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -28,11 +28,11 @@ class InvalidAddress(IpamError):
 
 
 class AddressTaken(IpamError):
-    """The address is held by another owner."""
+    """The address is held by another owner (``owner``: its owner key)."""
 
-    def __init__(self, message: str, *, holder: str) -> None:
+    def __init__(self, message: str, *, owner: str) -> None:
         super().__init__(message)
-        self.holder = holder
+        self.owner = owner
 
 
 class ReservationNotFound(IpamError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, NewType
@@ -11,30 +10,23 @@ from typing import Any, NewType
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ipam import ranges
+
+# The names of the sticky contract are defined in ipam.contract; re-exported here
+# for the store's modules.
+from ipam.contract import DEFAULT_POOL as DEFAULT_POOL
+from ipam.contract import NodeFailurePolicy as NodeFailurePolicy
+from ipam.contract import OwnerKey as OwnerKey
+from ipam.contract import PoolName as PoolName
+from ipam.contract import ReservationKey as ReservationKey
+from ipam.contract import check_name as check_name
+from ipam.contract import ephemeral_owner as ephemeral_owner
 from ipam.errors import InvalidPool, InvalidRequest
 from ipam.ranges import IPAddress, IPNetwork
 
-PoolName = NewType("PoolName", str)
 NodeName = NewType("NodeName", str)
-#: The key an address is held by: ``sts/NS/NAME/ORDINAL`` or ``eph/CONTAINER/IFNAME``.
-OwnerKey = NewType("OwnerKey", str)
 
-DEFAULT_POOL = PoolName("default")
 #: IPv4 default; IPv6 pools default to /122 (ranges.DEFAULT_BLOCK_PREFIX).
 DEFAULT_BLOCK_SIZE = 26
-
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
-
-
-def check_name(kind: str, value: str) -> str:
-    """Kubernetes-style DNS-1123 names (pools, nodes, namespaces, StatefulSets)."""
-    if not _NAME.match(value):
-        raise InvalidRequest(
-            f"invalid {kind} name {value!r}: use lower-case letters, digits, '-' and '.', "
-            "starting and ending with a letter or digit"
-        )
-    return value
 
 
 class LeaseKind(StrEnum):
@@ -52,11 +44,6 @@ class ReservationState(StrEnum):
     #: Released by force while a pod (``holder``) still held it: the address stays
     #: taken, never handed out, until the holder is confirmed gone.
     QUARANTINED = "quarantined"
-
-
-class NodeFailurePolicy(StrEnum):
-    MIGRATE = "migrate"
-    WAIT = "wait"
 
 
 class PoolSpec(BaseModel):
@@ -149,49 +136,6 @@ class PoolStatus(BaseModel):
     def free(self) -> int:
         """Exact: an excluded address still held is counted once."""
         return self.size - self.excluded - self.used + self.excluded_held
-
-
-class ReservationKey(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    namespace: str
-    statefulset: str
-    ordinal: int = Field(ge=0)
-
-    @classmethod
-    def parse(cls, text: str) -> ReservationKey:
-        parts = text.split("/")
-        if len(parts) == 4 and parts[0] == "sts":
-            parts = parts[1:]
-        if len(parts) != 3 or not parts[2].isdigit():
-            raise InvalidRequest(
-                f"invalid reservation {text!r}: expected NAMESPACE/STATEFULSET/ORDINAL, "
-                "e.g. prod/redis/0"
-            )
-        return cls.of(parts[0], parts[1], int(parts[2]))
-
-    @classmethod
-    def of(cls, namespace: str, statefulset: str, ordinal: int) -> ReservationKey:
-        check_name("namespace", namespace)
-        check_name("statefulset", statefulset)
-        if ordinal < 0:
-            raise InvalidRequest(f"ordinal must be >= 0, got {ordinal}")
-        return cls(namespace=namespace, statefulset=statefulset, ordinal=ordinal)
-
-    @property
-    def owner(self) -> OwnerKey:
-        return OwnerKey(f"sts/{self.namespace}/{self.statefulset}/{self.ordinal}")
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.statefulset}/{self.ordinal}"
-
-
-def ephemeral_owner(container_id: str, ifname: str = "eth0") -> OwnerKey:
-    if not _CONTAINER.match(container_id):
-        raise InvalidRequest(f"invalid container id {container_id!r}")
-    if not _CONTAINER.match(ifname) or len(ifname) > 15:
-        raise InvalidRequest(f"invalid interface name {ifname!r}")
-    return OwnerKey(f"eph/{container_id}/{ifname}")
 
 
 class LeaseAddress(BaseModel):

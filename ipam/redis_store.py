@@ -410,7 +410,7 @@ class RedisIpam:
                 "add a pool, widen this one, or release addresses"
             )
         if code == "taken":
-            return AddressTaken(f"{what}: address is already held by {arg}", holder=arg)
+            return AddressTaken(f"{what}: address is already held by {arg}", owner=arg)
         if code == "outside":
             return InvalidAddress(f"{what}: address is outside pool {pool!r}")
         if code == "excluded":
@@ -596,10 +596,6 @@ class RedisIpam:
         if reply[0] == "err":
             raise self._fail(refs[0], reply, f"reservation {key}")
         return await self._decode(reply[1])
-
-    async def preview_claim(self, key: ReservationKey, **kwargs: Any) -> Reservation:
-        """What :meth:`claim` would record, validated against the store, written nowhere."""
-        return await self.claim(key, dry_run=True, **kwargs)
 
     async def reservation(self, key: ReservationKey, *, pool: str | None = None
                           ) -> Reservation | None:
@@ -891,6 +887,7 @@ class AddressView:
 #: Kept for readability at call sites: a reservation is a sticky lease.
 Reservation = Lease
 
+
 async def check_and_repair(ipam: RedisIpam, *, repair: bool = False,
                            pools: Sequence[str] | None = None) -> list[Any]:
     """Find inconsistencies (every pool, the owner records, orphan keys); with
@@ -898,3 +895,14 @@ async def check_and_repair(ipam: RedisIpam, *, repair: bool = False,
     from ipam.repair import check_and_repair as run
 
     return await run(ipam, repair=repair, pools=pools)
+
+
+async def open_ipam(url: str | None, *, actor: str = "stickyip",
+                    embedded_path: str | None = None) -> RedisIpam:
+    """Connect to the store at ``url`` (or the embedded one) and return the IPAM."""
+    from ipam.connection import open_redis
+
+    client, embedded = await open_redis(url, embedded_path=embedded_path)
+    ipam = RedisIpam(client, actor=actor)
+    ipam.embedded = embedded
+    return ipam

@@ -8,7 +8,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -60,22 +60,43 @@ class KubeStandIn:
         self.url = ""
 
     async def start(self) -> None:
+        await self._serve()
+        self._controllers.start()
+
+    async def _serve(self) -> None:
         self._runner = web.AppRunner(self._http.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         server = site._server
         assert server is not None and isinstance(server, asyncio.base_events.Server)
-        port = server.sockets[0].getsockname()[1]
-        self.url = f"http://{self._host}:{port}"
-        self._controllers.start()
+        self._port = server.sockets[0].getsockname()[1]
+        self.url = f"http://{self._host}:{self._port}"
+
+    async def _unserve(self) -> None:
+        self._http.stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     async def stop(self) -> None:
         self._http.stopping.set()
         await self._controllers.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._unserve()
         await self._webhooks.close()
+
+    @contextlib.asynccontextmanager
+    async def outage(self) -> AsyncIterator[None]:
+        """The API server is down inside the block: open watches and connections are
+        cut and new ones refused. Objects and watch history stay (as over a persistent
+        etcd), the built-in controllers keep running, and the block may change state
+        with the methods below; afterwards it serves again on the same URL."""
+        await self._unserve()
+        try:
+            yield
+        finally:
+            self._http = ApiHttp(self.core, bookmark_interval=self._http.bookmark_interval)
+            await self._serve()
 
     async def __aenter__(self) -> KubeStandIn:
         await self.start()

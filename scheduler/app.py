@@ -14,8 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from ipam import RedisIpam
+from plumbing.kube.watch import LoopSink, Reflector
 from scheduler import ipam_stats
-from scheduler.cache import ClusterCache, Informer
+from scheduler.cache import ClusterCache
 from scheduler.config import SchedulerSettings
 from scheduler.controllers import FailoverController, GcController
 from scheduler.errors import SchedulerError
@@ -46,7 +47,7 @@ class SchedulerApp:
                                            metrics=self.metrics)
         self.gc = GcController(settings, ipam, kube, metrics=self.metrics)
         self.extender = Extender(self.cache, ipam, self.scheduler, metrics=self.metrics)
-        self._informers: list[Informer] = []
+        self._reflectors: list[Reflector] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._threads: list[threading.Thread] = []
         self._runner: web.AppRunner | None = None
@@ -69,14 +70,12 @@ class SchedulerApp:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for kind in ("nodes", "pods", "statefulsets"):
-            inf = Informer(self.kube, kind, self.cache, loop=loop,
-                           watch_timeout=self.settings.watch_timeout)
-            self._informers.append(inf)
+            reflector = self.kube.reflector(kind, LoopSink(loop, self.cache.sink(kind)),
+                                            watch_timeout=self.settings.watch_timeout)
+            self._reflectors.append(reflector)
             # Own threads, not the default executor: watches block for minutes and would
             # starve every asyncio.to_thread call (binding, events) of workers.
-            thread = threading.Thread(target=inf.run, name=f"watch-{kind}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self._threads.append(reflector.start())
         if self.settings.extender_port or self.settings.metrics_port:
             await self._serve()
         if self.leader is not None:
@@ -130,9 +129,8 @@ class SchedulerApp:
                 await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        for inf in self._informers:
-            inf.stop()
-        self.kube.close_watches()
+        for reflector in self._reflectors:
+            reflector.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

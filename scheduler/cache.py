@@ -1,24 +1,19 @@
 """The scheduler's view of the cluster: nodes, pods and StatefulSets kept current by
-list+watch loops (one thread each, resuming from the last resourceVersion and
-listing again on 410), with the per-node requested resources and per-node replica
-counts the decisions need, maintained incrementally.
+plumbing's list+watch (:class:`plumbing.kube.watch.Reflector`, one thread per
+collection), with the per-node requested resources and per-node replica counts the
+decisions need, maintained incrementally.
 
-Watch threads only parse and hand events to the event loop; every change to the
-cache happens on the loop, so readers there need no locks.
+Watch threads only hand lists and events to the event loop (``LoopSink``); every
+change to the cache happens on the loop, so readers there need no locks.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ipam.models import NodeName
-from scheduler.errors import KubeUnavailable
-from scheduler.kubeapi import Gone, KubeApi
 from scheduler.models import (
     KubeObject,
     NodeInfo,
@@ -29,8 +24,6 @@ from scheduler.models import (
     StatefulSetInfo,
 )
 from scheduler.objects import node_from_json, pod_from_json, statefulset_from_json
-
-log = logging.getLogger("stickyip.scheduler.cache")
 
 PodListener = Callable[[PodInfo | None, PodInfo | None], None]
 NodeListener = Callable[[NodeInfo | None, NodeInfo | None], None]
@@ -173,6 +166,11 @@ class ClusterCache:
             else:
                 self.statefulsets[(sts.namespace, sts.name)] = sts
 
+    def sink(self, kind: str) -> CollectionSink:
+        """The watch sink that feeds one collection (``nodes``, ``pods``,
+        ``statefulsets``) into this cache."""
+        return CollectionSink(self, kind)
+
     def replace(self, kind: str, items: list[KubeObject]) -> None:
         """A fresh list: objects missing from it were deleted while we were not watching."""
         if kind == "nodes":
@@ -190,54 +188,15 @@ class ClusterCache:
         self.synced.add(kind)
 
 
-class Informer:
-    """List and watch one collection in a thread; hand every change to the loop."""
+@dataclass(slots=True)
+class CollectionSink:
+    """One collection of a :class:`ClusterCache` as a ``plumbing.kube.watch.Sink``."""
 
-    def __init__(self, kube: KubeApi, kind: str, cache: ClusterCache, *,
-                 loop: asyncio.AbstractEventLoop, watch_timeout: int = 300,
-                 retry: float = 1.0) -> None:
-        self.kube, self.kind, self.cache, self.loop = kube, kind, cache, loop
-        self.watch_timeout = watch_timeout
-        self.retry = retry
-        self.stopped = threading.Event()
-        self.relists = 0
-        #: Resume from here instead of listing first (a restart that kept its cache).
-        self.resume_from = ""
+    cache: ClusterCache
+    kind: str
 
-    def stop(self) -> None:
-        self.stopped.set()
+    def replace(self, items: list[KubeObject]) -> None:
+        self.cache.replace(self.kind, items)
 
-    def _post(self, fn: Callable[..., None], *args: object) -> None:
-        if not self.stopped.is_set():
-            try:
-                self.loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:  # loop closed during shutdown
-                self.stopped.set()
-
-    def run(self) -> None:
-        rv = self.resume_from
-        while not self.stopped.is_set():
-            try:
-                if not rv:
-                    items, rv = self.kube.list(self.kind)
-                    self.relists += 1
-                    self._post(self.cache.replace, self.kind, items)
-                if self.stopped.is_set():
-                    return
-                for etype, obj in self.kube.watch(self.kind, rv, timeout=self.watch_timeout):
-                    if self.stopped.is_set():
-                        return
-                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    if new_rv:
-                        rv = str(new_rv)
-                    if etype in ("ADDED", "MODIFIED", "DELETED"):
-                        self._post(self.cache.apply, self.kind, etype, obj)
-            except Gone:
-                log.info("watch expired; listing again", extra={"kind": self.kind})
-                rv = ""
-            except KubeUnavailable as e:
-                if self.stopped.is_set():
-                    return
-                log.warning("list/watch failed; retrying",
-                            extra={"kind": self.kind, "error": str(e)})
-                self.stopped.wait(self.retry)
+    def apply(self, etype: str, obj: KubeObject) -> None:
+        self.cache.apply(self.kind, etype, obj)

@@ -43,17 +43,22 @@ def settings_from(args: argparse.Namespace) -> Any:
 async def run(args: argparse.Namespace) -> int:
     from ipam import open_ipam
     from ipam.config import IpamSettings
+    from plumbing.kube.client import KubeSettings, api_client
     from scheduler.app import SchedulerApp
     from scheduler.kubeapi import KubeApi
-    from stickyip.kube import KubeSettings, api_client
 
     settings = settings_from(args)
+    # The API first: missing credentials or an API server that does not answer end the
+    # start with one line (plumbing.kube.errors, printed by the stickyip command).
+    kube_settings = KubeSettings()
+    kube = KubeApi(api_client(kube_settings), timeout=kube_settings.kube_qps_timeout)
+    version = await asyncio.to_thread(kube.rest.wait_ready, kube_settings.kube_startup_timeout)
+    log.info("Kubernetes API server answers", extra={"kube_host": kube.rest.host,
+                                                     "git_version": version.get("gitVersion")})
     ipam_settings = IpamSettings()
     url = args.redis_url if args.redis_url is not None else ipam_settings.redis_url
     ipam = await open_ipam(url or None, actor=f"scheduler/{settings.identity}",
                            embedded_path=ipam_settings.embedded_path or None)
-    kube_settings = KubeSettings()
-    kube = KubeApi(api_client(kube_settings), timeout=kube_settings.kube_qps_timeout)
     app = SchedulerApp(settings, kube, ipam)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,10 +18,12 @@ from ipam import (
     ReservationKey,
     StaleEpoch,
 )
+from ipam.contract import sticky_owner
+from plumbing.kube.errors import Conflict, KubeError, NotFound
 from scheduler import failover, filtering, gc
 from scheduler.cache import ClusterCache
 from scheduler.config import SchedulerSettings
-from scheduler.errors import Conflict, NotFound, SchedulerError
+from scheduler.errors import SchedulerError
 from scheduler.kubeapi import KubeApi
 from scheduler.metrics import Metrics
 from scheduler.models import NodeInfo, PodInfo
@@ -98,7 +100,7 @@ class FailoverController:
                 continue
             if pod.node_name in self.cache.nodes and pod.node_name not in report.gone:
                 continue
-            home = homes.get(OwnerKey(f"sts/{pod.namespace}/{pod.statefulset}/{pod.ordinal}"))
+            home = homes.get(sticky_owner(pod.namespace, pod.statefulset, pod.ordinal))
             if home and home != pod.node_name:
                 await self._delete(pod, report)
 
@@ -123,7 +125,7 @@ class FailoverController:
             b = pc.geo.block_of(pc.geo.offset_of(r.address))
             placement[r.owner] = failover.Placed(b, block_nodes[r.pool].get(b))
             key = r.key
-            pod = self.cache.pod_by_ref(f"{key.namespace}/{key.statefulset}-{key.ordinal}")
+            pod = self.cache.pod_by_ref(key.pod_ref)
             # Replicas of one StatefulSet share their constraints: compute once.
             tkey = (r.pool, key.namespace, key.statefulset if pod is not None else "")
             if tkey not in per_template:
@@ -165,7 +167,7 @@ class FailoverController:
             new_home[ma.key] = f"{ma.to_node} (as a single /32)"
         self.scheduler.views.invalidate()
         for key in report.moved:
-            pod = self.cache.pod_by_ref(f"{key.namespace}/{key.statefulset}-{key.ordinal}")
+            pod = self.cache.pod_by_ref(key.pod_ref)
             if pod is None:
                 continue
             if key in new_home:
@@ -179,8 +181,7 @@ class FailoverController:
                 self.scheduler.enqueue(pod.uid)
         for hold in plan.holds:
             report.held.append(hold.key)
-            pod = self.cache.pod_by_ref(
-                f"{hold.key.namespace}/{hold.key.statefulset}-{hold.key.ordinal}")
+            pod = self.cache.pod_by_ref(hold.key.pod_ref)
             if pod is not None:
                 await self.scheduler.event_for(pod, "WaitingForHomeNode", hold.reason)
 
@@ -197,7 +198,7 @@ class FailoverController:
             # The UID precondition failed: the pod was already deleted and re-created
             # (the watch has not shown it yet). Nothing left to do.
             log.debug("stuck pod already replaced", extra={"pod": pod.ref})
-        except SchedulerError as e:
+        except KubeError as e:
             log.warning("could not delete stuck pod", extra={"pod": pod.ref, "error": str(e)})
 
 
@@ -230,7 +231,7 @@ class GcController:
                     self.metrics.gc.labels(op=a.op.value).inc()
                     log.info("gc", extra={"op": a.op.value, "owner": a.owner,
                                           "why": a.reason})
-            except (IpamError, SchedulerError) as e:
+            except (IpamError, KubeError, SchedulerError) as e:
                 log.warning("gc action failed", extra={"owner": a.owner, "error": str(e)})
         return done
 
@@ -246,7 +247,7 @@ class GcController:
         # RETAIN may free at once (retain 0s): re-check just before that the pod has not
         # come back and the reservation is unchanged since it was read.
         key = a.key
-        path = f"/api/v1/namespaces/{key.namespace}/pods/{key.statefulset}-{key.ordinal}"
+        path = f"/api/v1/namespaces/{key.namespace}/pods/{key.pod_name}"
         try:
             await asyncio.to_thread(self.kube.get, path)
             return False

@@ -1,4 +1,5 @@
-"""Errors of the scheduler: one root, leaves that say what happened."""
+"""Errors of the scheduler: one root, leaves that say what happened. Failures of the
+Kubernetes API are ``plumbing.kube.errors`` (``KubeError`` and its leaves)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,6 @@ class SchedulerError(Exception):
 
 class InvalidAnnotation(SchedulerError):
     """A ``stickyip.io/*`` annotation or a Kubernetes quantity on a pod is malformed."""
-
-
-class KubeUnavailable(SchedulerError):
-    """The Kubernetes API cannot be reached or answered with a server error."""
-
-
-class Conflict(SchedulerError):
-    """The API refused a write because the object changed (HTTP 409)."""
-
-
-class NotFound(SchedulerError):
-    """The object does not exist (HTTP 404)."""
 
 
 class NotLeader(SchedulerError):

@@ -19,12 +19,15 @@ from typing import Any, NotRequired, TypedDict
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ipam import IpamError, NodeName, PoolNotFound, RedisIpam
+from ipam import AddressTaken, IpamError, NodeName, PoolNotFound, RedisIpam
+from ipam.contract import ANN_EPOCH, ANN_IP, ANN_NODE, pool_of
+from ipam.preview import preview_claim
+from plumbing.kube.errors import KubeError
 from scheduler import filtering, scoring
 from scheduler.cache import ClusterCache
 from scheduler.errors import InvalidAnnotation, SchedulerError
 from scheduler.metrics import Metrics
-from scheduler.models import ANN_EPOCH, ANN_IP, ANN_NODE, ANN_POOL, NodeInfo, PodInfo
+from scheduler.models import NodeInfo, PodInfo
 from scheduler.objects import node_from_json, pod_from_json, sticky_request
 from scheduler.scheduling import Scheduler
 
@@ -108,7 +111,7 @@ class Extender:
 
     async def assess(self, pod: PodInfo) -> Assessment:
         req = sticky_request(pod)
-        pool = req.pool if req is not None else (pod.annotations.get(ANN_POOL) or "default")
+        pool = req.pool if req is not None else pool_of(pod.annotations)
         try:
             view = await self.scheduler.views.get(pool)
         except PoolNotFound:
@@ -117,31 +120,20 @@ class Extender:
             return Assessment()
         if req is None:
             return Assessment(view=view)
-        res = await self.ipam.reservation(req.key, pool=req.pool)
         a = Assessment(view=view, sticky=True,
                        replicas_on=self.cache.replicas_on(pod.namespace, pod.statefulset))
-        if res is not None and res.address is not None:
-            a.address = str(res.address)
-            a.home = res.node or None
-        elif req.address is not None:
+        try:
+            seen = await preview_claim(self.ipam, req.key, pool=req.pool, address=req.address)
+        except AddressTaken as e:
             a.address = str(req.address)
-            holder = await self.ipam.owner_of(req.address)
-            if holder is not None and holder.owner != req.key.owner:
-                a.unresolvable = f"{req.address} is held by {holder.owner}"
-            else:
-                block_owner = await self._block_node(req.pool, req.address)
-                a.home = block_owner
+            a.unresolvable = f"{req.address} is held by {e.owner}"
+            return a
+        if seen.address is not None:
+            a.address = str(seen.address)
+            a.home = seen.node
         else:
             a.needs_address = True
         return a
-
-    async def _block_node(self, pool: str, address: Any) -> NodeName | None:
-        pc = await self.ipam.pool(pool)
-        block = pc.geo.block_of(pc.geo.offset_of(address))
-        for b in await self.ipam.blocks(pool):
-            if b.index == block:
-                return b.node
-        return None
 
     async def filter(self, body: Any) -> ExtenderFilterResult:
         pod, names, given, raw_items = _args(body)
@@ -225,17 +217,18 @@ class Extender:
                 return {"Error": f"pod {ns}/{name} was replaced (UID changed)"}
             req = sticky_request(pod)
             if req is not None:
-                if req.address is not None:  # the explicit address first: its block decides
-                    await self.ipam.claim(req.key, pool=req.pool, address=req.address,
-                                          retain=req.retain, policy=req.policy)
-                res = await self.ipam.claim(req.key, pool=req.pool, node=node, holder=pod.uid,
-                                            pod=pod.ref, retain=req.retain, policy=req.policy)
+                res = await self.ipam.claim(req.key, pool=req.pool, address=req.address,
+                                            node=node, holder=pod.uid, pod=pod.ref,
+                                            retain=req.request.retain,
+                                            policy=req.request.policy)
+                if res.node != node:
+                    return {"Error": f"{res.address} is homed on {res.node}, not {node}"}
                 self.scheduler.views.taken(req.pool, NodeName(node))
                 await asyncio.to_thread(kube.annotate_pod, ns, name, {
                     ANN_IP: str(res.address), ANN_NODE: str(res.node),
                     ANN_EPOCH: str(res.epoch)}, uid=pod.uid)
             await asyncio.to_thread(kube.bind, ns, name, pod.uid, node)
-        except (SchedulerError, IpamError) as e:
+        except (KubeError, SchedulerError, IpamError) as e:
             return {"Error": str(e)}
         return {"Error": ""}
 

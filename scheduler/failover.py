@@ -90,11 +90,6 @@ class RehomePlan:
     addresses: list[MoveAddress] = field(default_factory=list)
     holds: list[Hold] = field(default_factory=list)
 
-    @property
-    def moved_keys(self) -> list[ReservationKey]:
-        keys = [ReservationKey.parse(o) for b in self.blocks for o in b.owners]
-        return keys + [a.key for a in self.addresses]
-
 
 @dataclass(frozen=True, slots=True)
 class Placed:

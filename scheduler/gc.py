@@ -81,7 +81,7 @@ def plan_gc(records: Sequence[Lease], *, pods: Sequence[PodInfo],
             continue
         if young:
             continue
-        pod_ref = f"{key.namespace}/{key.statefulset}-{key.ordinal}"
+        pod_ref = key.pod_ref
         owner_sts = sts.get((key.namespace, key.statefulset))
         if pod_ref in all_refs:
             if r.state is ReservationState.BOUND and r.holder and r.holder not in uids:

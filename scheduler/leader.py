@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from scheduler.errors import Conflict, SchedulerError
+from plumbing.kube.errors import Conflict, KubeError
 from scheduler.kubeapi import KubeApi, now_rfc3339
 
 log = logging.getLogger("stickyip.scheduler.leader")
@@ -96,7 +96,7 @@ class LeaderElector:
         while True:
             try:
                 ok = await asyncio.to_thread(self.try_acquire_or_renew)
-            except SchedulerError as e:
+            except KubeError as e:
                 log.warning("leader election round failed", extra={"error": str(e)})
                 ok = False
             self._set(ok or self.is_leader)
@@ -116,5 +116,5 @@ class LeaderElector:
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = ""
                 self.kube.replace_lease(self.namespace, self.name, lease)
-        except SchedulerError:
+        except KubeError:
             pass

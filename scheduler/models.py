@@ -1,13 +1,12 @@
 """Scheduler data: the node and pod facts the decisions need, read once from
-Kubernetes JSON, and the sticky request a pod carries in its annotations."""
+Kubernetes JSON."""
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, NewType, TypedDict
 
-from ipam.models import NodeFailurePolicy, NodeName, PoolName, ReservationKey
+from ipam.models import NodeName
 
 PodUid = NewType("PodUid", str)
 #: ``namespace/name`` of a pod.
@@ -15,14 +14,6 @@ PodRef = NewType("PodRef", str)
 #: Raw Kubernetes JSON as the API serves it.
 KubeObject = dict[str, Any]
 
-LABEL_FIXED_IP = "stickyip.io/fixed-ip"
-ANN_POOL = "stickyip.io/pool"
-ANN_IPS = "stickyip.io/ips"
-ANN_RETAIN = "stickyip.io/retain"
-ANN_NODE_FAILURE = "stickyip.io/node-failure"
-ANN_IP = "stickyip.io/ip"
-ANN_NODE = "stickyip.io/node"
-ANN_EPOCH = "stickyip.io/epoch"
 TAINT_OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 
 
@@ -83,17 +74,6 @@ class NodeInfo:
 
 
 @dataclass(slots=True)
-class StickyRequest:
-    """What an opted-in StatefulSet pod asks of the IPAM."""
-
-    key: ReservationKey
-    pool: PoolName
-    address: ipaddress.IPv4Address | None
-    retain: float | None
-    policy: NodeFailurePolicy
-
-
-@dataclass(slots=True)
 class PodInfo:
     uid: PodUid
     namespace: str
@@ -106,9 +86,12 @@ class PodInfo:
     node_selector: dict[str, str] = field(default_factory=dict)
     required_terms: list[NodeSelectorTerm] = field(default_factory=list)
     tolerations: tuple[Toleration, ...] = ()
-    #: Owning StatefulSet name and this pod's ordinal, when it has one.
+    #: Owning StatefulSet name and this pod's ordinal, when it has one
+    #: (``ipam.contract.slot_of``).
     statefulset: str = ""
     ordinal: int = -1
+    #: Why the ordinal of a StatefulSet pod cannot be told (its sources disagree).
+    slot_problem: str = ""
     deleting: bool = False
     phase: str = ""
     resource_version: str = ""

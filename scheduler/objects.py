@@ -1,29 +1,16 @@
 """Reading Kubernetes JSON (nodes, pods, StatefulSets) into the scheduler's models,
-and a pod's ``stickyip.io/*`` annotations into its sticky request. Pure."""
+and a pod's sticky request (by the rules of ``ipam.contract``). Pure."""
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from datetime import datetime
 from typing import Any, cast
 
-from ipam import ranges
+from ipam.contract import PodRequest, Slot, SlotUnclear, opted_in, request_for, slot_of
 from ipam.errors import IpamError
-from ipam.models import (
-    DEFAULT_POOL,
-    NodeFailurePolicy,
-    NodeName,
-    PoolName,
-    ReservationKey,
-)
+from ipam.models import NodeName
 from scheduler.errors import InvalidAnnotation
 from scheduler.models import (
-    ANN_IPS,
-    ANN_NODE_FAILURE,
-    ANN_POOL,
-    ANN_RETAIN,
-    LABEL_FIXED_IP,
     KubeObject,
     NodeInfo,
     NodeSelectorTerm,
@@ -31,13 +18,10 @@ from scheduler.models import (
     PodUid,
     Resources,
     StatefulSetInfo,
-    StickyRequest,
     Taint,
     Toleration,
 )
 from scheduler.quantity import cpu_millis, memory_bytes
-
-_ORDINAL = re.compile(r"^(.+)-(\d+)$")
 
 
 def parse_time(text: str | None) -> float:
@@ -93,25 +77,16 @@ def pod_requests(spec: dict[str, Any]) -> Resources:
     return total
 
 
-def statefulset_owner(meta: dict[str, Any], name: str) -> tuple[str, int]:
-    """The owning StatefulSet and ordinal of a pod, or ("", -1)."""
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == "StatefulSet" and ref.get("controller", True):
-            m = _ORDINAL.match(name)
-            if m and m.group(1) == ref.get("name"):
-                return m.group(1), int(m.group(2))
-    labels = meta.get("labels") or {}
-    if labels.get("statefulset.kubernetes.io/pod-name") == name:
-        m = _ORDINAL.match(name)
-        if m:
-            return m.group(1), int(m.group(2))
-    return "", -1
-
-
 def pod_from_json(obj: KubeObject) -> PodInfo:
     meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
     name = meta.get("name", "")
-    sts, ordinal = statefulset_owner(meta, name)
+    sts, ordinal, problem = "", -1, ""
+    try:
+        slot = slot_of(obj)
+    except SlotUnclear as e:
+        slot, problem = None, str(e)
+    if slot is not None:
+        sts, ordinal = slot.statefulset, slot.ordinal
     terms: list[NodeSelectorTerm] = []
     affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
         "requiredDuringSchedulingIgnoredDuringExecution") or {}
@@ -138,6 +113,7 @@ def pod_from_json(obj: KubeObject) -> PodInfo:
             for t in spec.get("tolerations") or []),
         statefulset=sts,
         ordinal=ordinal,
+        slot_problem=problem,
         deleting=bool(meta.get("deletionTimestamp")),
         phase=status.get("phase") or "",
         resource_version=meta.get("resourceVersion", ""),
@@ -152,39 +128,21 @@ def statefulset_from_json(obj: KubeObject) -> StatefulSetInfo:
                            uid=meta.get("uid", ""))
 
 
-def opted_in(pod: PodInfo) -> bool:
-    return pod.labels.get(LABEL_FIXED_IP) == "true" and pod.ordinal >= 0
-
-
-def sticky_request(pod: PodInfo) -> StickyRequest | None:
-    """The reservation an opted-in StatefulSet pod asks for; None for any other pod.
+def sticky_request(pod: PodInfo) -> PodRequest | None:
+    """The reservation an opted-in StatefulSet pod asks for (``ipam.contract``);
+    None for any other pod.
 
     Raises InvalidAnnotation with a message the user can act on.
     """
-    if not opted_in(pod):
+    if not opted_in(pod.labels):
         return None
-    ann = pod.annotations
+    if pod.slot_problem:
+        raise InvalidAnnotation(pod.slot_problem)
+    if pod.ordinal < 0:
+        return None
+    slot = Slot(namespace=pod.namespace, statefulset=pod.statefulset, ordinal=pod.ordinal,
+                pod=pod.name)
     try:
-        key = ReservationKey.of(pod.namespace, pod.statefulset, pod.ordinal)
-        pool = PoolName(ann.get(ANN_POOL) or DEFAULT_POOL)
-        address = None
-        if ann.get(ANN_IPS):
-            addrs = ranges.parse_address_list(ann[ANN_IPS])
-            if pod.ordinal >= len(addrs):
-                raise InvalidAnnotation(
-                    f"{ANN_IPS} lists {len(addrs)} addresses but this pod is ordinal "
-                    f"{pod.ordinal}; list at least {pod.ordinal + 1} addresses")
-            picked = addrs[pod.ordinal]
-            if not isinstance(picked, ipaddress.IPv4Address):
-                raise InvalidAnnotation(f"{ANN_IPS}: IPv6 addresses are not accepted here yet")
-            address = picked
-        retain = ranges.parse_retain(ann[ANN_RETAIN]) if ann.get(ANN_RETAIN) else None
+        return request_for(slot, pod.annotations)
     except IpamError as e:
         raise InvalidAnnotation(str(e)) from e
-    policy_text = ann.get(ANN_NODE_FAILURE) or NodeFailurePolicy.MIGRATE.value
-    try:
-        policy = NodeFailurePolicy(policy_text)
-    except ValueError as e:
-        raise InvalidAnnotation(
-            f"{ANN_NODE_FAILURE} is {policy_text!r}; use 'migrate' or 'wait'") from e
-    return StickyRequest(key=key, pool=pool, address=address, retain=retain, policy=policy)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ipam import (
     AddressTaken,
+    InvalidAddress,
     IpamError,
     NodeFailurePolicy,
     NodeName,
@@ -23,19 +24,16 @@ from ipam import (
     ReservationConflict,
     StoreUnavailable,
 )
+from ipam.contract import ANN_EPOCH, ANN_IP, ANN_NODE, PodRequest, pool_of
+from ipam.preview import preview_claim
+from plumbing.kube.errors import Conflict, KubeError, NotFound
 from scheduler import filtering, scoring
 from scheduler.cache import ClusterCache
 from scheduler.config import SchedulerSettings
-from scheduler.errors import (
-    Conflict,
-    InvalidAnnotation,
-    NotFound,
-    NotLeader,
-    SchedulerError,
-)
+from scheduler.errors import InvalidAnnotation, NotLeader, SchedulerError
 from scheduler.kubeapi import KubeApi
 from scheduler.metrics import Metrics
-from scheduler.models import ANN_EPOCH, ANN_IP, ANN_NODE, NodeInfo, PodInfo, PodUid, StickyRequest
+from scheduler.models import NodeInfo, PodInfo, PodUid
 from scheduler.objects import sticky_request
 
 log = logging.getLogger("stickyip.scheduler")
@@ -220,7 +218,7 @@ class Scheduler:
     async def _decide_plain(self, pod: PodInfo) -> Decision:
         view = None
         try:
-            view = await self.views.get(pod.annotations.get("stickyip.io/pool") or "default")
+            view = await self.views.get(pool_of(pod.annotations))
         except PoolNotFound:
             view = None  # no IPAM pool to check: schedule on resources alone
         res = self._nodes_for(pod, view, needs=False)
@@ -230,33 +228,32 @@ class Scheduler:
             return Decision(None, message=filtering.summarize(res.failed, len(self.cache.nodes)))
         return Decision(chosen.name)
 
-    async def _decide_sticky(self, pod: PodInfo, req: StickyRequest) -> Decision:
-        res = await self.ipam.reservation(req.key, pool=req.pool)
-        if (res is None or res.address is None) and req.address is not None:
-            # Reserve the explicit address first: its block's node (if any) becomes home.
-            try:
-                res = await self.ipam.claim(req.key, pool=req.pool, address=req.address,
-                                            retain=req.retain, policy=req.policy)
-            except AddressTaken as e:
-                return Decision(None, message=f"{req.address} ({e})", reason="AddressTaken")
-            except ReservationConflict as e:
-                return Decision(None, message=str(e), reason="ReservationConflict")
-        home = res.node if res is not None and res.address is not None and res.node else None
+    async def _decide_sticky(self, pod: PodInfo, req: PodRequest) -> Decision:
+        try:
+            seen = await preview_claim(self.ipam, req.key, pool=req.pool, address=req.address)
+        except AddressTaken as e:
+            return Decision(None, message=f"{req.address} ({e})", reason="AddressTaken")
+        except ReservationConflict as e:
+            return Decision(None, message=str(e), reason="ReservationConflict")
+        except InvalidAddress as e:
+            return Decision(None, message=str(e), reason="InvalidStickyIPAnnotation",
+                            retry=False)
+        home = seen.node if seen.address is not None else None
         if home is not None:
-            assert res is not None
             node = self.cache.nodes.get(home)
             reason = None
             if node is not None:
                 reason = filtering.check_node(pod, node, used=self.cache.used.get(home),
                                               pool_selector=None)
             if node is None or reason is not None:
-                return Decision(None, res, message=home_message(
-                    res.address, home, node, reason, res.policy), reason="WaitingForHomeNode")
+                policy = (seen.recorded.policy if seen.recorded is not None
+                          else req.request.policy or NodeFailurePolicy.MIGRATE)
+                return Decision(None, seen.recorded, message=home_message(
+                    seen.address, home, node, reason, policy), reason="WaitingForHomeNode")
             chosen: NodeInfo | None = node
         else:
             view = await self.views.get(req.pool)
-            needs = res is None or res.address is None
-            fr = self._nodes_for(pod, view, needs=needs)
+            fr = self._nodes_for(pod, view, needs=seen.address is None)
             chosen = scoring.pick(fr.feasible, scoring.ScoreInputs(
                 addresses=view, used=self.cache.used, sticky=True,
                 replicas_on=self.cache.replicas_on(pod.namespace, pod.statefulset)))
@@ -265,15 +262,21 @@ class Scheduler:
                                                                   len(self.cache.nodes)))
         assert chosen is not None
         try:
-            claimed = await self.ipam.claim(req.key, pool=req.pool, node=chosen.name,
-                                            holder=pod.uid, pod=pod.ref, retain=req.retain,
-                                            policy=req.policy)
+            claimed = await self.ipam.claim(req.key, pool=req.pool, address=req.address,
+                                            node=chosen.name, holder=pod.uid, pod=pod.ref,
+                                            retain=req.request.retain,
+                                            policy=req.request.policy)
         except PoolExhausted as e:
             self.views.invalidate(req.pool)
             return Decision(None, message=str(e), reason="PoolExhausted")
-        except ReservationConflict as e:  # re-homed meanwhile: decide again
+        except (ReservationConflict, AddressTaken) as e:  # moved or taken meanwhile
             return Decision(None, message=str(e), reason="ReservationMoved")
-        if home is None:
+        if claimed.node != chosen.name:
+            # The listed address's block was claimed by another node between the
+            # preview and the claim: that node is its home now; decide again.
+            return Decision(None, claimed, reason="ReservationMoved",
+                            message=f"{claimed.address} is now homed on {claimed.node}")
+        if seen.address is None:
             self.views.taken(req.pool, chosen.name)
         return Decision(chosen.name, claimed)
 
@@ -337,7 +340,7 @@ class Scheduler:
                 self.cache.forget(pod.uid)
                 log.info("binding skipped", extra={"pod": pod.ref, "why": str(e)})
                 return
-            except SchedulerError as e:
+            except (KubeError, SchedulerError) as e:
                 self.metrics.bindings.labels(result="error").inc()
                 self.cache.forget(pod.uid)
                 log.warning("binding failed", extra={"pod": pod.ref, "error": str(e)})
@@ -366,7 +369,7 @@ class Scheduler:
         try:
             await asyncio.to_thread(self.kube.event, obj, reason=reason, message=message,
                                     etype=etype, component=self.settings.name)
-        except SchedulerError as e:
+        except KubeError as e:
             log.warning("could not record event", extra={"pod": pod.ref, "error": str(e)})
 
     async def event_for(self, pod: PodInfo, reason: str, message: str) -> None:

@@ -8,7 +8,10 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 #: Components register their own sub-commands; a component's module is imported only
 #: when its command runs, so operator commands start fast.
@@ -16,9 +19,9 @@ COMPONENTS = (
     ("webhook", "webhooks.cli", "run the admission webhook server"),
     ("scheduler", "scheduler.cli", "run the sticky scheduler (or its extender)"),
     ("agent", "datapath.cli", "run the node agent"),
-    ("demo", "stickyip.demo", "run the local end-to-end demo"),
 )
 _GLOBAL_WITH_VALUE = ("--redis-url", "--log-level")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _command_word(argv: Sequence[str]) -> str | None:
@@ -42,7 +45,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--redis-url", default=None,
                    help="Redis URL (default: $STICKYIP_REDIS_URL; empty: embedded Redis)")
-    p.add_argument("--log-level", default="warning", help="log level (default: warning)")
+    p.add_argument("--log-level", default="warning", type=str.lower, choices=LOG_LEVELS,
+                   help="log level: %(choices)s (default: warning)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     pool = sub.add_parser("pool", help="manage IP pools").add_subparsers(
@@ -202,7 +206,7 @@ async def _pool_list(args: argparse.Namespace) -> int:
                          "blocks": f"{st.blocks_claimed}/{st.blocks_total}"})
     finally:
         await ipam.aclose()
-    from stickyip.output import emit
+    from plumbing.output import emit
 
     emit(rows, ["name", "cidr", "blockSize", "used", "free", "blocks", "nodeSelector"],
          args.output, empty="no pools; create one with 'stickyip pool apply -f pools.yaml'")
@@ -232,7 +236,7 @@ async def _ipam_show(args: argparse.Namespace) -> int:
     finally:
         await ipam.aclose()
     rows.sort(key=lambda r: (r["pool"], r["kind"], r["owner"]))
-    from stickyip.output import emit
+    from plumbing.output import emit
 
     emit(rows, ["owner", "pool", "kind", "address", "node", "epoch", "state", "retain", "pod"],
          args.output)
@@ -246,7 +250,7 @@ async def _ipam_blocks(args: argparse.Namespace) -> int:
         rows = [b.model_dump(mode="json") for n in names for b in await ipam.blocks(n)]
     finally:
         await ipam.aclose()
-    from stickyip.output import emit
+    from plumbing.output import emit
 
     emit(rows, ["pool", "index", "cidr", "node", "used"], args.output)
     return 0
@@ -262,7 +266,7 @@ async def _ipam_history(args: argparse.Namespace) -> int:
 
     rows = [e.model_dump() | {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at))}
             for e in entries]
-    from stickyip.output import emit
+    from plumbing.output import emit
 
     emit(rows, ["when", "op", "owner", "node", "epoch", "actor"], args.output,
          empty=f"no history for {args.address}")
@@ -295,7 +299,7 @@ async def _ipam_check(args: argparse.Namespace) -> int:
         findings = await check_and_repair(ipam, repair=args.repair)
     finally:
         await ipam.aclose()
-    from stickyip.output import emit
+    from plumbing.output import emit
 
     rows = [f.model_dump() for f in findings]
     emit(rows, ["pool", "kind", "detail", "repaired"], args.output,
@@ -304,22 +308,41 @@ async def _ipam_check(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from stickyip import logs
+    from plumbing import logs
 
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
     handler: Handler = args.handler
+    from pydantic import ValidationError
+
     from ipam import IpamError
+    from plumbing.kube.errors import KubeError
 
     try:
         code: int = asyncio.run(handler(args))
-    except IpamError as e:
+    except (IpamError, KubeError) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 1
+    except ValidationError as e:
+        print(f"error: {_invalid_setting(e)}", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+def _invalid_setting(e: ValidationError) -> str:
+    """One line for a settings ValidationError (a flag or a STICKYIP_* variable); the
+    value is shown without credentials (a URL's user:password, a token=...)."""
+    from plumbing.kube.errors import redact
+
+    errors = e.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or e.title
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return redact(f"invalid {where} ({e.title}): {first['msg']}, got "
+                  f"{first.get('input')!r}{more}")
 
 
 if __name__ == "__main__":

@@ -43,15 +43,18 @@ async def run(args: argparse.Namespace) -> int:
     if not settings.cert_file or not settings.key_file:
         raise SystemExit("error: --cert and --key (or STICKYIP_WEBHOOK_CERT_FILE/KEY_FILE) "
                          "are required: the API server only calls webhooks over HTTPS")
+    reader = None
+    if not getattr(args, "no_kube", False):
+        from plumbing.kube.client import KubeSettings
+        from webhooks.kube import from_settings
+
+        reader = from_settings(KubeSettings())  # before the store: a bad config fails fast
     url = args.redis_url if getattr(args, "redis_url", None) is not None \
         else settings.ipam.redis_url
     ipam = await open_ipam(url or None, actor="webhook",
                            embedded_path=settings.ipam.embedded_path or None)
     try:
         try:
-            from webhooks.kube import from_settings
-
-            reader = None if getattr(args, "no_kube", False) else from_settings()
             server = await start(settings, ipam, statefulsets=reader)
         except WebhookError as e:
             raise SystemExit(f"error: {e}") from e

@@ -9,8 +9,9 @@ import logging
 from typing import Any, Protocol
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
+from plumbing.kube import errors
+from plumbing.kube.client import KubeSettings, api_client
 from webhooks.errors import ClusterUnavailable
 
 log = logging.getLogger("stickyip.webhooks.kube")
@@ -26,22 +27,20 @@ class KubeStatefulSets:
     """:class:`StatefulSetReader` over the official (blocking) client, in a thread."""
 
     def __init__(self, api: client.ApiClient, *, timeout: float = 5.0) -> None:
+        # Short: the API server gives the whole admission call 5 s in the manifests.
         self._apps = client.AppsV1Api(api)
         self._timeout = timeout
 
     def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            # Raw JSON (no model round trip): the decision code reads API field names.
-            resp: Any = self._apps.read_namespaced_stateful_set(
-                name, namespace, _preload_content=False, _request_timeout=self._timeout)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise ClusterUnavailable(
-                f"cannot read StatefulSet {namespace}/{name}: HTTP {e.status} {e.reason}") from e
-        except Exception as e:  # urllib3 connection errors and timeouts
-            raise ClusterUnavailable(
-                f"cannot read StatefulSet {namespace}/{name}: {type(e).__name__}: {e}") from e
+            with errors.translated(f"cannot read StatefulSet {namespace}/{name}"):
+                # Raw JSON (no model round trip): the decision code reads API field names.
+                resp: Any = self._apps.read_namespaced_stateful_set(
+                    name, namespace, _preload_content=False, _request_timeout=self._timeout)
+        except errors.NotFound:
+            return None
+        except errors.KubeError as e:
+            raise ClusterUnavailable(str(e)) from e
         data: dict[str, Any] = json.loads(resp.data)
         return data
 
@@ -49,14 +48,14 @@ class KubeStatefulSets:
         return await asyncio.to_thread(self._read, namespace, name)
 
 
-def from_settings() -> KubeStatefulSets | None:
+def from_settings(settings: KubeSettings) -> KubeStatefulSets | None:
     """A reader from the shared Kubernetes settings (STICKYIP_KUBE_HOST, in-cluster
-    credentials, or a kubeconfig); None when none is available."""
-    from stickyip.kube import KubeSettings, api_client
-
+    credentials, or a kubeconfig). None, with a warning, when none is configured at
+    all; a configuration that is given but unusable raises ``ConfigError``."""
     try:
-        return KubeStatefulSets(api_client(KubeSettings()))
-    except Exception as e:  # no kubeconfig and not in a cluster
+        return KubeStatefulSets(api_client(settings))
+    except errors.NoCredentials as e:
         log.warning("no Kubernetes API access: scale-ups through statefulsets/scale are "
-                    "allowed unchecked", extra={"reason": str(e)})
+                    "allowed unchecked (give credentials, or --no-kube to say so)",
+                    extra={"reason": str(e)})
         return None

@@ -1,16 +1,28 @@
-"""Decisions of the mutating Pod webhook: which StatefulSet ordinal a pod is, what
-it asks for, and the JSON patch that pins it to its reservation.
+"""Decisions of the mutating Pod webhook: whether a pod asks for a fixed address
+(read by the sticky contract, ``ipam.contract``), how an IPAM refusal reads to
+the user, and the JSON patch that pins the pod to its reservation.
 
-Pure: the caller looks the reservation up (or creates it) between
-:func:`target_of` and :func:`pin`, and sends the verdict.
+Pure: the caller claims the reservation between :func:`target_of` and
+:func:`pin`, and sends the verdict.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from ipam.contract import (
+    ANN_EPOCH,
+    ANN_IP,
+    ANN_IPS,
+    ANN_NODE,
+    LABEL_FIXED_IP,
+    WRITTEN_ANNOTATIONS,
+    NotEnoughAddresses,
+    PodRequest,
+    opted_in,
+    pod_request,
+)
 from ipam.errors import (
     AddressTaken,
     InvalidAddress,
@@ -20,42 +32,11 @@ from ipam.errors import (
     PoolNotFound,
     ReservationConflict,
 )
-from webhooks.intent import (
-    ANN_EPOCH,
-    ANN_IP,
-    ANN_IPS,
-    ANN_NODE,
-    LABEL_FIXED_IP,
-    WRITTEN,
-    Intent,
-    mapping,
-    opted_in,
-    read_intent,
-)
-from webhooks.review import PatchOp, Verdict, pointer
+from webhooks.review import PatchOp, Verdict, mapping, pointer
 
-LABEL_POD_INDEX = "apps.kubernetes.io/pod-index"
-LABEL_POD_NAME = "statefulset.kubernetes.io/pod-name"
 NODE_FIELD = "metadata.name"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 DEFAULT_SCHEDULER = "default-scheduler"
-
-
-@dataclass(frozen=True, slots=True)
-class PodIdentity:
-    namespace: str
-    statefulset: str
-    ordinal: int
-    pod: str
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """An opted-in StatefulSet pod: whose reservation it needs, and how to create it."""
-
-    identity: PodIdentity
-    intent: Intent
-    address: ipaddress.IPv4Address | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,107 +48,34 @@ class Home:
     epoch: int | None = None
 
 
-def _ordinal(text: Any) -> int | None:
-    if isinstance(text, str) and text.isdigit() and len(text) < 10:
-        return int(text)
-    return None
-
-
-def _suffix_ordinal(name: Any, statefulset: str) -> int | None:
-    if isinstance(name, str) and name.startswith(statefulset + "-"):
-        return _ordinal(name[len(statefulset) + 1:])
-    return None
-
-
-def statefulset_owner(meta: dict[str, Any]) -> str | None:
-    """The name of the StatefulSet controlling this pod (from ownerReferences)."""
-    refs = meta.get("ownerReferences")
-    if not isinstance(refs, list):
-        return None
-    found: list[tuple[bool, str]] = []
-    for ref in refs:
-        if (isinstance(ref, dict) and ref.get("kind") == "StatefulSet"
-                and str(ref.get("apiVersion", "")).startswith("apps/")
-                and isinstance(ref.get("name"), str) and ref["name"]):
-            found.append((ref.get("controller") is True, ref["name"]))
-    if not found:
-        return None
-    found.sort(key=lambda f: not f[0])
-    return found[0][1]
-
-
-def identify(pod: dict[str, Any], *, namespace: str, request_name: str
-             ) -> PodIdentity | str | None:
-    """The StatefulSet ordinal of ``pod``; None when no StatefulSet owns it, or a
-    message when its name, labels and owner disagree."""
-    meta = mapping(pod, "metadata")
-    sts = statefulset_owner(meta)
-    if sts is None:
-        return None
-    labels = mapping(pod, "metadata", "labels")
-    name = meta.get("name") or request_name
-    name = name if isinstance(name, str) else ""
-    candidates: dict[str, int] = {}
-    if (o := _ordinal(labels.get(LABEL_POD_INDEX))) is not None:
-        candidates[f"label {LABEL_POD_INDEX}"] = o
-    if (o := _suffix_ordinal(name, sts)) is not None:
-        candidates["pod name"] = o
-    if (o := _suffix_ordinal(labels.get(LABEL_POD_NAME), sts)) is not None:
-        candidates[f"label {LABEL_POD_NAME}"] = o
-    if not candidates:
-        return (f"cannot tell which ordinal of StatefulSet {sts!r} pod {name or '(unnamed)'!r} "
-                f"is: expected a name '{sts}-N' or label {LABEL_POD_INDEX}")
-    if len(set(candidates.values())) > 1:
-        seen = ", ".join(f"{k} says {v}" for k, v in candidates.items())
-        return f"pod of StatefulSet {sts!r} has inconsistent ordinals ({seen})"
-    ns = namespace or meta.get("namespace") or ""
-    if not isinstance(ns, str) or not ns:
-        return "the admission request names no namespace for the pod"
-    ordinal = next(iter(candidates.values()))
-    return PodIdentity(namespace=ns, statefulset=sts, ordinal=ordinal,
-                       pod=name or f"{sts}-{ordinal}")
-
-
 def target_of(pod: dict[str, Any], *, namespace: str, request_name: str
-              ) -> Target | Verdict:
-    """Step one: a final verdict (not ours, or refused), or what to look up."""
-    labels = mapping(pod, "metadata", "labels")
-    if not opted_in(labels):
+              ) -> PodRequest | Verdict:
+    """Step one: a final verdict (not ours, or refused), or what to claim."""
+    if not opted_in(mapping(pod, "metadata", "labels")):
         return Verdict.allow()
-    who = identify(pod, namespace=namespace, request_name=request_name)
-    if who is None:
+    try:
+        target = pod_request(pod, namespace=namespace, name=request_name)
+    except NotEnoughAddresses as e:
+        return Verdict.refuse(403, str(e))
+    except InvalidRequest as e:  # SlotUnclear, InvalidAnnotations, a name the store refuses
+        return Verdict.refuse(422, str(e))
+    if target is None:
         return Verdict.allow(warnings=[
             f"label {LABEL_FIXED_IP} only gives StatefulSet pods a fixed address; "
             "this pod gets an ordinary one"])
-    if isinstance(who, str):
-        return Verdict.refuse(422, who)
-    reading = read_intent(mapping(pod, "metadata", "annotations"))
-    if reading.intent is None:
-        return Verdict.refuse(422, "; ".join(reading.errors))
-    intent = reading.intent
-    address = None
-    if intent.addresses is not None:
-        if who.ordinal >= len(intent.addresses):
-            n = len(intent.addresses)
-            return Verdict.refuse(
-                403, f"StatefulSet {who.statefulset!r} lists {n} address(es) in {ANN_IPS}; "
-                f"ordinal {who.ordinal} has none: add addresses to the list or scale to "
-                f"{n} replicas")
-        address = intent.addresses[who.ordinal]
-    return Target(identity=who, intent=intent, address=address)
+    return target
 
 
-def refusal(error: IpamError, target: Target) -> Verdict:
+def refusal(error: IpamError, target: PodRequest) -> Verdict:
     """A user-facing refusal for an IPAM error met while claiming."""
-    who = target.identity
-    pod = f"pod {who.namespace}/{who.pod}"
+    pod = f"pod {target.slot.namespace}/{target.slot.pod}"
     if isinstance(error, PoolNotFound):
         return Verdict.refuse(
-            422, f"{pod}: pool {target.intent.pool!r} does not exist; create it with "
+            422, f"{pod}: pool {target.pool!r} does not exist; create it with "
             "'stickyip pool apply -f' or set stickyip.io/pool to an existing pool")
     if isinstance(error, AddressTaken):
         return Verdict.refuse(
-            409, f"{pod}: address {target.address} is held by {error.holder}; choose another "
+            409, f"{pod}: address {target.address} is held by {error.owner}; choose another "
             f"address in {ANN_IPS} or release it with 'stickyip ipam release'")
     if isinstance(error, ReservationConflict):
         return Verdict.refuse(409, f"{pod}: {error}")
@@ -189,7 +97,7 @@ def _annotation_ops(pod: dict[str, Any], want: dict[str, str]) -> list[PatchOp]:
             return []
         return [{"op": "add", "path": pointer("metadata", "annotations"), "value": want}]
     ops: list[PatchOp] = []
-    for key in WRITTEN:
+    for key in WRITTEN_ANNOTATIONS:
         path = pointer("metadata", "annotations", key)
         if key in want:
             if key not in ann:

@@ -25,37 +25,10 @@ Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 _OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
-class GroupVersionKind(TypedDict):
-    group: str
-    version: str
-    kind: str
-
-
-class GroupVersionResource(TypedDict):
-    group: str
-    version: str
-    resource: str
-
-
 class StatusDetails(TypedDict, total=False):
     code: int
     message: str
     reason: str
-
-
-class AdmissionRequestWire(TypedDict):
-    uid: str
-    kind: GroupVersionKind
-    resource: GroupVersionResource
-    operation: str
-    subResource: NotRequired[str]
-    namespace: NotRequired[str]
-    name: NotRequired[str]
-    object: NotRequired[dict[str, Any] | None]
-    oldObject: NotRequired[dict[str, Any] | None]
-    dryRun: NotRequired[bool]
-    userInfo: NotRequired[dict[str, Any]]
-    options: NotRequired[dict[str, Any] | None]
 
 
 class AdmissionResponseWire(TypedDict):
@@ -71,6 +44,15 @@ class AdmissionReviewWire(TypedDict):
     apiVersion: str
     kind: str
     response: AdmissionResponseWire
+
+
+def mapping(obj: Any, *path: str) -> dict[str, Any]:
+    """``obj[path...]`` of Kubernetes JSON when every step is a mapping, else an
+    empty mapping (admission objects may lack any field)."""
+    cur = obj
+    for p in path:
+        cur = cur.get(p) if isinstance(cur, dict) else None
+    return cur if isinstance(cur, dict) else {}
 
 
 class PatchOp(TypedDict):

@@ -23,20 +23,19 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ipam import (
-    AddressTaken,
     InvalidAddress,
     InvalidRequest,
     IpamError,
     PoolNotFound,
     RedisIpam,
-    ReservationConflict,
     ReservationKey,
     StoreUnavailable,
 )
+from ipam.contract import ANN_IP, opted_in, slot_of
+from ipam.preview import preview_claim
 from webhooks import mutation, validation
 from webhooks.config import WebhookSettings
 from webhooks.errors import BadReview, ClusterUnavailable
-from webhooks.intent import mapping, opted_in
 from webhooks.metrics import WebhookMetrics
 from webhooks.review import (
     MAX_BODY,
@@ -46,6 +45,7 @@ from webhooks.review import (
     AdmissionRequest,
     Expected,
     Verdict,
+    mapping,
     parse_review,
     response,
 )
@@ -84,17 +84,17 @@ class Webhook:
                                     request_name=req.name)
         if isinstance(target, Verdict):
             return target
-        who, intent = target.identity, target.intent
-        try:
-            key = ReservationKey.of(who.namespace, who.statefulset, who.ordinal)
-        except InvalidRequest as e:
-            return Verdict.refuse(422, str(e))
+        key, request = target.key, target.request
         try:
             if req.dry_run:
-                home = await self._look(key, target)
+                # dryRun: what a claim would give, read-only
+                seen = await preview_claim(self.ipam, key, pool=target.pool,
+                                           address=target.address)
+                home = mutation.Home(address=str(seen.address) if seen.address else None,
+                                     node=seen.node, epoch=seen.epoch)
             else:
-                res = await self.ipam.claim(key, pool=intent.pool, address=target.address,
-                                            retain=intent.retain, policy=intent.policy)
+                res = await self.ipam.claim(key, pool=target.pool, address=target.address,
+                                            retain=request.retain, policy=request.policy)
                 home = _home(res.address, res.node, res.epoch)
         except StoreUnavailable:
             raise
@@ -107,27 +107,6 @@ class Webhook:
             log.debug("pod pinned", extra={"reservation": str(key), "ip": home.address,
                                            "node": home.node, "dry_run": req.dry_run})
         return mutation.pin(req.object, home, scheduler_name=self.scheduler_name)
-
-    async def _look(self, key: ReservationKey, target: mutation.Target) -> mutation.Home:
-        """dryRun: what a claim would give, read-only."""
-        pool = target.intent.pool
-        found = await self.ipam.lease(pool=pool, owner=key.owner)
-        if found is not None and found.address is not None:
-            if target.address is not None and found.address != target.address:
-                raise ReservationConflict(
-                    f"reservation {key} already holds {found.address}; release it first with "
-                    "'stickyip ipam release' to give it another address")
-            return _home(found.address, found.node, found.epoch)
-        if target.address is None:
-            return mutation.Home(node=found.node if found is not None else None)
-        pc = await self.ipam.pool(pool)
-        if not pc.geo.contains(target.address):
-            raise InvalidAddress(f"{target.address} is outside pool {pool!r} ({pc.geo.network})")
-        holder = await self.ipam.owner_of(target.address)
-        if holder is not None and holder.owner != key.owner:
-            raise AddressTaken(f"{target.address} is held by {holder.owner}",
-                               holder=holder.owner)
-        return mutation.Home(address=str(target.address))
 
     # --------------------------------------------------- /validate-statefulsets
 
@@ -167,7 +146,7 @@ class Webhook:
     async def _facts(self, plan: validation.StatefulSetPlan) -> validation.PoolFacts:
         specs = await self.ipam.pool_specs()
         names = [s.name for s in specs]
-        spec = next((s for s in specs if s.name == plan.intent.pool), None)
+        spec = next((s for s in specs if s.name == plan.request.pool), None)
         if spec is None:
             return validation.PoolFacts(exists=False, pools=names)
         try:
@@ -219,18 +198,16 @@ class Webhook:
             return Verdict.refuse(422, address)
         own: str | None = None
         if opted_in(mapping(req.object, "metadata", "labels")):
-            who = mutation.identify(req.object, namespace=req.namespace,
-                                    request_name=req.name)
-            if isinstance(who, mutation.PodIdentity):
-                with contextlib.suppress(InvalidRequest):
-                    own = ReservationKey.of(who.namespace, who.statefulset, who.ordinal).owner
+            with contextlib.suppress(InvalidRequest):
+                slot = slot_of(req.object, namespace=req.namespace, name=req.name)
+                own = slot.key.owner if slot is not None else None
         try:
             lease = await self.ipam.owner_of(address)
         except InvalidAddress:
             return Verdict.refuse(422, f"address {address} is not inside any pool; remove the "
-                                  "stickyip.io/ip annotation (stickyip writes it)")
+                                  f"{ANN_IP} annotation (stickyip writes it)")
         return validation.judge_pod_address(
-            address, holder=lease.owner if lease is not None else None, own=own)
+            address, owner=lease.owner if lease is not None else None, own=own)
 
 
 def _home(address: object, node: str | None, epoch: int) -> mutation.Home:

@@ -12,20 +12,22 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from ipam.ranges import PoolGeometry
-from webhooks.intent import (
+from ipam.contract import (
     ANN_IP,
     ANN_IPS,
     ANN_POOL,
     LABEL_FIXED_IP,
-    USER,
-    Intent,
-    label_error,
-    mapping,
+    USER_ANNOTATIONS,
+    InvalidAnnotations,
+    OwnerKey,
+    StickyRequest,
+    label_problem,
     opted_in,
-    read_intent,
+    read_request,
+    sticky_owner,
 )
-from webhooks.review import AdmissionRequest, Verdict
+from ipam.ranges import PoolGeometry
+from webhooks.review import AdmissionRequest, Verdict, mapping
 
 MAX_LISTED_PROBLEMS = 3
 
@@ -37,18 +39,19 @@ class StatefulSetPlan:
     namespace: str
     name: str
     replicas: int
-    intent: Intent
+    request: StickyRequest
     warnings: tuple[str, ...] = ()
 
-    def owner(self, ordinal: int) -> str:
-        return f"sts/{self.namespace}/{self.name}/{ordinal}"
+    def owner(self, ordinal: int) -> OwnerKey:
+        return sticky_owner(self.namespace, self.name, ordinal)
 
     def reservation(self, ordinal: int) -> str:
         return f"{self.namespace}/{self.name}/{ordinal}"
 
     def explicit(self) -> tuple[ipaddress.IPv4Address, ...]:
         """The listed addresses of the ordinals that exist now."""
-        return self.intent.addresses[: self.replicas] if self.intent.addresses else ()
+        addresses = self.request.addresses
+        return addresses[: self.replicas] if addresses else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +99,10 @@ def read_statefulset(req: AdmissionRequest) -> StatefulSetPlan | Verdict:
     """Syntax, replicas against the listed addresses, and what may change on UPDATE."""
     obj = req.object
     labels, annotations = _template(obj)
-    if (err := label_error(labels)) is not None:
+    if (err := label_problem(labels)) is not None:
         return Verdict.refuse(422, f"pod template {err}")
     if not opted_in(labels):
-        if any(k in annotations for k in USER):
+        if any(k in annotations for k in USER_ANNOTATIONS):
             return Verdict.allow(warnings=[
                 f'stickyip.io/* annotations do nothing without template label '
                 f'{LABEL_FIXED_IP}: "true"'])
@@ -110,37 +113,45 @@ def read_statefulset(req: AdmissionRequest) -> StatefulSetPlan | Verdict:
     name = name if isinstance(name, str) else ""
     namespace = namespace if isinstance(namespace, str) else ""
     what = f"StatefulSet {namespace}/{name}" if name else "StatefulSet"
-    reading = read_intent(annotations)
-    if reading.intent is None:
-        return Verdict.refuse(422, f"{what}: " + "; ".join(reading.errors))
-    intent = reading.intent
+    try:
+        request = read_request(annotations)
+    except InvalidAnnotations as e:
+        return Verdict.refuse(422, f"{what}: {e}")
     replicas = _replicas(mapping(obj, "spec"))
     if isinstance(replicas, str):
         return Verdict.refuse(422, f"{what}: {replicas}")
-    if intent.addresses is not None and len(intent.addresses) < replicas:
-        n = len(intent.addresses)
+    if request.addresses is not None and len(request.addresses) < replicas:
+        n = len(request.addresses)
         return Verdict.refuse(
             403, f"{what} asks for {replicas} replicas but {ANN_IPS} lists only {n} "
             f"address(es): add {replicas - n} address(es) to {ANN_IPS} or set replicas to {n}")
     if req.operation == "UPDATE" and req.old_object is not None:
         old_labels, old_annotations = _template(req.old_object)
-        old = read_intent(old_annotations).intent if opted_in(old_labels) else None
+        old = _old_request(old_annotations) if opted_in(old_labels) else None
         if old is not None:
             how = (f"there is no re-IP workflow yet: delete the StatefulSet, release its "
                    f"reservations with 'stickyip ipam release {namespace}/{name}/ORDINAL', "
                    "and re-create it")
-            if old.pool != intent.pool:
+            if old.pool != request.pool:
                 return Verdict.refuse(
                     409, f"{what}: {ANN_POOL} cannot change from {old.pool!r} to "
-                    f"{intent.pool!r} while it exists; {how}")
-            before, after = old.addresses, intent.addresses
+                    f"{request.pool!r} while it exists; {how}")
+            before, after = old.addresses, request.addresses
             if before != after and (before is None or after is None
                                     or not (_is_prefix(before, after)
                                             or _is_prefix(after, before))):
                 return Verdict.refuse(
                     409, f"{what}: {ANN_IPS} can only grow or shrink at its end (addresses "
                     f"of existing ordinals cannot change); {how}")
-    return StatefulSetPlan(namespace=namespace, name=name, replicas=replicas, intent=intent)
+    return StatefulSetPlan(namespace=namespace, name=name, replicas=replicas, request=request)
+
+
+def _old_request(annotations: dict[str, Any]) -> StickyRequest | None:
+    """The request before an UPDATE (None when it was malformed: nothing to keep)."""
+    try:
+        return read_request(annotations)
+    except InvalidAnnotations:
+        return None
 
 
 def scale_up(req: AdmissionRequest) -> int | Verdict:
@@ -168,7 +179,7 @@ def judge_statefulset(plan: StatefulSetPlan, facts: PoolFacts) -> Verdict:
     """Is the plan possible: pool exists, listed addresses usable and free (or ours),
     and enough free addresses for the ordinals that have none yet."""
     what = f"StatefulSet {plan.namespace}/{plan.name}" if plan.name else "StatefulSet"
-    pool = plan.intent.pool
+    pool = plan.request.pool
     if not facts.exists or facts.geometry is None:
         known = ", ".join(facts.pools[:8]) or "none yet"
         return Verdict.refuse(
@@ -184,7 +195,7 @@ def judge_statefulset(plan: StatefulSetPlan, facts: PoolFacts) -> Verdict:
                              f"{held.pool!r} ({held.address or 'no address'}): release it with "
                              f"'stickyip ipam release {plan.reservation(i)}' or keep "
                              f"{ANN_POOL}: {held.pool}"))
-    for i, addr in enumerate(plan.intent.addresses or ()):
+    for i, addr in enumerate(plan.request.addresses or ()):
         if not geo.contains(addr):
             problems.append((422, f"{ANN_IPS}: {addr} (ordinal {i}) is outside pool {pool!r} "
                              f"({geo.network}); list addresses of that pool"))
@@ -205,7 +216,7 @@ def judge_statefulset(plan: StatefulSetPlan, facts: PoolFacts) -> Verdict:
         if owner is not None and owner != plan.owner(i):
             problems.append((409, f"{ANN_IPS}: {addr} (ordinal {i}) is held by {owner}; choose "
                              "a free address or release it with 'stickyip ipam release'"))
-    if not problems and plan.intent.addresses is None:
+    if not problems and plan.request.addresses is None:
         have = sum(1 for i, h in facts.held.items()
                    if i < plan.replicas and h.pool == pool and h.address)
         need = plan.replicas - have
@@ -238,14 +249,14 @@ def requested_address(pod: dict[str, Any]) -> ipaddress.IPv4Address | str | None
     return addr
 
 
-def judge_pod_address(address: ipaddress.IPv4Address, *, holder: str | None,
+def judge_pod_address(address: ipaddress.IPv4Address, *, owner: str | None,
                       own: str | None) -> Verdict:
     """A pod naming ``address`` is refused when another owner holds it.
 
-    ``holder``: the owner key holding the address (None: free); ``own``: the
+    ``owner``: the owner key holding the address (None: free); ``own``: the
     owner key of this pod's own reservation (None: not a StatefulSet pod)."""
-    if holder is None or holder == own:
+    if owner is None or owner == own:
         return Verdict.allow()
     return Verdict.refuse(
-        409, f"address {address} ({ANN_IP}) is held by {holder}; remove the annotation "
+        409, f"address {address} ({ANN_IP}) is held by {owner}; remove the annotation "
         "(stickyip writes it) or release that address with 'stickyip ipam release'")

@@ -96,17 +96,3 @@ async def test_without_root_the_cli_plays_the_control_plane_and_says_why(
         "only (not running as root" in out
     assert os.listdir(tmp_path) == [], "the demo's temporary directory is removed"
 
-
-async def test_stickyip_demo_outside_a_checkout_says_so(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        tmp_path: Path) -> None:
-    import argparse
-
-    from stickyip import demo as shim
-
-    monkeypatch.setattr(shim, "CHECKOUT", tmp_path)
-    parser = argparse.ArgumentParser()
-    shim.add_parser(parser.add_subparsers(dest="command"), "demo")
-    args = parser.parse_args(["demo"])
-    assert await args.handler(args) == 2
-    assert "runs from a source checkout" in capsys.readouterr().err

@@ -86,7 +86,7 @@ async def test_explicit_address_conflicts(ipam: RedisIpam, pool_a: PoolSpec) -> 
     await ipam.claim(K0, pool="pool-a", address="10.20.0.40")
     with pytest.raises(AddressTaken, match="sts/prod/db/0") as e:
         await ipam.claim(K1, pool="pool-a", address="10.20.0.40")
-    assert e.value.holder == "sts/prod/db/0"
+    assert e.value.owner == "sts/prod/db/0"
     with pytest.raises(ReservationConflict, match=r"already holds 10\.20\.0\.40"):
         await ipam.claim(K0, pool="pool-a", address="10.20.0.41")
     with pytest.raises(InvalidAddress, match="excluded"):

@@ -8,17 +8,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
 from ipam import PoolSpec, RedisIpam
 from kubestandin import KubeStandIn, objects
+from plumbing.kube.client import KubeSettings, api_client
+from plumbing.kube.watch import LoopSink
 from scheduler.app import SchedulerApp
-from scheduler.cache import ClusterCache, Informer
+from scheduler.cache import ClusterCache
 from scheduler.config import SchedulerSettings
-from scheduler.kubeapi import Gone, KubeApi
+from scheduler.kubeapi import KubeApi
 from scheduler.objects import node_from_json
-from stickyip.kube import KubeSettings, api_client
+from tests.support.clock import SkewClock
 
 SCHED = "stickyip-scheduler"
 FAST = {
@@ -33,10 +34,17 @@ def settings(identity: str = "sched-0", **kw: Any) -> SchedulerSettings:
 
 
 @asynccontextmanager
-async def replica(api: KubeStandIn, redis_url: str, **kw: Any) -> AsyncIterator[SchedulerApp]:
-    ipam = RedisIpam(aioredis.Redis.from_url(redis_url), actor="scheduler-test")
+async def replica(api: KubeStandIn, redis_url: str, *, clock: SkewClock | None = None,
+                  **kw: Any) -> AsyncIterator[SchedulerApp]:
+    """A scheduler replica; with ``clock``, its failover and GC controllers and its
+    IPAM read that clock (tests move time forward instead of sleeping)."""
+    ipam = RedisIpam(aioredis.Redis.from_url(redis_url), actor="scheduler-test",
+                     **({"clock": clock} if clock is not None else {}))
     kube = KubeApi(api_client(KubeSettings(kube_host=api.url)))
     app = SchedulerApp(settings(**kw), kube, ipam)
+    if clock is not None:
+        app.failover.clock = clock
+        app.gc.clock = clock
     await app.start()
     try:
         await app.wait_synced()
@@ -102,7 +110,7 @@ async def test_cache_follows_creates_updates_and_deletes(redis_url: str, ipam: R
         assert "node-1" in app.cache.not_ready_since
 
 
-async def test_stale_watch_gets_410_and_the_informer_lists_again(
+async def test_stale_watch_gets_410_and_the_cache_is_listed_again(
         redis_url: str, ipam: RedisIpam, pool_a: PoolSpec) -> None:
     async with standin(1) as api:
         kube = KubeApi(api_client(KubeSettings(kube_host=api.url)))
@@ -111,23 +119,18 @@ async def test_stale_watch_gets_410_and_the_informer_lists_again(
         await api.delete("v1", "Node", "node-0")
         api.compact()
 
-        def drain() -> None:
-            for _ in kube.watch("nodes", rv, timeout=1):
-                pass
-        with pytest.raises(Gone):
-            await asyncio.to_thread(drain)
-
         cache = ClusterCache()
         cache.upsert_node(node_from_json(objects.node("node-0")))  # what it knew at ``rv``
-        inf = Informer(kube, "nodes", cache, loop=asyncio.get_running_loop(), watch_timeout=1)
-        inf.resume_from = rv
-        thread = asyncio.get_running_loop().run_in_executor(None, inf.run)
+        loop = asyncio.get_running_loop()
+        reflector = kube.reflector("nodes", LoopSink(loop, cache.sink("nodes")),
+                                   watch_timeout=1, resource_version=rv)
+        thread = reflector.start()
         try:
             await api.wait_for(lambda _: set(cache.nodes) == {"node-9"}, timeout=10)
-            assert inf.relists == 1
+            assert reflector.lists == 1 and cache.is_synced("nodes")
             await api.create(objects.node("node-10"))  # and it watches again afterwards
             await api.wait_for(lambda _: "node-10" in cache.nodes, timeout=10)
         finally:
-            inf.stop()
-            kube.close_watches()
-            await thread
+            reflector.stop()
+            await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive()

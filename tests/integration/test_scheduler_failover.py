@@ -4,9 +4,6 @@ NotReady node whose agent still beats keeps everything."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from ipam import PoolSpec, RedisIpam, ReservationKey
 from kubestandin import KubeStandIn, objects
 from tests.integration.test_scheduler_cache import (
@@ -17,6 +14,7 @@ from tests.integration.test_scheduler_cache import (
     sts,
     wait_bound,
 )
+from tests.support.clock import SkewClock
 
 
 def has_ip(p: dict[str, object]) -> bool:
@@ -91,35 +89,33 @@ async def test_wait_pods_stay_pending_with_an_event_until_the_node_returns(
 
 async def test_not_ready_but_alive_node_keeps_everything(
         redis_url: str, ipam: RedisIpam, pool_a: PoolSpec) -> None:
-    async with standin(3) as api, replica(api, redis_url) as app:
+    clock = SkewClock()
+    ipam.clock = clock  # the agent's heartbeats are stamped with the same clock
+    async with standin(3) as api, replica(api, redis_url, clock=clock,
+                                          failover_period=3600.0) as app:
         await api.create(sts("slow", 2))
         pods = await wait_bound(api, "slow", 2, check=has_ip)
         before = placement(pods)
         node, _ = before["slow-0"]
         uid = pods["slow-0"]["metadata"]["uid"]
 
-        async def beat() -> None:
-            while True:
-                await ipam.heartbeat(node)
-                await asyncio.sleep(0.1)
-        beating = asyncio.create_task(beat())
-        try:
-            await api.set_node_ready(node, False)
-            await asyncio.sleep(app.settings.node_grace + 1.5)  # well past the grace
-            report = await app.failover.run_once()
-            assert node in report.slow and "heartbeat is fresh" in report.slow[node]
-            assert not report.gone
-            pods = await pods_of(api, "slow")
-            assert placement(pods) == before
-            assert pods["slow-0"]["metadata"]["uid"] == uid
-            res = await ipam.reservation(ReservationKey.parse("default/slow/0"), pool="pool-a")
-            assert res is not None and res.node == node and res.epoch == 1
-            assert (await ipam.node_health(node)).fenced_at == 0
-        finally:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+        await api.set_node_ready(node, False)
+        clock.advance(app.settings.node_grace + 1.5)  # well past the grace...
+        await ipam.heartbeat(node)  # ...but its agent still beats
+        report = await app.failover.run_once()
+        assert node in report.slow and "heartbeat is fresh" in report.slow[node]
+        assert not report.gone
+        pods = await pods_of(api, "slow")
+        assert placement(pods) == before
+        assert pods["slow-0"]["metadata"]["uid"] == uid
+        res = await ipam.reservation(ReservationKey.parse("default/slow/0"), pool="pool-a")
+        assert res is not None and res.node == node and res.epoch == 1
+        assert (await ipam.node_health(node)).fenced_at == 0
+
         # The same node, once its heartbeat expires too, is confirmed gone and drained.
+        clock.advance(app.settings.heartbeat_ttl + 1.0)
+        report = await app.failover.run_once()
+        assert node in report.gone
         pods = await wait_bound(api, "slow", 2, within=20, check=lambda p: has_ip(p) and (
             p["metadata"]["name"] != "slow-0" or p["metadata"]["uid"] != uid))
         assert placement(pods)["slow-0"][0] != node

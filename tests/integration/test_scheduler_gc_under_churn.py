@@ -11,11 +11,21 @@ from ipam import OwnerKey, PoolSpec, RedisIpam, ReservationKey, ephemeral_owner
 from kubestandin import objects
 from scheduler.gc import GcAction, GcOp
 from tests.integration.test_scheduler_cache import replica, standin, sts, wait_bound
+from tests.support.clock import SkewClock
+
+GRACE = 60.0
 
 
 async def test_gc_leaves_live_owners_alone_under_churn(
         redis_url: str, ipam: RedisIpam, pool_a: PoolSpec) -> None:
-    async with standin(2) as api, replica(api, redis_url, gc_grace=0.3) as app:
+    # GC, the scheduler's IPAM and this test's IPAM share one clock that the test
+    # moves: each round ages the leases of earlier rounds by half the grace, so
+    # leaks become due while new pods keep coming, with no sleep that must outlast
+    # a grace.
+    clock = SkewClock()
+    ipam.clock = clock
+    async with standin(2) as api, replica(api, redis_url, clock=clock,
+                                          gc_grace=GRACE) as app:
         await api.create(sts("live", 2))
         await wait_bound(api, "live", 2)
 
@@ -43,7 +53,8 @@ async def test_gc_leaves_live_owners_alone_under_churn(
                 for name in doomed.values():
                     if name.startswith(f"churn-{round_}-"):
                         await api.delete("v1", "Pod", name)
-                await asyncio.sleep(0.1)
+                clock.advance(GRACE / 2)
+                await asyncio.sleep(0)  # let a GC pass run between rounds
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
@@ -51,6 +62,7 @@ async def test_gc_leaves_live_owners_alone_under_churn(
 
         released = {a.owner for a in actions if a.op is GcOp.RELEASE}
         assert not released & set(keepers), "GC freed the address of a live pod"
+        assert released & set(doomed), "no leak was freed while pods churned"
         for owner in keepers:
             assert await ipam.lease(pool="pool-a", owner=owner) is not None
         for o in (0, 1):
@@ -60,7 +72,7 @@ async def test_gc_leaves_live_owners_alone_under_churn(
 
         # Every leak goes once its pod has been gone longer than the grace.
         await app.gc.run_once()
-        await asyncio.sleep(0.4)
+        clock.advance(GRACE + 1.0)
         await app.gc.run_once()
         for owner in doomed:
             assert await ipam.lease(pool="pool-a", owner=owner) is None, owner

@@ -8,10 +8,10 @@ from collections import Counter
 
 from ipam import PoolSpec, RedisIpam
 from kubestandin import KubeStandIn, objects
+from plumbing.kube.client import KubeSettings, api_client
 from scheduler.app import SchedulerApp
 from scheduler.kubeapi import KubeApi
 from scheduler.leader import LeaderElector
-from stickyip.kube import KubeSettings, api_client
 from tests.integration.test_scheduler_cache import SCHED, replica, standin, sts, wait_bound
 
 
@@ -30,7 +30,10 @@ async def test_two_replicas_never_bind_a_pod_twice(redis_url: str, ipam: RedisIp
     async with standin(3) as api, replica(api, redis_url, identity="sched-a") as a:
         await api.wait_for(lambda _: a.is_leader(), timeout=5)
         async with replica(api, redis_url, identity="sched-b") as b:
-            await asyncio.sleep(0.5)
+            # b has read the Lease and found it held by a (and so stays a standby)
+            assert b.leader is not None
+            await api.wait_for(lambda _: (b.leader._observed or ("",))[0] == "sched-a",
+                               timeout=10)
             assert a.is_leader() and not b.is_leader()
             await api.create(sts("pair", 4))
             for i in range(4):

@@ -11,7 +11,7 @@ from pathlib import Path
 from kubernetes import client
 
 from kubestandin import objects
-from stickyip.kube import KubeSettings, api_client
+from plumbing.kube.client import KubeSettings, api_client
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from kubernetes import client
 from kubestandin import KubeStandIn, KubeStandInThread, objects
 from kubestandin.errors import BadRequest
 from kubestandin.selectors import parse_label_selector
-from stickyip.kube import KubeSettings, api_client
+from plumbing.kube.client import KubeSettings, api_client
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client, watch
 
 from kubestandin import KubeStandInThread, objects
-from stickyip.kube import KubeSettings, api_client
+from plumbing.kube.client import KubeSettings, api_client
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from kubernetes import client
 
 from kubestandin import KubeStandIn, WebhookTarget, objects
 from kubestandin.errors import StandInError
-from stickyip.kube import KubeSettings, api_client
+from plumbing.kube.client import KubeSettings, api_client
 
 
 class Webhook:

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from ipam import PoolSpec, RedisIpam
-from webhooks.testing import Certs, Client, der, live_webhook, review, statefulset, statefulset_pod
+from tests.support.admission import (
+    Certs,
+    Client,
+    der,
+    live_webhook,
+    review,
+    statefulset,
+    statefulset_pod,
+)
 
 
 class Conn:
@@ -134,7 +142,16 @@ async def test_tls_below_1_2_is_refused(ipam: RedisIpam, tmp_path: Path) -> None
             await served_cert(server.port, ctx)
 
 
-def test_certs_helper_writes_a_loadable_pair(tmp_path: Path) -> None:
+def test_certs_helper_writes_a_matching_pair(tmp_path: Path) -> None:
+    """The helper the reload tests rely on: the pair on disk loads, and a pair whose
+    key belongs to another certificate does not (so a reload of one is refused)."""
     certs = Certs(str(tmp_path))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(certs.cert_file, certs.key_file)
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certs.cert_file, certs.key_file)
+    other = certs.issue()
+    certs.install(other, cert=False)  # a key that matches no certificate on disk
+    with pytest.raises(ssl.SSLError):
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certs.cert_file,
+                                                                certs.key_file)
+    certs.install(other, key=False)
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certs.cert_file, certs.key_file)
+    assert certs.rotate() != der(other)

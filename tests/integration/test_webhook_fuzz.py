@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipam import PoolSpec, check_and_repair, open_ipam
+from tests.support.admission import Certs, review, statefulset, statefulset_pod
 from tests.support.redis_server import RedisServer
 from webhooks.config import WebhookSettings
 from webhooks.server import start
-from webhooks.testing import Certs, review, statefulset, statefulset_pod
 
 ENDPOINTS = ("/mutate-pods", "/validate-statefulsets", "/validate-pods")
 FUZZ = settings(max_examples=250, deadline=None, database=None,

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 
 from ipam import PoolSpec, RedisIpam, ReservationKey, ephemeral_owner
-from webhooks.testing import (
+from tests.support.admission import (
     Client,
     decoded_patch,
     live_webhook,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ipam import PoolSpec, RedisIpam, ReservationKey
-from webhooks.testing import Client, live_webhook, review, statefulset, statefulset_pod
+from tests.support.admission import Client, live_webhook, review, statefulset, statefulset_pod
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from ipam import PoolSpec, RedisIpam, ReservationKey, check_and_repair, open_ipam
-from tests.support.redis_server import RedisServer, free_port
-from webhooks.testing import (
+from tests.support.admission import (
     Certs,
     Client,
     decoded_patch,
@@ -27,6 +26,7 @@ from webhooks.testing import (
     statefulset,
     statefulset_pod,
 )
+from tests.support.redis_server import RedisServer, free_port
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import pytest
 
 from ipam import PoolSpec, RedisIpam, ReservationKey, ephemeral_owner
 from kubestandin import KubeStandIn, WebhookTarget, objects
-from stickyip.kube import KubeSettings, api_client
+from plumbing.kube.client import KubeSettings, api_client
+from tests.support.admission import Client, live_webhook, scale_review
 from tests.support.redis_server import free_port
 from webhooks.kube import KubeStatefulSets
-from webhooks.testing import Client, live_webhook, scale_review
 
 OPT_IN = {"app": "db", "stickyip.io/fixed-ip": "true"}
 

@@ -12,7 +12,7 @@ from datapath.errors import TryAgain
 from datapath.podinfo import kube_pod_lookup
 from ipam import PoolSpec, RedisIpam, ReservationKey
 from kubestandin import KubeStandIn
-from stickyip.kube import KubeSettings
+from plumbing.kube.client import KubeSettings
 
 
 def _pod(name: str, labels: dict[str, str], owner: str | None) -> dict[str, Any]:

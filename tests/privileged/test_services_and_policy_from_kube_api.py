@@ -19,7 +19,7 @@ from datapath.features_loader import FeaturePrograms
 from datapath.policy import PolicyManager
 from datapath.services import ServiceManager
 from kubestandin import KubeStandInThread, objects
-from stickyip.kube import KubeSettings, api_client
+from plumbing.kube.client import KubeSettings, api_client
 from tests.privileged.features_net import DROPPED, Topology
 
 pytestmark = [pytest.mark.privileged,

@@ -9,7 +9,8 @@ import logging
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["ipam", "scheduler", "webhooks", "datapath", "stickyip", "kubestandin", "demo"]
+PACKAGES = ["ipam", "plumbing", "scheduler", "webhooks", "datapath", "stickyip", "kubestandin",
+            "demo"]
 RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 

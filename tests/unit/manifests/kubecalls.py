@@ -15,7 +15,8 @@ Two kinds of call are recognised:
   ``/apis/...`` through f-strings, ``+``, conditional expressions, module dicts
   (``PATHS[kind]``), same-module helper functions and method wrappers such as
   ``def get(self, path): return self._call("GET", path)``. A request with
-  ``stream=True`` or a ``watch`` query is a watch.
+  ``stream=True`` or a ``watch`` query is a watch. ``Reflector(rest, path, ...)``
+  (plumbing's list+watch) is a list and a watch of ``path``.
 
 Each call can resolve to several candidate requests (a path helper with an
 ``if name`` branch, a method name that several API groups define); a call is
@@ -277,6 +278,7 @@ def scan_source(path: Path, text: str) -> list[Call]:
         # Raw REST: ("METHOD", path) or a wrapper(path).
         method: str | None = None
         path_expr: ast.expr | None = None
+        reflects = False
         if len(node.args) >= 2 and isinstance(node.args[0], ast.Constant) and (
                 node.args[0].value in HTTP_METHODS):
             method, path_expr = str(node.args[0].value), node.args[1]
@@ -285,6 +287,9 @@ def scan_source(path: Path, text: str) -> list[Call]:
                 node.func.id if isinstance(node.func, ast.Name) else "")
             if fname in wrappers and node.args:
                 method, path_expr = wrappers[fname], node.args[0]
+            elif fname == "Reflector" and len(node.args) >= 2:
+                # plumbing.kube.watch.Reflector(rest, path, sink): lists, then watches.
+                method, path_expr, reflects = "GET", node.args[1], True
         if method is None or path_expr is None:
             continue
         watch = _is_watch(node)
@@ -295,11 +300,13 @@ def scan_source(path: Path, text: str) -> list[Call]:
             groups = [_strings(v, mod, scope) for v in mod.dicts[path_expr.value.id]]
         else:
             groups = [_strings(path_expr, mod, scope)]
-        for paths in groups:
+        for paths, as_watch in itertools.product(groups, (False, True) if reflects
+                                                  else (watch,)):
             paths = {p for p in paths if p.startswith("/api")}
-            c = Call(where, f"{method} {' | '.join(sorted(paths))}")
+            c = Call(where, f"{method} {' | '.join(sorted(paths))}"
+                     + (" (watch)" if reflects and as_watch else ""))
             for p in paths:
-                r = request_for(method, p, watch=watch)
+                r = request_for(method, p, watch=as_watch)
                 if r is not None:
                     c.candidates.add(r)
             if c.candidates:

@@ -545,7 +545,7 @@ def test_command_lines_parse_with_the_real_cli(install: tuple[str, Objs]) -> Non
 
 def test_environment_variables_name_real_settings(install: tuple[str, Objs]) -> None:
     classes = []
-    for module, name in (("ipam.config", "IpamSettings"), ("stickyip.kube", "KubeSettings"),
+    for module, name in (("ipam.config", "IpamSettings"), ("plumbing.kube.client", "KubeSettings"),
                          ("webhooks.config", "WebhookSettings"),
                          ("scheduler.config", "SchedulerSettings"),
                          ("datapath.config", "AgentSettings"),
@@ -589,7 +589,7 @@ def test_no_injected_service_variable_reads_like_a_setting(install: tuple[str, O
     reads = {"webhook": ("webhooks.config", "WebhookSettings"),
              "scheduler": ("scheduler.config", "SchedulerSettings"),
              "agent": ("datapath.config", "AgentSettings")}
-    common = [("ipam.config", "IpamSettings"), ("stickyip.kube", "KubeSettings")]
+    common = [("ipam.config", "IpamSettings"), ("plumbing.kube.client", "KubeSettings")]
 
     def settings_of(command: str) -> set[str]:
         out = set()

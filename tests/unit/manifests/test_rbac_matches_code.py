@@ -75,6 +75,9 @@ class Agent:
         self.core.read_namespaced_pod("p", "ns")
         client.AppsV1Api(None).list_stateful_set_for_all_namespaces()
         self.policy.delete_namespace("ns")  # not an API object: not a request
+
+def informer(rest, sink):
+    return Reflector(rest, "/api/v1/configmaps", sink, name="configmaps")
 '''
 
 
@@ -84,7 +87,8 @@ def test_the_checker_maps_calls_to_requests() -> None:
     assert {("watch", "", "nodes"), ("watch", "", "secrets"), ("get", "coordination.k8s.io",
             "leases"), ("create", "", "pods/eviction"), ("create", "", "pods/binding"),
             ("patch", "", "nodes"), ("watch", "", "pods"), ("get", "", "pods"),
-            ("list", "apps", "statefulsets")} <= seen
+            ("list", "apps", "statefulsets"), ("list", "", "configmaps"),
+            ("watch", "", "configmaps")} <= seen
     assert ("delete", "", "namespaces") not in seen
 
 

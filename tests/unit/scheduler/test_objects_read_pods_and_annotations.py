@@ -44,19 +44,20 @@ def test_sticky_request_from_annotations() -> None:
     assert req is not None
     assert str(req.key) == "prod/db/1" and req.pool == "prod-a"
     assert req.address == ipaddress.IPv4Address("10.20.0.11")
-    assert req.retain == 86400 and req.policy is NodeFailurePolicy.WAIT
+    assert req.request.retain == 86400 and req.request.policy is NodeFailurePolicy.WAIT
 
 
 def test_defaults_and_non_opted_in_pods() -> None:
     req = sticky_request(pod("db-0", sts="db", fixed=True))
     assert req is not None and req.pool == "default" and req.address is None
-    assert req.retain is None and req.policy is NodeFailurePolicy.MIGRATE
+    # not given: a new reservation defaults to migrate, a recorded one keeps its own
+    assert req.request.retain is None and req.request.policy is None
     assert sticky_request(pod("db-0", sts="db")) is None
     assert sticky_request(pod("lonely", fixed=True)) is None
 
 
 @pytest.mark.parametrize(("ann", "needle"), [
-    ({"stickyip.io/ips": "10.0.0.1"}, "at least 4"),
+    ({"stickyip.io/ips": "10.0.0.1"}, "ordinal 3 has none"),
     ({"stickyip.io/ips": "10.0.0.x"}, "invalid"),
     ({"stickyip.io/retain": "soon"}, "retain"),
     ({"stickyip.io/node-failure": "panic"}, "migrate"),

@@ -1,4 +1,5 @@
-"""The mutating decision: which ordinal a pod is, and the patch that pins it home."""
+"""The mutating decision: what a pod asks for, and the patch that pins it home
+(which ordinal a pod is: tests/unit/ipam/test_sticky_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from webhooks import mutation
-from webhooks.mutation import Home, Target, identify, pin, target_of
+from ipam.contract import PodRequest
+from tests.support.admission import statefulset, statefulset_pod
+from webhooks.mutation import Home, pin, target_of
 from webhooks.review import Verdict
-from webhooks.testing import statefulset, statefulset_pod
 
 HOME = Home(address="10.20.0.11", node="node-3", epoch=2)
 REQ = {"key": "metadata.name", "operator": "In", "values": ["node-3"]}
@@ -33,26 +34,6 @@ def terms(pod: dict[str, Any]) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = na["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"]
     return result
-
-
-def test_identity_from_owner_name_and_labels() -> None:
-    who = identify(pod_of(2), namespace="prod", request_name="web-2")
-    assert who == mutation.PodIdentity(namespace="prod", statefulset="web", ordinal=2,
-                                       pod="web-2")
-
-
-def test_request_namespace_wins_over_metadata() -> None:
-    pod = pod_of(0)
-    del pod["metadata"]["namespace"]
-    who = identify(pod, namespace="other", request_name="")
-    assert isinstance(who, mutation.PodIdentity) and who.namespace == "other"
-
-
-def test_ordinal_from_label_when_name_not_yet_set() -> None:
-    pod = pod_of(4)
-    del pod["metadata"]["name"]
-    who = identify(pod, namespace="prod", request_name="")
-    assert isinstance(who, mutation.PodIdentity) and who.ordinal == 4
 
 
 def test_inconsistent_ordinals_are_refused() -> None:
@@ -83,10 +64,10 @@ def test_explicit_address_for_ordinal() -> None:
                                  "stickyip.io/pool": "pool-a", "stickyip.io/retain": "24h",
                                  "stickyip.io/node-failure": "wait"})
     t = target_of(pod, namespace="prod", request_name="web-1")
-    assert isinstance(t, Target)
+    assert isinstance(t, PodRequest)
     assert t.address == ipaddress.IPv4Address("10.20.0.11")
-    assert t.intent.pool == "pool-a" and t.intent.retain == 86400.0
-    assert t.intent.policy is not None and t.intent.policy.value == "wait"
+    assert t.request.pool == "pool-a" and t.request.retain == 86400.0
+    assert t.request.policy is not None and t.request.policy.value == "wait"
 
 
 def test_ordinal_beyond_address_list_is_refused_with_fix() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.admission import review, statefulset, statefulset_pod
 from webhooks.errors import BadReview
 from webhooks.review import MAX_BODY, POD, STATEFULSET, Verdict, parse_review, response
-from webhooks.testing import review, statefulset, statefulset_pod
 
 
 def body(doc: Any) -> bytes:

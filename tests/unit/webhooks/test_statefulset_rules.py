@@ -7,8 +7,8 @@ import ipaddress
 from typing import Any
 
 from ipam.ranges import geometry
+from tests.support.admission import statefulset
 from webhooks.review import AdmissionRequest, Verdict
-from webhooks.testing import statefulset
 from webhooks.validation import (
     Held,
     PoolFacts,
@@ -136,15 +136,15 @@ def test_capacity_counts_what_is_already_held() -> None:
 
 def test_pod_address_judgement() -> None:
     a = ipaddress.IPv4Address("10.20.0.10")
-    assert judge_pod_address(a, holder=None, own=None).allowed
-    assert judge_pod_address(a, holder="sts/prod/db/0", own="sts/prod/db/0").allowed
-    assert not judge_pod_address(a, holder="sts/prod/db/0", own="sts/prod/db/1").allowed
-    assert not judge_pod_address(a, holder="eph/abc/eth0", own=None).allowed
+    assert judge_pod_address(a, owner=None, own=None).allowed
+    assert judge_pod_address(a, owner="sts/prod/db/0", own="sts/prod/db/0").allowed
+    assert not judge_pod_address(a, owner="sts/prod/db/0", own="sts/prod/db/1").allowed
+    assert not judge_pod_address(a, owner="eph/abc/eth0", own=None).allowed
 
 
 def test_scale_down_needs_no_check_and_scale_up_does() -> None:
+    from tests.support.admission import scale_review
     from webhooks.review import SCALE, STATEFULSET, parse_review
-    from webhooks.testing import scale_review
     from webhooks.validation import scale_up, with_replicas
 
     def req(new: int, old: int) -> AdmissionRequest:

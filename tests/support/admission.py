@@ -1,5 +1,5 @@
 """Realistic AdmissionReview bodies, shaped as the API server sends them for
-StatefulSet pods and StatefulSets, for tests, benchmarks and the demo."""
+StatefulSet pods and StatefulSets, for tests and benchmarks (not product code)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from webhooks.intent import LABEL_FIXED_IP
-from webhooks.mutation import LABEL_POD_INDEX, LABEL_POD_NAME
+from ipam.contract import LABEL_FIXED_IP, LABEL_POD_INDEX, LABEL_POD_NAME
 
 _TOLERATIONS = [
     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
