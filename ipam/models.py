@@ -283,3 +283,35 @@ class NodeHealth(BaseModel):
     node: NodeName
     heartbeat_at: float = 0.0
     fenced_at: float = 0.0
+
+
+class PoolStats(BaseModel):
+    """One pool's counters (kept by the scripts: reading them costs O(1) per pool)."""
+
+    pool: PoolName
+    size: int
+    used: int
+    excluded: int
+    excluded_held: int
+    blocks_total: int
+    blocks_claimed: int
+    #: records drawing on the pool by class: ephemeral, reserved, bound, retained,
+    #: quarantined (a dual-stack record counts in both of its pools)
+    records: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def free(self) -> int:
+        return self.size - self.excluded - self.used + self.excluded_held
+
+
+class IpamStats(BaseModel):
+    """The whole IPAM in numbers, read in one round trip: O(pools + nodes), never a
+    scan of the records."""
+
+    pools: list[PoolStats]
+    #: records by class (each record once)
+    records: dict[str, int]
+    #: node -> records homed there by class: ephemeral, migrate, wait (sticky by policy)
+    homes: dict[NodeName, dict[str, int]]
+    heartbeats: dict[NodeName, float]
+    fenced: dict[NodeName, float]

@@ -843,8 +843,7 @@ for _, it in ipairs(items) do
   if it.st ~= 'unchanged' then
     redis.call('HSET', SPECS, it.name, it.spec)
     redis.call('HSET', SPANS, it.name, it.span[1]..' '..it.span[2])
-    change({op='pool.put', pool=it.name, spec=cjson.decode(it.spec), net=p.net, bp=p.bp,
-            family=p.f})
+    change({op='pool.put', pool=it.name, spec=it.spec, net=p.net, bp=p.bp, family=p.f})
   end
 end
 commit()
@@ -1175,4 +1174,23 @@ for _, key in ipairs(ARGV) do
   if not keep and string.sub(key, 1, #T) == T then n = n + redis.call('UNLINK', key) end
 end
 return {'ok', tostring(n)}
+"""
+
+# KEYS[1] layout
+# Read-only: every counter statistics need, O(pools + nodes): JSON
+# {counts, homes, hb, fenced, pools: {name: {m, ex, blk}}}
+STATS = PRELUDE + """
+local function hash(key)
+  local out, all = {}, redis.call('HGETALL', key)
+  for i = 1, #all, 2 do out[all[i]] = all[i + 1] end
+  return out
+end
+local pools = {}
+for _, name in ipairs(redis.call('HKEYS', POOLS)) do
+  local p = pool(name)
+  pools[name] = {m=hash(p.K..'m'), ex=redis.call('SCARD', p.K..'ex'),
+                 blk=redis.call('HLEN', p.K..'blk')}
+end
+return cjson.encode({counts=hash(COUNTS), homes=hash(HOMES), hb=hash(T..'hb'),
+                     fenced=hash(FENCED), pools=pools})
 """
