@@ -357,8 +357,17 @@ class RedisIpam:
                            free_in_node_blocks=per_node, block_free=blocks)
 
     async def pool_status(self, name: str) -> PoolStatus:
-        view = await self.address_view(name)
-        return view.status()
+        """A pool's size, use and blocks from counters: O(1) however many blocks."""
+        ref = await self.pool(name)
+        reply = await self._eval(scripts.POOL_STATUS, name, write=False)
+        if reply[0] == "err":
+            raise self._fail(ref, reply, f"pool {name!r}")
+        if reply[1] != ref.gen:
+            ref = await self._load_pool(name)
+        used, excl, exheld, claimed = (int(x) for x in reply[2:6])
+        return PoolStatus(spec=ref.spec, size=ref.geo.size, excluded=excl, used=used,
+                          blocks_total=ref.geo.block_count, blocks_claimed=claimed,
+                          excluded_held=exheld)
 
     async def pool_for_address(self, address: str | IPAddress) -> PoolRef:
         addr = ranges.parse_address(address) if isinstance(address, str) else address
@@ -895,13 +904,15 @@ class RedisIpam:
                     await conn.disconnect()
             await pool.release(conn)
 
-    async def stats(self) -> IpamStats:
-        """Every pool's counters, records by class, homes per node, heartbeats and fences
-        in one round trip (kept by the scripts: O(pools + nodes), no record scan)."""
+    async def stats(self, *, nodes: bool = True) -> IpamStats:
+        """Every pool's counters and records by class, and (``nodes``) records homed per
+        node, heartbeats and fences, in one round trip: counters the scripts keep,
+        O(pools) (+ O(nodes)), never a scan of the records."""
         if not self._layout_checked:
             await self.check_layout()
         specs = {s.name: s for s in await self.pool_specs()}
-        raw = json.loads(await self._guard(self.runner.raw(scripts.STATS, layout.LAYOUT)))
+        raw = json.loads(await self._guard(self.runner.raw(
+            scripts.STATS, layout.LAYOUT, "1" if nodes else "0")))
 
         def ints(d: Any) -> dict[str, int]:
             return {str(k): int(v) for k, v in d.items()} if isinstance(d, dict) else {}

@@ -1176,19 +1176,35 @@ end
 return {'ok', tostring(n)}
 """
 
-# KEYS[1] layout
-# Read-only: every counter statistics need, O(pools + nodes): JSON
+# KEYS[1] layout; ARGV: pool
+# Read-only, O(1): {generation, used, excluded, excluded held, claimed blocks}
+POOL_STATUS = PRELUDE + """
+local p = pool(ARGV[1])
+if not p then return {'err', 'nopool', ARGV[1]} end
+local m = redis.call('HMGET', p.K..'m', 'used', 'exheld')
+return {'ok', p.g, m[1] or '0', tostring(redis.call('SCARD', p.K..'ex')), m[2] or '0',
+        tostring(redis.call('HLEN', p.K..'blk'))}
+"""
+
+# KEYS[1] layout; ARGV: with nodes (1|0)
+# Read-only: every counter statistics need, O(pools) (+ O(nodes) with nodes): JSON
 # {counts, homes, hb, fenced, pools: {name: {m, ex, blk}}}
 STATS = PRELUDE + """
 local function hash(key)
+  if ARGV[1] ~= '1' and key ~= COUNTS then return {} end
   local out, all = {}, redis.call('HGETALL', key)
   for i = 1, #all, 2 do out[all[i]] = all[i + 1] end
+  return out
+end
+local function all(key)
+  local out, kv = {}, redis.call('HGETALL', key)
+  for i = 1, #kv, 2 do out[kv[i]] = kv[i + 1] end
   return out
 end
 local pools = {}
 for _, name in ipairs(redis.call('HKEYS', POOLS)) do
   local p = pool(name)
-  pools[name] = {m=hash(p.K..'m'), ex=redis.call('SCARD', p.K..'ex'),
+  pools[name] = {m=all(p.K..'m'), ex=redis.call('SCARD', p.K..'ex'),
                  blk=redis.call('HLEN', p.K..'blk')}
 end
 return cjson.encode({counts=hash(COUNTS), homes=hash(HOMES), hb=hash(T..'hb'),

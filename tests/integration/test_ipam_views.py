@@ -70,6 +70,9 @@ async def test_statistics_come_from_counters(busy: RedisIpam) -> None:
     assert st.homes == {"n1": {"ephemeral": 5}, "n2": {"ephemeral": 1, "wait": 1},
                         "n3": {"migrate": 1}}
     assert (st.heartbeats, st.fenced) == ({"n1": 7.0}, {"n3": 9.0})
+    light = await busy.stats(nodes=False)
+    assert light.records == st.records and light.pools == st.pools
+    assert (light.homes, light.heartbeats, light.fenced) == ({}, {}, {})
 
 
 async def test_expiry_comes_from_an_index(busy: RedisIpam) -> None:
