@@ -5,7 +5,9 @@
 set -euo pipefail
 VENV="${1:-.venv}"
 PKGS=(redis-server bird2 python3-bpfcc bpftool linux-headers-amd64 iproute2 iptables
-      nftables iputils-ping netcat-openbsd kmod)
+      nftables iputils-ping netcat-openbsd kmod
+      # the image (make image, tests/image): built from Debian packages, no registry
+      mmdebstrap buildah skopeo)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -44,7 +46,20 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install -q -e '.[dev]'
+# The run-time dependencies at the versions the image ships (scripts/image/
+# requirements.lock, hash-checked), so the suite and the benchmarks measure what is
+# deployed; the lock targets CPython 3.11 on x86_64 (the image's), other venvs resolve.
+lock=scripts/image/requirements.lock
+if "$VENV/bin/python" -c 'import platform, sys; sys.exit(not (sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64"))'; then
+  "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r "$lock"
+  constraints=$(mktemp)
+  sed -n 's/^\([A-Za-z0-9._-]*==[^ ]*\) .*/\1/p' "$lock" > "$constraints"
+  "$VENV/bin/python" -m pip install -q -c "$constraints" -e '.[dev]'
+  rm -f "$constraints"
+else
+  echo "setup: $("$VENV/bin/python" -V) is not the image's CPython 3.11/x86_64: dependencies not pinned to $lock" >&2
+  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+fi
 
 # bcc is Debian's python3-bpfcc (the PyPI package named "bcc" is unrelated):
 # expose only that module to the venv.
