@@ -23,6 +23,35 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# kubectl with kustomize 5 built in: the manifest tests render every kustomization
+# with it and fail without it. These machines' image carries one; elsewhere it comes
+# from the Kubernetes project's apt repository (Debian's kubernetes-client is 1.20,
+# whose kustomize is too old for these manifests).
+KUBECTL_MINOR=v1.32
+kustomize_ok() {
+  kubectl version --client -o json 2>/dev/null | grep -Eq '"kustomizeVersion": "v([5-9]|[1-9][0-9])\.'
+}
+if ! kustomize_ok; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: kubectl 1.27+ (kustomize 5) missing; run as root to install it" >&2
+  else
+    echo "setup: installing kubectl $KUBECTL_MINOR from the Kubernetes apt repository"
+    key=/etc/apt/keyrings/kubernetes-apt-keyring.asc
+    repo="https://pkgs.k8s.io/core:/stable:/$KUBECTL_MINOR/deb/"
+    install -d -m 0755 /etc/apt/keyrings
+    if curl -fsSL --max-time 60 "${repo}Release.key" -o "$key.tmp"; then
+      mv "$key.tmp" "$key"
+      echo "deb [signed-by=$key] $repo /" > /etc/apt/sources.list.d/kubernetes.list
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null
+    else
+      rm -f "$key.tmp"
+      echo "setup: cannot reach the Kubernetes apt repository: install kubectl 1.27 or" \
+           "later by hand (the manifest tests fail without kustomize 5)" >&2
+    fi
+  fi
+fi
+
 # bcc compiles against kernel headers. There are none for the running kernel on
 # these machines; Debian's headers compile networking programs fine.
 kbuild="/lib/modules/$(uname -r)"

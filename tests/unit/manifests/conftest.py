@@ -1,4 +1,5 @@
-"""Rendered manifests shared by the manifest tests (rendered once per session)."""
+"""Rendered manifests shared by the manifest tests: rendered once per session by the
+real kustomize (tests/support/kustomize.py), as ``kubectl apply -k`` would."""
 
 from __future__ import annotations
 
