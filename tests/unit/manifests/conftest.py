@@ -20,10 +20,11 @@ KUSTOMIZATIONS = {
     "self-signed": MANIFESTS / "overlays" / "self-signed",
     "sentinel": MANIFESTS / "overlays" / "sentinel",
     "extender": MANIFESTS / "overlays" / "extender",
+    "bgp": MANIFESTS / "overlays" / "bgp",
     "monitoring": MANIFESTS / "monitoring",
 }
 #: The ones that install stickyip itself (monitoring comes on top).
-INSTALLS = ("default", "base", "self-signed", "sentinel", "extender")
+INSTALLS = ("default", "base", "self-signed", "sentinel", "extender", "bgp")
 
 _cache: dict[str, list[dict[str, Any]]] = {}
 

@@ -45,6 +45,11 @@ def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return list(pod.get("initContainers") or []) + list(pod.get("containers") or [])
 
 
+def named_container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (c,) = [c for c in pod["containers"] if c["name"] == name]
+    return c
+
+
 def webhooks(objs: Objs) -> list[tuple[str, dict[str, Any]]]:
     return [(o["kind"], w) for o in objs if o["kind"] in (
         "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
@@ -440,7 +445,7 @@ def test_agent_has_the_host_access_it_needs(install: tuple[str, Objs]) -> None:
     assert pod["hostNetwork"] is True
     assert {"operator": "Exists"} in pod["tolerations"]
     host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
-    (agent,) = pod["containers"]
+    agent = named_container(pod, "agent")
     assert agent["securityContext"]["privileged"] is True
     mounted = {host[m["name"]]: m["mountPath"] for m in agent["volumeMounts"]
                if m["name"] in host}
@@ -483,8 +488,8 @@ def _redis_url(objs: Objs) -> str:
 
 
 def _agent_redis_url(objs: Objs) -> str:
-    (agent,) = find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"][
-        "containers"]
+    agent = named_container(find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"][
+        "spec"], "agent")
     (url,) = [e["value"] for e in agent["env"] if e["name"] == "STICKYIP_REDIS_URL"]
     return str(url)
 
@@ -654,7 +659,7 @@ def test_agent_hooks_name_existing_factories(install: tuple[str, Objs]) -> None:
     """``--hook MODULE:FACTORY`` must name a function of the product (checked in
     the source: importing it would load bcc)."""
     pod = find(install[1], "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"]
-    (agent,) = pod["containers"]
+    agent = named_container(pod, "agent")
     args = agent["args"]
     hooks = [args[i + 1] for i, a in enumerate(args) if a == "--hook"]
     assert hooks
