@@ -465,10 +465,10 @@ def test_agent_init_container_installs_the_cni_plugin_and_conflist(
     host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
     script = " ".join(init["args"])
-    for host_dir, target in (("/opt/cni/bin", "stickyip-cni"),
-                             ("/etc/cni/net.d", "10-stickyip.conflist")):
-        (inside,) = [p for p, n in mounts.items() if host.get(n) == host_dir]
-        assert f"{inside}/{target}" in script
+    (cni_bin,) = [p for p, n in mounts.items() if host.get(n) == "/opt/cni/bin"]
+    assert "from datapath.cni import install" in script and cni_bin in script.split()
+    (net_d,) = [p for p, n in mounts.items() if host.get(n) == "/etc/cni/net.d"]
+    assert f"{net_d}/10-stickyip.conflist" in script
     (cm_mount,) = [p for p, n in mounts.items() if n not in host]
     (vol,) = [v for v in pod["volumes"] if v["name"] == mounts[cm_mount]]
     conf = json.loads(find(objs, "ConfigMap", vol["configMap"]["name"])["data"][
