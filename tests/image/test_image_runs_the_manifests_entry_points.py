@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.image.conftest import ROOT, Container, Image
-from tests.unit.manifests.conftest import INSTALLS, find, rendered
+from tests.unit.manifests.conftest import INSTALLS, agent_cni_install, find, rendered
 from tests.unit.manifests.test_manifest_invariants import (
     EXTERNAL_IMAGES,
     containers,
@@ -112,12 +112,7 @@ def test_the_agents_hooks_load_in_the_image(container: Container) -> None:
 
 def _install_cni(tmp_path: Path, container: Container) -> tuple[Path, Obj]:
     """Runs the agent's init container in the image on scratch node directories."""
-    objs = rendered("default")
-    pod = find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"]
-    (init,) = pod["initContainers"]
-    (cm_vol,) = [v for v in pod["volumes"] if "configMap" in v]
-    conflist = find(objs, "ConfigMap", cm_vol["configMap"]["name"])["data"][
-        "10-stickyip.conflist"]
+    pod, init, conflist = agent_cni_install(rendered("default"))
     host = {v["name"]: tmp_path / v["name"] for v in pod["volumes"]}
     (tmp_path / "cni-config").mkdir()
     (tmp_path / "cni-config" / "10-stickyip.conflist").write_text(conflist)

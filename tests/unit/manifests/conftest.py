@@ -52,3 +52,13 @@ def find_prefix(objs: list[dict[str, Any]], kind: str, prefix: str) -> dict[str,
     hits = [o for o in objs if o["kind"] == kind and o["metadata"]["name"].startswith(prefix)]
     assert len(hits) == 1, f"expected one {kind}/{prefix}*, found {len(hits)}"
     return hits[0]
+
+
+def agent_cni_install(objs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(pod spec, init container, conflist text) of the agent's CNI install step."""
+    pod: dict[str, Any] = find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (cm_vol,) = [v for v in pod["volumes"] if "configMap" in v]
+    conflist: str = find(objs, "ConfigMap", cm_vol["configMap"]["name"])["data"][
+        "10-stickyip.conflist"]
+    return pod, init, conflist

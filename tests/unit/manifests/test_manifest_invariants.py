@@ -47,7 +47,8 @@ def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
 
 def named_container(pod: dict[str, Any], name: str) -> dict[str, Any]:
     (c,) = [c for c in pod["containers"] if c["name"] == name]
-    return c
+    found: dict[str, Any] = c
+    return found
 
 
 def webhooks(objs: Objs) -> list[tuple[str, dict[str, Any]]]:
