@@ -207,12 +207,8 @@ def test_bcc_compiles_and_loads_the_datapath_programs(
     # buildah's chroot keeps /sys read-only: the host's bpffs goes to /mnt/bpf.
     inside = Path("/mnt/bpf") / pin_dir.name
     load = f"""
-import datapath.loader as loader
-try:
-    from datapath.loader import FeaturePrograms
-except ImportError:
-    from datapath.features_loader import FeaturePrograms
-anti = loader.AntispoofProgram({str(inside / 'antispoof')!r})
+from datapath.loader import AntispoofProgram, FeaturePrograms
+anti = AntispoofProgram({str(inside / 'antispoof')!r})
 anti.load()
 features = FeaturePrograms(pin_dir={str(inside / 'features')!r})
 features.load()
