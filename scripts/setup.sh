@@ -6,8 +6,9 @@ set -euo pipefail
 VENV="${1:-.venv}"
 PKGS=(redis-server bird2 python3-bpfcc bpftool linux-headers-amd64 iproute2 iptables
       nftables iputils-ping netcat-openbsd kmod
-      # the image (make image, tests/image): built from Debian packages, no registry
-      mmdebstrap buildah skopeo)
+      # the image (make image, tests/image): built from Debian packages, no registry;
+      # containerd: tests/image imports the archive into a private containerd
+      mmdebstrap buildah skopeo containerd)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import tomllib
 import uuid
@@ -250,9 +249,6 @@ def test_the_archive_names_the_image_for_skopeo_and_containerd(image: Image) -> 
     assert info["Digest"] == manifest["digest"]
 
 
-@pytest.mark.skipif(shutil.which("containerd") is None or shutil.which("ctr") is None,
-                    reason="containerd is not installed (apt-get install containerd): the "
-                           "archive's containerd name is checked above, not imported")
 def test_containerd_imports_the_archive_under_its_name(image: Image, tmp_path: Path) -> None:
     """What ``kind load image-archive`` and ``ctr -n k8s.io images import`` do, on a
     private containerd (own root, state and socket) started for this test."""
