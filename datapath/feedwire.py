@@ -1,0 +1,192 @@
+"""The fan-out tier's wire format (pure: no I/O).
+
+One TCP connection per follower, one JSON object per line (UTF-8, ``\\n``-terminated).
+The follower's first line asks either for a snapshot or for the changes after a
+revision of one store::
+
+    {"v": 1, "snapshot": true, "node": "n1"}
+    {"v": 1, "after": 41, "identity": "g1/RUNID/REPLID", "node": "n1"}
+
+The tier answers with frames (``t``):
+
+- ``snap``: the routing state at ``rev`` of the store ``id`` (pools, blocks,
+  migrated addresses, fenced nodes) and the node addresses (``peers``);
+- ``ch``: the changes of revision ``rev`` (one store script), in order;
+- ``peers``: node addresses set (``set``: node -> family -> address) or gone (``del``);
+- ``ping``: nothing changed for a while (``rev``: the tier's revision);
+- ``gap``: the changes after the follower's revision cannot be sent (``reason``);
+  the tier closes the connection and the follower asks for a fresh snapshot.
+
+The identity and revisions are the store's own (``RoutingSnapshot.identity``), so a
+follower may resume on any replica of the tier that follows the same store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ipam.changes import Change, ChangeBatch, ChangeOp, Migration, RoutingSnapshot
+from ipam.models import PoolSpec
+
+VERSION = 1
+#: node -> IP family (4, 6) -> that node's address
+Peers = dict[str, dict[int, str]]
+
+
+class WireError(ValueError):
+    """A line that is not a frame of this protocol."""
+
+
+def _line(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+# ----------------------------------------------------------------- requests
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a follower asks for: a snapshot, or the changes after ``after``."""
+
+    snapshot: bool
+    after: int = 0
+    identity: str = ""
+    node: str = ""
+
+    def encode(self) -> bytes:
+        d: dict[str, Any] = {"v": VERSION, "node": self.node}
+        if self.snapshot:
+            d["snapshot"] = True
+        else:
+            d["after"] = self.after
+            d["identity"] = self.identity
+        return _line(d)
+
+
+def decode_request(line: bytes) -> Request:
+    try:
+        d = json.loads(line)
+        if not isinstance(d, dict) or d.get("v") != VERSION:
+            raise WireError(f"unsupported request (protocol version {VERSION} expected)")
+        if d.get("snapshot"):
+            return Request(snapshot=True, node=str(d.get("node", "")))
+        return Request(snapshot=False, after=int(d["after"]), identity=str(d["identity"]),
+                       node=str(d.get("node", "")))
+    except (ValueError, KeyError, TypeError) as e:
+        raise WireError(f"malformed request: {e}") from e
+
+
+# ------------------------------------------------------------------ changes
+
+def encode_change(c: Change) -> dict[str, Any]:
+    """A change as a JSON object: its op and every field not at its default."""
+    d: dict[str, Any] = {"op": c.op.value}
+    if c.pool:
+        d["pool"] = c.pool
+    if c.block is not None:
+        d["block"] = c.block
+    if c.cidr is not None:
+        d["cidr"] = str(c.cidr)
+    if c.address is not None:
+        d["address"] = str(c.address)
+    if c.node:
+        d["node"] = c.node
+    if c.from_node:
+        d["from"] = c.from_node
+    if c.owner:
+        d["owner"] = c.owner
+    if c.epoch:
+        d["epoch"] = c.epoch
+    if c.addresses:
+        d["addresses"] = [str(a) for a in c.addresses]
+    if c.spec is not None:
+        d["spec"] = c.spec.model_dump(mode="json", by_alias=True)
+    if c.at:
+        d["at"] = c.at
+    return d
+
+
+def decode_change(d: Mapping[str, Any]) -> Change:
+    spec = d.get("spec")
+    return Change(
+        op=ChangeOp(d["op"]), pool=str(d.get("pool", "")),
+        block=int(d["block"]) if "block" in d else None,
+        cidr=ipaddress.ip_network(d["cidr"]) if "cidr" in d else None,
+        address=ipaddress.ip_address(d["address"]) if "address" in d else None,
+        node=str(d.get("node", "")), from_node=str(d.get("from", "")),
+        owner=str(d.get("owner", "")), epoch=int(d.get("epoch", 0)),
+        addresses=tuple(ipaddress.ip_address(a) for a in d.get("addresses", ())),
+        spec=PoolSpec.model_validate(spec) if spec is not None else None,
+        at=float(d.get("at", 0.0)))
+
+
+def encode_batch(batch: ChangeBatch) -> bytes:
+    return _line({"t": "ch", "rev": batch.revision,
+                  "c": [encode_change(c) for c in batch.changes]})
+
+
+def decode_batch(d: Mapping[str, Any]) -> ChangeBatch:
+    return ChangeBatch(revision=int(d["rev"]),
+                       changes=tuple(decode_change(c) for c in d.get("c", ())))
+
+
+# ---------------------------------------------------------------- snapshots
+
+def encode_snapshot(snap: RoutingSnapshot, peers: Mapping[str, Mapping[int, str]]) -> bytes:
+    return _line({
+        "t": "snap", "rev": snap.revision, "id": snap.identity,
+        "pools": {name: spec.model_dump(mode="json", by_alias=True)
+                  for name, spec in snap.pools.items()},
+        "blocks": [[pool, b, node] for (pool, b), node in snap.blocks.items()],
+        "mig": [[pool, str(addr), m.node, m.owner, m.epoch]
+                for (pool, addr), m in snap.migrated.items()],
+        "fenced": snap.fenced,
+        "peers": encode_peers(peers),
+    })
+
+
+def decode_snapshot(d: Mapping[str, Any]) -> tuple[RoutingSnapshot, Peers]:
+    snap = RoutingSnapshot(revision=int(d["rev"]), identity=str(d["id"]))
+    snap.pools = {name: PoolSpec.model_validate(spec) for name, spec in d["pools"].items()}
+    snap.blocks = {(pool, int(b)): node for pool, b, node in d["blocks"]}
+    snap.migrated = {(pool, ipaddress.ip_address(addr)): Migration(node, owner, int(epoch))
+                     for pool, addr, node, owner, epoch in d["mig"]}
+    snap.fenced = {str(n): float(at) for n, at in d.get("fenced", {}).items()}
+    return snap, decode_peers(d.get("peers", {}))
+
+
+# -------------------------------------------------------------------- peers
+
+def encode_peers(peers: Mapping[str, Mapping[int, str]]) -> dict[str, dict[str, str]]:
+    return {node: {str(f): a for f, a in fam.items()} for node, fam in peers.items()}
+
+
+def decode_peers(d: Mapping[str, Any]) -> Peers:
+    return {str(node): {int(f): str(a) for f, a in fam.items()} for node, fam in d.items()}
+
+
+def encode_peer_update(set_: Mapping[str, Mapping[int, str]], deleted: list[str]) -> bytes:
+    return _line({"t": "peers", "set": encode_peers(set_), "del": sorted(deleted)})
+
+
+# ------------------------------------------------------------- other frames
+
+def encode_ping(revision: int) -> bytes:
+    return _line({"t": "ping", "rev": revision})
+
+
+def encode_gap(reason: str) -> bytes:
+    return _line({"t": "gap", "reason": reason})
+
+
+def decode_frame(line: bytes) -> dict[str, Any]:
+    try:
+        d = json.loads(line)
+    except ValueError as e:
+        raise WireError(f"malformed frame: {e}") from e
+    if not isinstance(d, dict) or not isinstance(d.get("t"), str):
+        raise WireError("malformed frame: no type")
+    return d
