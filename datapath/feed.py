@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -476,12 +476,3 @@ def _split(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"feed address {address!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
-
-
-async def serve(server: FeedServer, stop: Callable[[], Awaitable[None]]) -> None:
-    """Run ``server`` until ``stop`` returns."""
-    await server.start()
-    try:
-        await stop()
-    finally:
-        await server.stop()

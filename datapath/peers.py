@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from datapath.errors import TryAgain
+from datapath.feedwire import NodeAddresses, Peers
 
 log = logging.getLogger("stickyip.datapath")
 
@@ -28,8 +29,6 @@ KEY = "sip:datapath:node-address"
 KEY6 = "sip:datapath:node-address6"
 #: channel: the name of a node whose address changed
 CHANNEL = "sip:datapath:node-address:changed"
-#: node -> IP family (4, 6) -> that node's address
-Peers = dict[str, dict[int, str]]
 OnPeers = Callable[[Peers, list[str]], None]
 
 #: KEYS: v4 hash, v6 hash; ARGV: channel, node, v4 address|'', v6 address|''.
@@ -55,8 +54,9 @@ def _s(v: bytes | str) -> str:
 async def publish(client: Redis, node: str, address: str, address6: str = "") -> bool:
     """Store ``node``'s addresses; announce the node when one changed. One round trip."""
     try:
-        changed = await client.eval(PUBLISH, 2, KEY, KEY6, CHANNEL, node, address,
-                                    address6)
+        # EVALSHA (loaded on first use): Redis hashes a script sent in full every time
+        changed = await client.register_script(PUBLISH)(
+            keys=[KEY, KEY6], args=[CHANNEL, node, address, address6])
     except (RedisError, OSError) as e:
         raise TryAgain(f"cannot publish node address: {e}") from e
     return bool(changed)
@@ -78,11 +78,11 @@ async def read_all(client: Redis, nodes: list[str] | None = None) -> Peers:
                 v6 = {n: a for n, a in zip(nodes, a6, strict=True) if a}
     except (RedisError, OSError) as e:
         raise TryAgain(f"cannot read node addresses: {e}") from e
-    out: Peers = {}
+    out: dict[str, dict[int, str]] = {}
     for family, raw in ((4, v4), (6, v6)):
         for k, v in raw.items():
             out.setdefault(_s(k), {})[family] = _s(v)
-    return out
+    return {node: NodeAddresses.of(fam) for node, fam in out.items()}
 
 
 class PeerSource(Protocol):
