@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import gc
 import json
 import os
 import random
@@ -195,6 +196,11 @@ async def worker(args: argparse.Namespace) -> None:
             wave = followers[start:start + args.wave]
             tasks += [asyncio.create_task(f.run()) for f in wave]
             await asyncio.gather(*(f.ready.wait() for f in wave))
+    # One process hosts a thousand agents' views here (tens of millions of objects):
+    # keep them out of the cyclic collector's full passes, whose pauses would be this
+    # harness's, not an agent's (an agent holds one view).
+    gc.collect()
+    gc.freeze()
     _emit({"ready": True, "count": args.count, "rss_before": rss0, "rss_after": rss_bytes(),
            "seconds": round(time.monotonic() - t0, 1),
            "revisions": sorted({f.revision for f in followers})[-3:]})

@@ -440,32 +440,28 @@ class FeedSource:
             await self._connect(wire.Request(snapshot=False, after=after, identity=identity,
                                              node=self.node))
             self._position, self._identity = after, identity
-        out: list[ChangeBatch] = []
+        # One batch per call: a follower calls again at once, and a frame already
+        # buffered is read without waiting (cheaper than polling the buffer).
         deadline = time.monotonic() + block_ms / 1000
         while True:
-            # wait up to block_ms for the first batch; then take only what is already
-            # buffered (a zero timeout returns a line the reader holds, without waiting)
-            left = max(0.0, deadline - time.monotonic()) if not out else 0.0
-            d = await self._frame(left)
+            d = await self._frame(max(0.0, deadline - time.monotonic()))
             if d is None:
-                return out
+                return []
             t = d["t"]
             if t == "ch":
                 batch = wire.decode_batch(d)
-                out.append(batch)
                 self._position = batch.revision
-            elif t == "peers":
+                return [batch]
+            if t == "peers":
                 self._peers(d)
             elif t == "gap":
                 await self._disconnect()
-                if out:
-                    return out  # the next read asks again from the new position
                 return Gap(after=after, reason=str(d.get("reason", "")))
             elif t == "snap":  # never sent on a resume
                 await self._disconnect()
                 return Gap(after=after, reason="the feed sent a snapshot on a resume")
-            elif not out and time.monotonic() >= deadline:
-                return out
+            if time.monotonic() >= deadline:
+                return []
 
     async def aclose(self) -> None:
         await self._disconnect()
