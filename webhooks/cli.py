@@ -48,7 +48,8 @@ async def run(args: argparse.Namespace) -> int:
         from plumbing.kube.client import KubeSettings
         from webhooks.kube import from_settings
 
-        reader = from_settings(KubeSettings())  # before the store: a bad config fails fast
+        # before the store: a bad config fails fast; a read may take half the deadline
+        reader = from_settings(KubeSettings(), timeout=settings.store_deadline / 2)
     url = args.redis_url if getattr(args, "redis_url", None) is not None \
         else settings.ipam.redis_url
     ipam = await open_ipam(url or None, actor="webhook",
