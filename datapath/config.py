@@ -29,7 +29,8 @@ class AgentSettings(BaseSettings):
                               description="pool of ephemeral addresses unless the network "
                               "config names one ('pool')")
     metrics_host: str = Field(default="0.0.0.0", description="address of /metrics and /healthz")
-    metrics_port: int = Field(default=9402, description="port of /metrics and /healthz (0: off)")
+    metrics_port: int = Field(default=9402, ge=0, le=65535,
+                              description="port of /metrics and /healthz (0: off)")
     sync_interval: float = Field(default=0.5, description="seconds between route syncs with IPAM")
     full_resync_interval: float = Field(
         default=10.0, description="seconds between full kernel route diffs even if IPAM "
