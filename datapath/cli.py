@@ -52,13 +52,11 @@ def load_hooks(settings: AgentSettings) -> list[Any]:
 async def run(args: argparse.Namespace) -> int:
     from datapath.agent import Agent
     from ipam import open_ipam
-    from ipam.config import IpamSettings
 
     settings = settings_from(args)
-    ipam_settings = IpamSettings()
-    url = args.redis_url if args.redis_url is not None else ipam_settings.redis_url
-    ipam = await open_ipam(url or None, actor=f"agent/{settings.node}",
-                           embedded_path=ipam_settings.embedded_path or None)
+    # The store the stickyip command chose (never a private one unless --embedded).
+    ipam = await open_ipam(args.redis_url or None, actor=f"agent/{settings.node}",
+                           embedded_path=args.embedded_path)
     kube_pods = None
     if settings.kube:
         from datapath.podinfo import kube_pod_lookup

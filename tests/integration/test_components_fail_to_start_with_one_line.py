@@ -19,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith("STICKYIP_") and k != "KUBECONFIG"}
-    # No kubeconfig and no in-cluster credentials unless a test gives some.
-    clean |= {"HOME": str(tmp_path / "home"), **env}
+    # No kubeconfig and no in-cluster credentials unless a test gives some; a store
+    # URL (never reached: what these tests check fails first).
+    clean |= {"HOME": str(tmp_path / "home"), "STICKYIP_REDIS_URL": "redis://127.0.0.1:1/0",
+              **env}
     return subprocess.run([sys.executable, "-m", "stickyip.cli", *args], cwd=ROOT,
                           env=clean, capture_output=True, text=True, timeout=60)
 
