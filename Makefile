@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check ipam plumbing scheduler webhooks datapath stickyip kubestandin demo tests bench
+	$(PY) -m ruff check ipam plumbing scheduler webhooks datapath stickyip kubestandin demo netbed tests bench
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q tests
@@ -23,7 +23,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -x tests/unit
 
 lint: $(STAMP)
-	$(PY) -m ruff check ipam plumbing scheduler webhooks datapath stickyip kubestandin demo tests bench
+	$(PY) -m ruff check ipam plumbing scheduler webhooks datapath stickyip kubestandin demo netbed tests bench
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import Report, percentile
 from datapath.config import AgentSettings
-from tests.privileged.testbed import BIN, Testbed, eventually
+from netbed.testbed import BIN, Testbed, eventually
 
 PODS = int(os.environ.get("STICKYIP_BENCH_PODS", "200"))
 MOVES = 5

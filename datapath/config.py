@@ -52,7 +52,7 @@ class AgentSettings(BaseSettings):
         default="", description="install the CNI plugin here at start-up (e.g. /opt/cni/bin), "
         "as a standalone 'python -S' script; empty: do not install")
     kube: bool = Field(default=False, description="read pods from the Kubernetes API to find "
-                       "their StatefulSet and pool (see stickyip.kube settings)")
+                       "their StatefulSet and pool (see plumbing.kube.client settings)")
     hooks: list[str] = Field(
         default_factory=list, description="endpoint hooks as 'module:factory'; the factory "
         "is called with the AgentSettings and returns an EndpointHook")

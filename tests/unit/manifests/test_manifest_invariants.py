@@ -549,8 +549,8 @@ def test_environment_variables_name_real_settings(install: tuple[str, Objs]) -> 
                          ("webhooks.config", "WebhookSettings"),
                          ("scheduler.config", "SchedulerSettings"),
                          ("datapath.config", "AgentSettings"),
-                         ("datapath.services.config", "ServicesSettings"),
-                         ("datapath.policy.config", "PolicySettings")):
+                         ("datapath.features.services.config", "ServicesSettings"),
+                         ("datapath.features.policy.config", "PolicySettings")):
         try:
             classes.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):
@@ -595,8 +595,8 @@ def test_no_injected_service_variable_reads_like_a_setting(install: tuple[str, O
         out = set()
         extra = [reads[command]] if command in reads else []
         if command == "agent":
-            extra += [("datapath.services.config", "ServicesSettings"),
-                      ("datapath.policy.config", "PolicySettings")]
+            extra += [("datapath.features.services.config", "ServicesSettings"),
+                      ("datapath.features.policy.config", "PolicySettings")]
         for module, name in [*common, *extra]:
             try:
                 cls = getattr(importlib.import_module(module), name)
