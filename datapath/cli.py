@@ -23,6 +23,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--socket", help="CNI unix socket path")
     p.add_argument("--pin-root", help="bpffs directory of pinned maps")
     p.add_argument("--state-dir", help="directory of endpoint records")
+    p.add_argument("--delete-queue-dir", help="the CNI deletion queue replayed at start")
     p.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (0: off)")
     p.add_argument("--default-pool", help="pool of ephemeral addresses")
     p.add_argument("--bird-config", help="generated BIRD config path (bgp)")

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +23,11 @@ class AgentSettings(BaseSettings):
                           description="bpffs directory holding the pinned eBPF maps")
     state_dir: str = Field(default="/var/lib/stickyip/agent",
                            description="directory of the endpoint records kept across restarts")
+    delete_queue_dir: str = Field(
+        default="", description="the CNI deletion queue on the node's disk: DELs the plugin "
+        "could not hand to the agent, replayed at start (default: 'cni-delete-queue' beside "
+        "state_dir, /var/lib/stickyip/cni-delete-queue, the plugin's default; its "
+        "'deleteQueueDir' network config key names another)")
     routing: Literal["direct", "bgp"] = Field(
         default="direct", description="direct: kernel routes to other nodes' blocks; "
         "bgp: announce this node's blocks with BIRD 2")
@@ -56,3 +62,10 @@ class AgentSettings(BaseSettings):
     hooks: list[str] = Field(
         default_factory=list, description="endpoint hooks as 'module:factory'; the factory "
         "is called with the AgentSettings and returns an EndpointHook")
+
+    @model_validator(mode="after")
+    def _queue_beside_state(self) -> AgentSettings:
+        if not self.delete_queue_dir:
+            parent = os.path.dirname(self.state_dir.rstrip("/")) or "."
+            self.delete_queue_dir = os.path.join(parent, "cni-delete-queue")
+        return self
