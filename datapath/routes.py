@@ -123,7 +123,7 @@ class RouteManager:
         for rec in sticky:
             lease = await self.ipam.lease(pool=rec.pool, owner=OwnerKey(rec.owner))
             if lease is not None:
-                placements[rec.owner] = routing.Placement(lease.address, lease.node, lease.epoch)
+                placements[rec.owner] = routing.Placement(lease.address4, lease.node, lease.epoch)
         for ep in routing.to_fence_by_epoch(self.node, self.endpoints.local(), placements):
             self.endpoints.fence(ep.address)
 
