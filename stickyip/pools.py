@@ -17,12 +17,16 @@ def add_parsers(sub: Any) -> None:
     a = pool.add_parser("apply", help="create or update pools from a YAML file (all of it "
                         "or nothing)")
     a.add_argument("-f", "--file", required=True, help="pools YAML ('-' for stdin)")
+    a.add_argument("--dry-run", action="store_true",
+                   help="check the file against the store and say what would change; "
+                   "write nothing")
     a.set_defaults(handler=apply)
     ls = pool.add_parser("list", help="list pools and their use")
     output_flag(ls)
     ls.set_defaults(handler=list_pools)
-    d = pool.add_parser("delete", help="delete a pool nothing draws on")
+    d = pool.add_parser("delete", help="delete a pool nothing draws on (else say what does)")
     d.add_argument("name")
+    d.add_argument("--dry-run", action="store_true", help="check only; delete nothing")
     d.set_defaults(handler=delete)
 
 
@@ -48,26 +52,19 @@ def read_file(path: str) -> tuple[str, str]:
 
 
 async def apply(args: argparse.Namespace) -> int:
-    from ipam import InvalidPool
-    from ipam.models import first_overlap
-
+    """The whole file is checked, then written in one atomic step (or, with
+    ``--dry-run``, checked against the store and reported)."""
     text, source = read_file(args.file)
     specs = load_pool_file(text, source=source)
     ipam = await open_store(args)
     try:
-        existing = {s.name: s for s in await ipam.pool_specs()}
-        for spec in specs:  # check every pool before writing any
-            other = first_overlap(spec, existing.values())
-            if other is not None:
-                raise InvalidPool(f"pool {spec.name!r} ({spec.cidr}) overlaps existing pool "
-                                  f"{other.name!r} ({other.cidr}); choose a disjoint CIDR")
-        for spec in specs:
-            held = await ipam.apply_pool(spec)
-            verb = "configured" if spec.name in existing else "created"
-            note = f" ({held} newly excluded addresses still held)" if held else ""
-            print(f"pool/{spec.name} {verb}{note}")
+        applied = await ipam.apply_pools(specs, dry_run=args.dry_run)
     finally:
         await ipam.aclose()
+    suffix = " (dry run)" if args.dry_run else ""
+    for a in applied:
+        note = f" ({a.held} newly excluded addresses still held)" if a.held else ""
+        print(f"pool/{a.name} {a.status}{note}{suffix}")
     return 0
 
 
@@ -99,10 +96,12 @@ async def list_pools(args: argparse.Namespace) -> int:
 
 
 async def delete(args: argparse.Namespace) -> int:
+    """Refused, naming the leases and reservations that draw on the pool, while any do
+    (PoolInUse, printed as the error)."""
     ipam = await open_store(args)
     try:
-        await ipam.delete_pool(args.name)
+        await ipam.delete_pool(args.name, dry_run=args.dry_run)
     finally:
         await ipam.aclose()
-    print(f"pool/{args.name} deleted")
+    print(f"pool/{args.name} deleted" + (" (dry run)" if args.dry_run else ""))
     return 0

@@ -40,6 +40,9 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--pool", help="the pool (default: search every pool)")
     r.add_argument("--ignore-not-found", action="store_true",
                    help="exit 0 when there is no such reservation (as kubectl delete)")
+    r.add_argument("--force", action="store_true",
+                   help="release even while a pod holds it: the address is quarantined "
+                   "(never handed out) until that pod is gone")
     r.set_defaults(handler=release)
     c = ipam.add_parser("check", help="find (and with --repair fix) inconsistencies")
     c.add_argument("--repair", action="store_true",
@@ -67,6 +70,7 @@ def lease_row(lease: Lease) -> dict[str, Any]:
     return {
         "owner": lease.owner, "kind": lease.kind.value, "pool": lease.pool,
         "address": str(lease.address) if lease.address else None,
+        "addresses": [str(a.address) for a in lease.addresses],
         "node": lease.node or None, "epoch": lease.epoch,
         "state": lease.state.value if sticky else None,
         "namespace": namespace, "statefulset": key.statefulset if key else None,
@@ -83,7 +87,8 @@ def lease_row(lease: Lease) -> dict[str, Any]:
 
 
 SHOW_COLUMNS = (
-    Column("owner"), Column("pool"), Column("kind"), Column("address"), Column("node"),
+    Column("owner"), Column("pool"), Column("kind"),
+    Column("address", of=lambda r: r["addresses"] or r["address"]), Column("node"),
     Column("epoch"), Column("state"), Column("retain"),
     Column("expires", of=lambda r: r["expiresIn"], show=lambda left: _expiry(left)),
     Column("pod"),
@@ -159,14 +164,25 @@ async def history(args: argparse.Namespace) -> int:
 
 
 async def release(args: argparse.Namespace) -> int:
-    from ipam import ReservationKey, ReservationNotFound
+    """A reservation no pod holds is released. One a pod holds is refused, naming the
+    pod; ``--force`` quarantines it instead: the address stays taken until the pod is
+    gone (the scheduler's GC then frees it), so no second pod can get it meanwhile."""
+    from ipam import ReservationInUse, ReservationKey, ReservationNotFound
 
     key = ReservationKey.parse(args.reservation)
     ipam = await open_store(args)
     try:
-        res = await ipam.release_reservation(key, pool=args.pool)
-    except ReservationNotFound:
-        res = None
+        try:
+            res = await ipam.release_reservation(key, pool=args.pool, force=args.force)
+        except ReservationNotFound:
+            res = None
+        except ReservationInUse as e:
+            # bound: say how to force it; already quarantined: nothing more to do
+            held = await ipam.reservation(key)
+            hint = "" if held is not None and held.state.value == "quarantined" else (
+                f" (to quarantine it: stickyip ipam release {key} --force)")
+            print(f"error: {e}{hint}", file=sys.stderr)
+            return 1
     finally:
         await ipam.aclose()
     if res is None:
@@ -177,11 +193,23 @@ async def release(args: argparse.Namespace) -> int:
         print(f"error: reservation {key} not found{where} (--ignore-not-found makes this "
               "exit 0)", file=sys.stderr)
         return 1
-    print(f"reservation {key} released ({res.address or 'no address'})")
+    if res.state.value == "quarantined":
+        who = f"pod {res.pod} (UID {res.holder})" if res.pod else f"pod UID {res.holder}"
+        print(f"reservation {key} quarantined ({_addresses(res)}): {who} still holds it; the "
+              "address is handed to no one until that pod is gone")
+        return 0
+    print(f"reservation {key} released ({_addresses(res)})")
     return 0
 
 
-CHECK_COLUMNS = (Column("pool"), Column("kind"), Column("detail"), Column("repaired"))
+def _addresses(lease: Lease) -> str:
+    found = [str(a.address) for a in lease.addresses] or (
+        [str(lease.address)] if lease.address else [])
+    return ", ".join(found) or "no address"
+
+
+CHECK_COLUMNS = (Column("pool"), Column("kind"), Column("address"), Column("detail"),
+                 Column("repaired"), Column("owner", wide=True), Column("key", wide=True))
 
 
 async def check(args: argparse.Namespace) -> int:
@@ -192,7 +220,9 @@ async def check(args: argparse.Namespace) -> int:
         findings = await check_and_repair(ipam, repair=args.repair)
     finally:
         await ipam.aclose()
-    rows = [f.model_dump() for f in findings]
-    emit(rows, CHECK_COLUMNS, args.output, name=lambda r: f"{r['kind']}/{r['pool']}",
+    # addresses (or block CIDRs, or store keys), never offsets into a bitmap
+    rows = [f.model_dump(exclude={"offset", "block"}) for f in findings]
+    emit(rows, CHECK_COLUMNS, args.output,
+         name=lambda r: f"{r['kind']}/{r['address'] or r['key'] or r['pool']}",
          empty="no inconsistencies found")
     return 1 if any(not f.repaired for f in findings) else 0

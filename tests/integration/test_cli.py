@@ -57,7 +57,7 @@ def test_pool_apply_list_and_json(url: str, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["pool/prod-a created", "pool/small created"]
     again = cli(url, "pool", "apply", "-f", str(f))
-    assert again.stdout.splitlines() == ["pool/prod-a configured", "pool/small configured"]
+    assert again.stdout.splitlines() == ["pool/prod-a unchanged", "pool/small unchanged"]
     table = cli(url, "pool", "list")
     assert table.stdout.splitlines()[0].split()[:3] == ["NAME", "CIDR", "BLOCKSIZE"]
     rows = json.loads(cli(url, "pool", "list", "-o", "json").stdout)
