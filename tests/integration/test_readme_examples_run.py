@@ -3,7 +3,7 @@ applied with the real ``stickyip pool apply``; its StatefulSet and the StatefulS
 pods go through the real HTTPS webhook and get the addresses they ask for; then every
 operator line of its command list runs against the same real redis-server (a line
 whose comment says "refused" must be refused with one error line), and the component
-lines parse with the real command line."""
+lines parse with the real command line. The pool limits it states are the store's."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from ipam import RedisIpam, ReservationKey
+from ipam import InvalidPool, RedisIpam, ReservationKey
+from ipam.models import pool_from_dict
 from stickyip.cli import COMPONENTS, build_parser
 from tests.support.admission import decoded_patch, live_webhook, review, statefulset_pod
 
@@ -108,3 +110,26 @@ async def test_the_readme_examples_work_together(redis_url: str, ipam: RedisIpam
             "ipam history", "ipam release", "ipam check", "completion bash"} <= ran
     quarantined = await ipam.reservation(ReservationKey.of("prod", "db", 2))
     assert quarantined is not None and quarantined.state.value == "quarantined"
+
+
+def test_the_stated_pool_limits_are_the_stores() -> None:
+    text = SECTION.group(1)
+    stated = re.search(r"an IPv4 pool is a /(\d+) to a /(\d+), cut into blocks of /(\d+) to "
+                       r"/(\d+); an IPv6 pool is\na /(\d+) to a /(\d+), cut into blocks of "
+                       r"/(\d+) to /(\d+)", text)
+    assert stated is not None
+    v4_pool, v4_small, v4_block, v4_last, v6_pool, v6_small, v6_block, v6_last = (
+        int(x) for x in stated.groups())
+    for net, largest, smallest, block, last in (
+            ("10.0.0.0", v4_pool, v4_small, v4_block, v4_last),
+            ("fd00::", v6_pool, v6_small, v6_block, v6_last)):
+        pool_from_dict({"name": "a", "cidr": f"{net}/{largest}", "blockSize": block})
+        pool_from_dict({"name": "a", "cidr": f"{net}/{smallest}", "blockSize": last})
+        with pytest.raises(InvalidPool):
+            pool_from_dict({"name": "a", "cidr": f"{net}/{largest - 1}", "blockSize": block})
+        with pytest.raises(InvalidPool):
+            pool_from_dict({"name": "a", "cidr": f"{net}/{largest}", "blockSize": block - 1})
+    with pytest.raises(InvalidPool):
+        pool_from_dict({"name": "a", "cidr": "10.0.0.0/28"})  # the default /26 is larger
+    pool_from_dict({"name": "a", "cidr": "10.0.0.0/28", "blockSize": 28})
+    assert "holds at most 65,536 addresses" in text and 2 ** (v4_last - v4_block) == 65536
