@@ -185,19 +185,14 @@ class _Reader:
                     msg = str(err["msg"]).removeprefix("Value error, ")
                     self.problem(where, f"{label}: invalid {_alias(field)}: {msg}", inside)
             return None
-        label = f"pool {spec.name!r}"
-        try:
-            spec.geometry()
-        except IpamError as e:
-            self.problem(self._key_node(pool, "cidr", value=True) or node,
-                         f"{label}: {e}", inside)
-            return None
-        try:
-            spec.excluded_offsets()
-        except IpamError as e:
-            self.problem(self._key_node(pool, "exclude", value=True) or node,
-                         f"{label}: {e}", inside)
-            return None
+        # The range (reported at 'cidr'), then the exclusions within it (at 'exclude').
+        for field, check in (("cidr", spec.geometry), ("exclude", spec.excluded_offsets)):
+            try:
+                check()
+            except IpamError as e:
+                self.problem(self._key_node(pool, field, value=True) or node,
+                             f"pool {spec.name!r}: {e}", inside)
+                return None
         return (spec, pool) if ok else None
 
     def _key_node(self, pool: _Pool, field: str, *, value: bool) -> yaml.Node | None:

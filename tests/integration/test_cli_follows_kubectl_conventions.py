@@ -7,17 +7,15 @@ completion generated from the parser. The real command against a real redis-serv
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ipam import RedisIpam, ReservationKey, ephemeral_owner
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import stickyip as run_stickyip
+from tests.support.cli import stickyip_env
 
 POOLS = """
 pools:
@@ -33,11 +31,8 @@ pools:
 
 def stickyip(*args: str, url: str = "", stdin: str | None = None
              ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STICKYIP_")}
-    if url:
-        env["STICKYIP_REDIS_URL"] = url
-    return subprocess.run([sys.executable, "-m", "stickyip.cli", *args], cwd=ROOT, env=env,
-                          input=stdin, capture_output=True, text=True, timeout=60)
+    settings = {"STICKYIP_REDIS_URL": url} if url else {}
+    return run_stickyip(*args, env=stickyip_env(**settings), stdin=stdin)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:

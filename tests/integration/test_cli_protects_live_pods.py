@@ -14,26 +14,20 @@ against a real redis-server:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import redis
 
 from ipam import AddressTaken, RedisIpam, ReservationInUse, ReservationKey
+from tests.support.cli import stickyip as run_stickyip
 
-ROOT = Path(__file__).resolve().parents[2]
 POOLS = "pools:\n  - {name: prod-a, cidr: 10.20.0.0/24, blockSize: 28}\n"
 
 
 def stickyip(url: str, *args: str, stdin: str | None = None
              ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STICKYIP_")}
-    return subprocess.run([sys.executable, "-m", "stickyip.cli", "--redis-url", url, *args],
-                          cwd=ROOT, env=env, input=stdin, capture_output=True, text=True,
-                          timeout=60)
+    return run_stickyip("--redis-url", url, *args, stdin=stdin)
 
 
 def keys(url: str) -> dict[bytes, bytes]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.admission import Certs, Client, review, statefulset, statefulset_pod
+from tests.support.cli import ROOT, start_stickyip, stickyip_env
+from tests.support.cli import stickyip as run_stickyip
 from tests.support.redis_server import RedisServer, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "Pa55-w0rd-9f3c"
 SECRET2 = "sentinel-pw-77ab"
 
@@ -31,16 +31,10 @@ def locked_redis() -> Iterator[RedisServer]:
         yield server
 
 
-def env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("STICKYIP_") and k != "KUBECONFIG"}
-    return clean | {"HOME": str(tmp_path / "home"), **extra}
-
-
 def stickyip(args: list[str], tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stickyip.cli", "--log-level", "debug", *args],
-                          cwd=ROOT, env=env(tmp_path, **extra), capture_output=True, text=True,
-                          timeout=60)
+    """``stickyip --log-level debug ARGS`` (every log line it has)."""
+    return run_stickyip("--log-level", "debug", *args,
+                        env=stickyip_env(tmp_path / "home", **extra))
 
 
 def assert_no_secret(*texts: str) -> None:
@@ -91,9 +85,8 @@ def test_a_working_password_url_is_never_shown(locked_redis: RedisServer,
 def _serve(args: list[str], tmp_path: Path, ready: str, **extra: str) -> tuple[str, str]:
     """Run a server command until its stderr shows ``ready``, then SIGTERM it; its
     output. Fails if it exits first (with that output in the message)."""
-    proc = subprocess.Popen([sys.executable, "-m", "stickyip.cli", "--log-level", "debug",
-                             *args], cwd=ROOT, env=env(tmp_path, **extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_stickyip("--log-level", "debug", *args,
+                          env=stickyip_env(tmp_path / "home", **extra))
     lines: list[str] = []
     try:
         assert proc.stderr is not None
@@ -114,11 +107,10 @@ def test_the_webhook_logs_and_serves_no_password(locked_redis: RedisServer,
     certs = Certs(str(tmp_path))
     port = free_port()
     url = locked_redis.url
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stickyip.cli", "--log-level", "debug", "webhook", "--cert",
-         certs.cert_file, "--key", certs.key_file, "--host", "127.0.0.1", "--port", str(port),
-         "--no-kube"], cwd=ROOT, env=env(tmp_path, STICKYIP_REDIS_URL=url),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_stickyip("--log-level", "debug", "webhook", "--cert", certs.cert_file,
+                          "--key", certs.key_file, "--host", "127.0.0.1", "--port", str(port),
+                          "--no-kube", env=stickyip_env(tmp_path / "home",
+                                                       STICKYIP_REDIS_URL=url))
 
     async def use() -> list[str]:
         client = Client(f"https://127.0.0.1:{port}", certs.client_context())

@@ -8,11 +8,9 @@ lines parse with the real command line. The pool limits it states are the store'
 from __future__ import annotations
 
 import copy
-import os
 import re
 import shlex
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,8 +22,9 @@ from ipam import InvalidPool, RedisIpam, ReservationKey
 from ipam.models import pool_from_dict
 from stickyip.cli import COMPONENTS, build_parser
 from tests.support.admission import decoded_patch, live_webhook, review, statefulset_pod
+from tests.support.cli import ROOT, stickyip_env
+from tests.support.cli import stickyip as run_stickyip
 
-ROOT = Path(__file__).resolve().parents[2]
 SECTION = re.search(r"^## Using it\n(.*?)^## ", (ROOT / "README.md").read_text(),
                     flags=re.M | re.S)
 assert SECTION is not None
@@ -57,10 +56,7 @@ def command_lines() -> list[tuple[list[str], str]]:
 
 
 def stickyip(url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STICKYIP_")}
-    return subprocess.run([sys.executable, "-m", "stickyip.cli", *args], cwd=cwd,
-                          env=env | {"STICKYIP_REDIS_URL": url}, capture_output=True,
-                          text=True, timeout=60)
+    return run_stickyip(*args, env=stickyip_env(STICKYIP_REDIS_URL=url), cwd=cwd)
 
 
 async def test_the_readme_examples_work_together(redis_url: str, ipam: RedisIpam,

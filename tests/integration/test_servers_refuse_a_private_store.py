@@ -7,30 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.admission import Certs, Client
+from tests.support.cli import start_stickyip, stickyip, stickyip_env
 from tests.support.redis_server import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("STICKYIP_") and k != "KUBECONFIG"}
-    return clean | {"HOME": str(tmp_path / "home"),
-                    "STICKYIP_EMBEDDED_PATH": str(tmp_path / "embedded" / "ipam.rdb"), **extra}
+    return stickyip_env(tmp_path / "home", STICKYIP_EMBEDDED_PATH=str(
+        tmp_path / "embedded" / "ipam.rdb"), **extra)
 
 
-def stickyip(args: list[str], tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stickyip.cli", *args], cwd=ROOT,
-                          env=env(tmp_path, **extra), capture_output=True, text=True, timeout=60)
+def run(args: list[str], tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    return stickyip(*args, env=env(tmp_path, **extra))
 
 
 @pytest.mark.parametrize("args", [
@@ -40,7 +34,7 @@ def stickyip(args: list[str], tmp_path: Path, **extra: str) -> subprocess.Comple
     ["--log-level", "info", "webhook", "--cert", "c.pem", "--key", "k.pem"],
 ])
 def test_servers_without_a_store_url_do_not_start(tmp_path: Path, args: list[str]) -> None:
-    proc = stickyip(args, tmp_path)
+    proc = run(args, tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
@@ -50,8 +44,8 @@ def test_servers_without_a_store_url_do_not_start(tmp_path: Path, args: list[str
 
 
 def test_embedded_and_a_url_together_are_refused(tmp_path: Path) -> None:
-    proc = stickyip(["--embedded", "--redis-url", "redis://127.0.0.1:1/0", "pool", "list"],
-                    tmp_path)
+    proc = run(["--embedded", "--redis-url", "redis://127.0.0.1:1/0", "pool", "list"],
+               tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: --embedded and --redis-url name two different "
                                    "stores: give one of them")
@@ -60,11 +54,9 @@ def test_embedded_and_a_url_together_are_refused(tmp_path: Path) -> None:
 def test_the_webhook_runs_on_an_embedded_store_only_when_asked(tmp_path: Path) -> None:
     certs = Certs(str(tmp_path))
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stickyip.cli", "webhook", "--embedded", "--cert",
-         certs.cert_file, "--key", certs.key_file, "--host", "127.0.0.1", "--port", str(port),
-         "--no-kube"], cwd=ROOT, env=env(tmp_path), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    proc = start_stickyip("webhook", "--embedded", "--cert", certs.cert_file, "--key",
+                          certs.key_file, "--host", "127.0.0.1", "--port", str(port),
+                          "--no-kube", env=env(tmp_path))
 
     async def ready() -> int:
         client = Client(f"https://127.0.0.1:{port}", certs.client_context())
@@ -91,10 +83,10 @@ def test_the_webhook_runs_on_an_embedded_store_only_when_asked(tmp_path: Path) -
 
 def test_operator_commands_say_they_use_the_embedded_store(tmp_path: Path) -> None:
     path = tmp_path / "embedded" / "ipam.rdb"
-    listed = stickyip(["pool", "list", "-o", "json"], tmp_path)
+    listed = run(["pool", "list", "-o", "json"], tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout) == []
     assert listed.stderr.strip() == (f"stickyip: using the embedded store at {path} (no "
                                      "--redis-url or STICKYIP_REDIS_URL)")
-    url = stickyip(["pool", "list"], tmp_path, STICKYIP_REDIS_URL="redis://127.0.0.1:1/0")
+    url = run(["pool", "list"], tmp_path, STICKYIP_REDIS_URL="redis://127.0.0.1:1/0")
     assert "embedded" not in url.stderr
