@@ -27,11 +27,11 @@ import time
 from typing import Any
 
 from bench.common import Report, percentile
-from datapath import features_maps as fm
-from datapath.features_loader import FeaturePrograms
-from datapath.services import ServiceManager
-from datapath.services.translate import service_key
-from tests.privileged.features_net import Topology
+from datapath.features.services import ServiceManager
+from datapath.features.services.translate import service_key
+from datapath.loader import FeaturePrograms
+from datapath.maps import fields, ipcache, policy_endpoints, policy_rules
+from netbed.topology import Topology
 
 SIZES = [int(s) for s in os.environ.get("STICKYIP_BENCH_SIZES", "10,1000,10000,50000").split(",")]
 CONNS = int(os.environ.get("STICKYIP_BENCH_CONNS", "2000"))
@@ -176,18 +176,21 @@ def resize_services(mgr: ServiceManager, n: int, backend: str) -> None:
 def fill_policy(progs: FeaturePrograms, n: int, client: str, backend: str) -> None:
     """Client egress enforced; n policy entries and n ipcache entries, one of which
     allows the backend on the benchmark port."""
-    for name in (fm.POLICY_MAP, fm.IPCACHE_MAP, fm.POLICY_EP_MAP):
+    for name in (policy_rules.NAME, ipcache.NAME, policy_endpoints.NAME):
         progs.clear(name)
-    progs.update(fm.IPCACHE_MAP, (0, 0), (fm.ID_WORLD,))
-    progs.update(fm.POLICY_EP_MAP, (fm.be32(client),), (1, fm.EP_F_EGRESS_ENFORCED))
+    progs.update(ipcache.NAME, (0, 0), (ipcache.ID_WORLD,))
+    progs.update(policy_endpoints.NAME, (fields.be32(client),),
+                 (1, policy_endpoints.F_EGRESS_ENFORCED))
     base = int(ipaddress.IPv4Address("10.200.0.0"))
     for i in range(n - 1):
         ident = 1000 + i
-        progs.update(fm.IPCACHE_MAP, (32, fm.be32(ipaddress.IPv4Address(base + i))), (ident,))
-        progs.update(fm.POLICY_MAP, (96, 1, ident, fm.POL_DIR_EGRESS, 6, fm.be16(1000 + i % 5000)),
+        progs.update(ipcache.NAME, (32, fields.be32(ipaddress.IPv4Address(base + i))), (ident,))
+        progs.update(policy_rules.NAME,
+                     (96, 1, ident, policy_rules.DIR_EGRESS, 6, fields.be16(1000 + i % 5000)),
                      (i, 0))
-    progs.update(fm.IPCACHE_MAP, (32, fm.be32(backend)), (999,))
-    progs.update(fm.POLICY_MAP, (96, 1, 999, fm.POL_DIR_EGRESS, 6, fm.be16(PORT)), (n, 0))
+    progs.update(ipcache.NAME, (32, fields.be32(backend)), (999,))
+    progs.update(policy_rules.NAME, (96, 1, 999, policy_rules.DIR_EGRESS, 6, fields.be16(PORT)),
+                 (n, 0))
 
 
 def main() -> None:

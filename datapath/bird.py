@@ -1,6 +1,8 @@
 """Pure BIRD 2 config generator for bgp routing: an iBGP full mesh between nodes where
 each node announces its blocks (static blackholes, aggregated) and the /32s it serves
-away from their block's node, and installs what it learns into the kernel."""
+away from their block's node, and installs what it learns into the kernel; plus
+sessions with configured routers outside the mesh (top-of-rack routers, route
+reflectors), which get the same announcements."""
 
 from __future__ import annotations
 
@@ -19,15 +21,44 @@ class BirdConfig:
     #: peer node name -> its address
     peers: tuple[tuple[str, str], ...]
     kernel_scan: int = 10
+    external: tuple[ExternalPeer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalPeer:
+    """A router outside the node mesh: its address and AS number."""
+
+    address: ipaddress.IPv4Address
+    asn: int
+
+
+def parse_peer(text: str) -> ExternalPeer:
+    """``'ADDRESS AS'``, e.g. ``'192.0.2.1 64513'`` (STICKYIP_AGENT_BGP_PEERS)."""
+    parts = text.split()
+    if len(parts) != 2:
+        raise ValueError(f"BGP peer {text!r}: expected 'ADDRESS AS', e.g. '192.0.2.1 64513'")
+    try:
+        address = ipaddress.IPv4Address(parts[0])
+        asn = int(parts[1])
+    except ValueError as e:
+        raise ValueError(f"BGP peer {text!r}: {e}") from e
+    if not 1 <= asn <= 4294967295:
+        raise ValueError(f"BGP peer {text!r}: AS number {asn} is not in 1..4294967295")
+    return ExternalPeer(address, asn)
 
 
 def config_of(*, router_id: str, asn: int, blocks: Iterable[ipaddress.IPv4Network],
               migrated: Iterable[ipaddress.IPv4Address], peers: Mapping[str, str],
-              self_node: str) -> BirdConfig:
+              self_node: str, external: Iterable[ExternalPeer] = ()) -> BirdConfig:
+    mesh = tuple(sorted((n, a) for n, a in peers.items() if n != self_node and a))
+    nodes = {a for _, a in mesh}
     return BirdConfig(
         router_id=router_id, asn=asn, blocks=tuple(sorted(set(blocks))),
-        migrated=tuple(sorted(set(migrated))),
-        peers=tuple(sorted((n, a) for n, a in peers.items() if n != self_node and a)),
+        migrated=tuple(sorted(set(migrated))), peers=mesh,
+        # one session per address; a node already in the mesh gets no second one
+        external=tuple(sorted({p.address: p for p in reversed(list(external))
+                               if str(p.address) not in nodes}.values(),
+                              key=lambda p: p.address)),
     )
 
 
@@ -77,4 +108,7 @@ def render(cfg: BirdConfig) -> str:
         ipaddress.IPv4Address(addr)
         lines += ["", f"protocol bgp {protocol_name(name)} from stickyip_peer {{",
                   f"  neighbor {addr} as {cfg.asn};", "}"]
+    for p in cfg.external:
+        lines += ["", f"protocol bgp ext_{str(p.address).replace('.', '_')} "
+                  "from stickyip_peer {", f"  neighbor {p.address} as {p.asn};", "}"]
     return "\n".join(lines) + "\n"

@@ -3,9 +3,10 @@ agent. It parses the environment and the network config, answers VERSION itself 
 forwards everything else over the agent's unix socket.
 
 Started by the container runtime for every pod, so it imports only the standard
-library (json, os, socket, sys): no pydantic, redis or pyroute2 on this path. Being
-self-contained, this file is also installed as a standalone script run with
-``python -S`` (see :func:`install`), which skips site-packages start-up entirely.
+library (json, os, socket, sys) and the import-free :mod:`datapath.errors` for its
+error codes: no pydantic, redis or pyroute2 on this path. It is also installed as a
+standalone script run with ``python -S`` (see :func:`install`, which writes the codes
+in place of that import), which skips site-packages start-up entirely.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ import json
 import os
 import socket
 import sys
+
+from datapath.errors import (
+    CNI_DECODE_FAILURE,
+    CNI_INCOMPATIBLE_VERSION,
+    CNI_INVALID_CONFIG,
+    CNI_INVALID_ENV,
+    CNI_NOT_AVAILABLE,
+    CNI_TRY_AGAIN,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on every pod start
@@ -25,16 +35,11 @@ SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 V11_COMMANDS = ("STATUS", "GC")
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 DEFAULT_SOCKET = "/run/stickyip/agent.sock"
+#: The interpreter an installed plugin runs on: the node's own Python (3.7 or later),
+#: as the DaemonSet's init container, the agent's --cni-bin-dir and the benchmarks
+#: install it alike.
+NODE_PYTHON = "/usr/bin/python3"
 DEFAULT_TIMEOUT = 60.0
-
-# CNI spec error codes (mirrored in datapath.errors; duplicated to keep imports minimal).
-E_INCOMPATIBLE = 1
-E_INVALID_ENV = 4
-E_IO = 5
-E_DECODE = 6
-E_INVALID_CONFIG = 7
-E_TRY_AGAIN = 11
-E_NOT_AVAILABLE = 50
 
 
 class CniFailure(Exception):
@@ -53,7 +58,7 @@ def parse_cni_args(text: str) -> dict[str, str]:
             continue
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
-            raise CniFailure(E_INVALID_ENV, f"CNI_ARGS is malformed: {part!r} is not KEY=VALUE")
+            raise CniFailure(CNI_INVALID_ENV, f"CNI_ARGS is malformed: {part!r} is not KEY=VALUE")
         out[key.strip()] = value.strip()
     return out
 
@@ -62,10 +67,10 @@ def parse_config(raw: bytes | str) -> dict[str, Any]:
     try:
         conf = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
-        raise CniFailure(E_DECODE, "network configuration on stdin is not valid JSON",
+        raise CniFailure(CNI_DECODE_FAILURE, "network configuration on stdin is not valid JSON",
                          str(e)) from e
     if not isinstance(conf, dict):
-        raise CniFailure(E_DECODE, "network configuration must be a JSON object")
+        raise CniFailure(CNI_DECODE_FAILURE, "network configuration must be a JSON object")
     return conf
 
 
@@ -73,18 +78,19 @@ def check_config(conf: Mapping[str, Any], command: str) -> str:
     """Validate the network config for ``command``; returns its cniVersion."""
     version = conf.get("cniVersion")
     if not isinstance(version, str) or not version:
-        raise CniFailure(E_INVALID_CONFIG, "network configuration has no cniVersion")
+        raise CniFailure(CNI_INVALID_CONFIG, "network configuration has no cniVersion")
     if version not in SUPPORTED_VERSIONS:
-        raise CniFailure(E_INCOMPATIBLE, f"cniVersion {version} is not supported",
+        raise CniFailure(CNI_INCOMPATIBLE_VERSION, f"cniVersion {version} is not supported",
                          f"supported: {', '.join(SUPPORTED_VERSIONS)}")
     if command in V11_COMMANDS and _vtuple(version) < (1, 1, 0):
-        raise CniFailure(E_INCOMPATIBLE, f"{command} needs cniVersion 1.1.0, got {version}")
+        raise CniFailure(CNI_INCOMPATIBLE_VERSION,
+                         f"{command} needs cniVersion 1.1.0, got {version}")
     for key in ("name", "type"):
         if not isinstance(conf.get(key), str) or not conf.get(key):
-            raise CniFailure(E_INVALID_CONFIG, f"network configuration has no {key!r}")
+            raise CniFailure(CNI_INVALID_CONFIG, f"network configuration has no {key!r}")
     sock = conf.get("agentSocket")
     if sock is not None and not isinstance(sock, str):
-        raise CniFailure(E_INVALID_CONFIG, "'agentSocket' must be a string path")
+        raise CniFailure(CNI_INVALID_CONFIG, "'agentSocket' must be a string path")
     return version
 
 
@@ -104,12 +110,12 @@ def build_request(env: Mapping[str, str], conf: dict[str, Any]) -> dict[str, Any
             "DEL": ("CNI_CONTAINERID", "CNI_IFNAME")}.get(command, ())
     missing = [k for k in need if not env.get(k)]
     if missing:
-        raise CniFailure(E_INVALID_ENV, f"missing environment variable(s) for {command}: "
+        raise CniFailure(CNI_INVALID_ENV, f"missing environment variable(s) for {command}: "
                          + ", ".join(missing))
     ifname = env.get("CNI_IFNAME", "")
     if ifname and (len(ifname) > 15 or "/" in ifname or ifname in (".", "..")
                    or any(c.isspace() for c in ifname)):
-        raise CniFailure(E_INVALID_ENV, f"CNI_IFNAME {ifname!r} is not a valid interface name")
+        raise CniFailure(CNI_INVALID_ENV, f"CNI_IFNAME {ifname!r} is not a valid interface name")
     return {
         "command": command,
         "containerId": env.get("CNI_CONTAINERID", ""),
@@ -164,9 +170,9 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | Non
     try:
         command = env.get("CNI_COMMAND", "")
         if not command:
-            raise CniFailure(E_INVALID_ENV, "CNI_COMMAND is not set")
+            raise CniFailure(CNI_INVALID_ENV, "CNI_COMMAND is not set")
         if command not in COMMANDS:
-            raise CniFailure(E_INVALID_ENV, f"unknown CNI_COMMAND {command!r}")
+            raise CniFailure(CNI_INVALID_ENV, f"unknown CNI_COMMAND {command!r}")
         if command == "VERSION":
             if stdin.strip():
                 conf = parse_config(stdin)
@@ -183,11 +189,11 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | Non
         try:
             reply = call_agent(path, request)
         except (FileNotFoundError, ConnectionRefusedError) as e:
-            code = E_NOT_AVAILABLE if command == "STATUS" else E_TRY_AGAIN
+            code = CNI_NOT_AVAILABLE if command == "STATUS" else CNI_TRY_AGAIN
             raise CniFailure(code, "stickyip agent is not running on this node",
                              f"{path}: {e.strerror}") from e
         except (OSError, ValueError) as e:
-            raise CniFailure(E_TRY_AGAIN, "stickyip agent did not answer", str(e)) from e
+            raise CniFailure(CNI_TRY_AGAIN, "stickyip agent did not answer", str(e)) from e
         if not reply.get("ok"):
             raise CniFailure(int(reply.get("code", 999)), str(reply.get("msg", "agent error")),
                              str(reply.get("details", "")))
@@ -200,12 +206,28 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | Non
         return 1, error_result(version, f.code, f.msg, f.details)
 
 
-def install(dest_dir: str, *, python: str | None = None) -> str:
-    """Install this module as ``DEST/stickyip-cni``, run by ``python -S`` (no site, no
-    venv: the plugin needs only the standard library). Atomic; returns the path."""
+def standalone_text() -> str:
+    """This module as one self-contained script: the import of error codes replaced
+    by their values, so it runs without the ``datapath`` package on the path."""
+    import re
+
+    from datapath import errors
+
     with open(__file__, encoding="utf-8") as f:
         body = f.read()
-    interpreter = python or sys.executable
+    found = re.search(r"^from datapath\.errors import \(([^)]*)\)\n", body, flags=re.M)
+    if found is None:
+        raise RuntimeError(f"{__file__}: no error-code import to inline")
+    names = [n.strip() for n in found.group(1).split(",") if n.strip()]
+    codes = "".join(f"{n} = {getattr(errors, n)!r}\n" for n in names)
+    return body[:found.start()] + codes + body[found.end():]
+
+
+def install(dest_dir: str, *, python: str = NODE_PYTHON) -> str:
+    """Install this module as ``DEST/stickyip-cni``, run by ``python -S`` (no site, no
+    venv: the plugin needs only the standard library). Atomic; returns the path."""
+    body = standalone_text()
+    interpreter = python
     path = os.path.join(dest_dir, "stickyip-cni")
     tmp = f"{path}.tmp{os.getpid()}"
     os.makedirs(dest_dir, exist_ok=True)

@@ -1,5 +1,7 @@
-"""Errors of the node datapath: one root, leaves carrying the CNI error code a runtime
-sees when the failure ends a CNI request."""
+"""Errors of the node datapath: the one table of CNI error codes (the agent and the
+plugin both take theirs from here), one root, and leaves carrying the code a runtime
+sees when the failure ends a CNI request. Imports nothing: the plugin loads it on
+every call."""
 
 from __future__ import annotations
 
@@ -31,20 +33,12 @@ class DatapathError(Exception):
         self.details = details
 
 
-class IncompatibleVersion(DatapathError):
-    code = CNI_INCOMPATIBLE_VERSION
-
-
 class UnknownContainer(DatapathError):
     code = CNI_UNKNOWN_CONTAINER
 
 
 class InvalidEnvironment(DatapathError):
     code = CNI_INVALID_ENV
-
-
-class DecodeFailure(DatapathError):
-    code = CNI_DECODE_FAILURE
 
 
 class InvalidConfig(DatapathError):
@@ -73,6 +67,13 @@ class NotHome(DatapathError):
     """The pod's sticky reservation is homed on another node."""
 
     code = CNI_NOT_HOME
+
+
+class UnclearPod(DatapathError):
+    """A pod asks for a fixed address but does not say which ordinal it fills (the
+    webhook refuses such pods: it was bypassed)."""
+
+    code = CNI_INTERNAL
 
 
 class CheckFailed(DatapathError):

@@ -1,27 +1,16 @@
-"""Datapath data: the endpoint record the agent keeps per pod attachment, and the
-request/response shapes spoken between the CNI plugin and the agent."""
+"""Datapath data: the endpoint record the agent keeps per pod attachment, the reply
+the agent sends the CNI plugin, and what the netlink adapter reports of links."""
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, Field
 
 from datapath.hooks import Endpoint
-
-
-class AgentRequest(TypedDict):
-    """One line of JSON the plugin sends to the agent."""
-
-    command: str
-    containerId: str
-    netns: str
-    ifname: str
-    args: dict[str, str]
-    path: str
-    config: dict[str, Any]
 
 
 class AgentReply(TypedDict):
@@ -62,6 +51,28 @@ class EndpointRecord(BaseModel):
                         host_ifname=self.host_ifname, host_ifindex=host_ifindex,
                         address=self.address, namespace=self.namespace, pod=self.pod,
                         labels=dict(self.labels), netns=self.netns)
+
+
+@dataclass(frozen=True, slots=True)
+class PodLink:
+    """A pod's interface as the kernel has it."""
+
+    index: int
+    mac: str
+    up: bool
+    addresses: tuple[str, ...]
+    #: the default route via the gateway and the gateway's permanent neighbour exist
+    routes_ok: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TcFilter:
+    """One bpf filter on a link's clsact hook."""
+
+    parent: int
+    prio: int
+    name: str
+    prog_id: int
 
 
 def host_ifname(prefix: str, container_id: str, ifname: str) -> str:

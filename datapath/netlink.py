@@ -12,13 +12,13 @@ import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from datapath.errors import InterfaceExists, NetlinkFailure, UnknownContainer
+from datapath.models import PodLink, TcFilter
 from datapath.routing import Route
 
 RT_TABLE_MAIN = 254
@@ -31,23 +31,6 @@ TC_H_CLSACT_INGRESS = 0xFFFFFFF2
 TC_H_CLSACT_EGRESS = 0xFFFFFFF3
 ETH_P_ALL = 0x0003
 NETLINK_ROUTE = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PodLink:
-    index: int
-    mac: str
-    up: bool
-    addresses: tuple[str, ...]
-    routes_ok: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TcFilter:
-    parent: int
-    prio: int
-    name: str
-    prog_id: int
 
 
 async def _all(gen: Any) -> list[Any]:
@@ -76,8 +59,11 @@ class Netlink:
     """Netlink operations in the node's own netns and in pod netns paths."""
 
     def __init__(self, *, route_protocol: int) -> None:
-        self.proto = route_protocol
+        self.route_protocol = route_protocol
         self._ipr: AsyncIPRoute | None = None
+
+    def netns_exists(self, path: str) -> bool:
+        return netns_exists(path)
 
     async def open(self) -> None:
         self._ipr = AsyncIPRoute()
@@ -257,7 +243,7 @@ class Netlink:
         maps the ifindex of dev routes to interface names (unknown ones show as #N)."""
         out = []
         async for r in await self.ipr.route("dump", table=RT_TABLE_MAIN, family=2):
-            if r["proto"] != self.proto:
+            if r["proto"] != self.route_protocol:
                 continue
             dst = ipaddress.IPv4Network(f"{r.get('dst') or '0.0.0.0'}/{r['dst_len']}")
             if r["type"] == RTN_BLACKHOLE:
@@ -268,19 +254,9 @@ class Netlink:
                 out.append(Route(dst, "dev", names.get(int(r.get("oif")), f"#{r.get('oif')}")))
         return out
 
-    async def kernel_route(self, dst: ipaddress.IPv4Network) -> list[dict[str, Any]]:
-        """Every main-table route for exactly ``dst`` (any protocol), for tests and probes."""
-        out = []
-        async for r in await self.ipr.route("dump", table=RT_TABLE_MAIN, family=2):
-            if r["dst_len"] == dst.prefixlen and (r.get("dst") or "0.0.0.0") == \
-                    str(dst.network_address):
-                out.append({"proto": r["proto"], "type": r["type"],
-                            "gateway": r.get("gateway"), "oif": r.get("oif")})
-        return out
-
     def _route_args(self, route: Route, names: dict[str, int]) -> dict[str, Any]:
         args: dict[str, Any] = {"dst": str(route.dst), "table": RT_TABLE_MAIN,
-                                "proto": self.proto}
+                                "proto": self.route_protocol}
         if route.kind == "blackhole":
             args["type"] = "blackhole"
         elif route.kind == "via":
@@ -297,7 +273,7 @@ class Netlink:
         try:
             if op == "del":
                 # scope "nowhere" matches any scope, as iproute2 does for deletes
-                args = {"dst": str(route.dst), "table": RT_TABLE_MAIN, "proto": self.proto,
+                args = {"dst": str(route.dst), "table": RT_TABLE_MAIN, "proto": self.route_protocol,
                         "scope": RT_SCOPE_NOWHERE}
                 if route.kind == "blackhole":
                     args["type"] = "blackhole"

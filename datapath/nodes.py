@@ -13,17 +13,17 @@ KEY = "sip:datapath:node-address"
 
 class NodeDirectory:
     def __init__(self, client: Redis) -> None:
-        self._r = client
+        self._redis = client
 
     async def publish(self, node: str, address: str) -> None:
         try:
-            await self._r.hset(KEY, node, address)
+            await self._redis.hset(KEY, node, address)
         except (RedisError, OSError) as e:
             raise TryAgain(f"cannot publish node address: {e}") from e
 
     async def addresses(self) -> dict[str, str]:
         try:
-            raw = await self._r.hgetall(KEY)
+            raw = await self._redis.hgetall(KEY)
         except (RedisError, OSError) as e:
             raise TryAgain(f"cannot read node addresses: {e}") from e
         return {_s(k): _s(v) for k, v in raw.items()}

@@ -1,6 +1,8 @@
 """Pure routing decisions: which routes a node wants (from the IPAM routing view, its
-endpoints and peer addresses), which addresses it must fence, and the diff between
-desired and actual kernel routes as a list of operations for the caller to apply."""
+endpoints and peer addresses), which endpoints it must fence (their address now
+served elsewhere, or their reservation re-homed with a newer epoch), and the diff
+between desired and actual kernel routes as a list of operations for the caller to
+apply."""
 
 from __future__ import annotations
 
@@ -44,6 +46,19 @@ class LocalEndpoint:
     address: ipaddress.IPv4Address
     host_ifname: str
     fenced: bool = False
+    #: the reservation key of a sticky endpoint ("" for an ephemeral one)
+    owner: str = ""
+    #: the reservation's epoch when this node set the endpoint up
+    epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where IPAM places a sticky reservation now."""
+
+    address: ipaddress.IPv4Address | None
+    node: str | None
+    epoch: int
 
 
 def serving_node(view: RoutingView, address: ipaddress.IPv4Address) -> str | None:
@@ -68,6 +83,24 @@ def to_fence(node: str, view: RoutingView,
             continue
         who = serving_node(view, ep.address)
         if who is not None and who != node:
+            out.append(ep)
+    return out
+
+
+def to_fence_by_epoch(node: str, endpoints: Iterable[LocalEndpoint],
+                      placements: Mapping[str, Placement]) -> list[LocalEndpoint]:
+    """Sticky endpoints whose reservation moved on even where the routing view does not
+    show it: re-homed to another node with a newer epoch, or given another address.
+    ``placements`` maps reservation keys to what IPAM says now; endpoints without an
+    entry (reservation unknown, or not sticky) are left alone."""
+    out = []
+    for ep in endpoints:
+        if ep.fenced or not ep.owner:
+            continue
+        now = placements.get(ep.owner)
+        if now is None:
+            continue
+        if (now.epoch > ep.epoch and now.node != node) or now.address != ep.address:
             out.append(ep)
     return out
 

@@ -16,7 +16,7 @@ class DemoSettings(BaseSettings):
         "does when running as root, 'off' plays the control plane only")
     service_policy: bool = Field(
         default=True, description="with the datapath: the agents load the eBPF service and "
-        "policy programs (--hook datapath.features_hook:hook, fed from the API) and the "
+        "policy programs (--hook datapath.features.hook:hook, fed from the API) and the "
         "demo probes the Service VIP and a NetworkPolicy; off: those probes are skipped")
     fast: bool = Field(default=False, description="short controller timers and no pauses "
                        "between steps (tests)")

@@ -5,8 +5,9 @@ node blocks, eBPF anti-spoofing), and pods as network namespaces wired by the re
 that answers TCP on port 8080 with its pod name and runs probes on request.
 
 Every name carries the run's random id; :meth:`Datapath.close` removes namespaces,
-processes and bpffs pins even after a failure. Like ``tests/privileged/testbed.py``,
-but sharing the demo's Redis and driven by the demo kubelet."""
+processes and bpffs pins even after a failure. Built from the same pieces as the
+privileged tests' bed (:mod:`netbed`), but sharing the demo's Redis and driven by the
+demo kubelet."""
 
 from __future__ import annotations
 
@@ -14,9 +15,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import os
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,64 +26,22 @@ from typing import Any
 from demo.errors import ComponentFailed, DemoError
 from demo.kubelet import RunningPod
 from demo.procs import Component, Supervisor, cni_command, stickyip_command
-from demo.relay import LoopbackRelay
+from netbed.agents import agent_command, cni_env, pod_args
+from netbed.deployed import deployed_agent
+from netbed.fabric import Fabric, FabricNode
+from netbed.pods import program_command
+from netbed.relay import LoopbackRelay
+from netbed.shell import BPFFS, Namespaces, NetbedError, netns_path, remove_pins, sh
 
 FABRIC_NET = ipaddress.IPv4Network("192.168.251.0/24")
-BPFFS = "/sys/fs/bpf"
+#: every pod runs :mod:`netbed.pods`' program: it answers TCP (and UDP) on this port
+#: with its name and runs probes on request
 POD_PORT = 8080
 
-#: The program inside every pod: a TCP server on POD_PORT answering with the pod's
-#: name, and a prober reading {"id", "ip", "port", "timeout"} lines on stdin.
-POD_PROGRAM = r'''
-import json, socket, sys, threading
-name, port = sys.argv[1], int(sys.argv[2])
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", port)); srv.listen(64)
-def serve():
-    while True:
-        c, _ = srv.accept()
-        try: c.sendall(name.encode())
-        except OSError: pass
-        c.close()
-threading.Thread(target=serve, daemon=True).start()
-print(json.dumps({"ready": name}), flush=True)
-lock = threading.Lock()
-def probe(req):
-    try:
-        s = socket.create_connection((req["ip"], req["port"]), timeout=req["timeout"])
-        s.settimeout(req["timeout"]); data = s.recv(100); s.close()
-        res = {"id": req["id"], "ok": True, "reply": data.decode()}
-    except ConnectionRefusedError:
-        res = {"id": req["id"], "ok": False, "reply": "connection refused"}
-    except OSError as e:
-        res = {"id": req["id"], "ok": False, "reply": type(e).__name__}
-    with lock:
-        sys.stdout.write(json.dumps(res) + "\n"); sys.stdout.flush()
-for line in sys.stdin:
-    threading.Thread(target=probe, args=(json.loads(line),), daemon=True).start()
-'''
-
-
-def sh(*cmd: str, check: bool = True, timeout: float = 30) -> str:
-    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, text=True)
-    if check and proc.returncode != 0:
-        raise DemoError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout
-
-
 @dataclass
-class Node:
-    name: str
-    index: int
-    netns: str
-    address: str
-    dir: Path
+class Node(FabricNode):
     socket_dir: Path
     agent: Component | None = None
-
-    @property
-    def netns_path(self) -> str:
-        return f"/run/netns/{self.netns}"
 
     @property
     def socket(self) -> str:
@@ -106,7 +63,7 @@ class PodSandbox:
 
     @property
     def netns_path(self) -> str:
-        return f"/run/netns/{self.netns}"
+        return netns_path(self.netns)
 
     async def connect(self, ip: str, port: int, wait_s: float = 1.5) -> tuple[bool, str]:
         """A TCP connection from this pod; (connected, reply or error)."""
@@ -132,7 +89,9 @@ class PodSandbox:
 class Datapath:
     def __init__(self, *, fast: bool = False, service_policy: bool = True) -> None:
         self.run_id = secrets.token_hex(3)
-        #: Agents load the eBPF service and policy programs (datapath.features_hook).
+        #: The agent as the DaemonSet runs it: hooks, flags, settings.
+        self.deployed = deployed_agent()
+        #: Agents load the eBPF service and policy programs (the DaemonSet's hooks).
         self.service_policy = service_policy
         self.relay: LoopbackRelay | None = None
         self.api_url = ""
@@ -140,13 +99,13 @@ class Datapath:
         self.features_error = ""
         self.prefix = f"sipd{self.run_id}"
         self.fast = fast
-        self.fabric = f"{self.prefix}-fab"
+        self.namespaces = Namespaces()
+        self.fabric = Fabric(self.namespaces, prefix=self.prefix, network=FABRIC_NET)
         self.pin_base = f"{BPFFS}/stickyip-demo-{self.run_id}"
         self.nodes: dict[str, Node] = {}
         self.pods: dict[str, PodSandbox] = {}
         self.redis_url = ""
         self.pool = ""
-        self._netns: list[str] = []
         self._counter = 0
         self._sup: Supervisor | None = None
         self._env: dict[str, str] = {}
@@ -155,36 +114,21 @@ class Datapath:
 
     # ------------------------------------------------------------ lifecycle
 
-    def _add_netns(self, name: str) -> None:
-        sh("ip", "netns", "add", name)
-        self._netns.append(name)
-
     async def start(self, names: list[str], redis_url: str, pool: str, *,
                     env: dict[str, str], sup: Supervisor, work: Path, sockets: Path,
                     api_url: str, note: Callable[[str], None] = lambda s: None) -> None:
         self.redis_url, self.pool, self._sup, self.api_url = redis_url, pool, sup, api_url
-        # Agents read pods (and, with the features hook, Services, EndpointSlices and
-        # NetworkPolicies) from the API, relayed into their namespaces.
-        self._env = env | {"STICKYIP_AGENT_KUBE": "true", "STICKYIP_KUBE_HOST": api_url}
+        self._env = env | self.agent_env(api_url)
         self.relay = LoopbackRelay(int(api_url.rsplit(":", 1)[1]))
-        self._add_netns(self.fabric)
-        sh("ip", "-n", self.fabric, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", self.fabric, "link", "set", "br0", "up")
-        for i, name in enumerate(names, start=1):
-            d = work / name
-            d.mkdir(exist_ok=True)
-            node = Node(name, i, f"{self.prefix}-n{i}",
-                        str(FABRIC_NET.network_address + 10 + i), d, sockets)
-            self.nodes[name] = node
-            self._add_netns(node.netns)
-            port = f"p{i}"
-            sh("ip", "-n", self.fabric, "link", "add", port, "type", "veth", "peer", "name",
-               "fab0", "netns", node.netns)
-            sh("ip", "-n", self.fabric, "link", "set", port, "master", "br0", "up")
-            sh("ip", "-n", node.netns, "link", "set", "lo", "up")
-            sh("ip", "-n", node.netns, "addr", "add",
-               f"{node.address}/{FABRIC_NET.prefixlen}", "dev", "fab0")
-            sh("ip", "-n", node.netns, "link", "set", "fab0", "up")
+        try:
+            self.fabric.start()
+            for name in names:
+                d = work / name
+                d.mkdir(exist_ok=True)
+                index, netns, address = self.fabric.add_node()
+                self.nodes[name] = Node(name, index, netns, address, d, sockets)
+        except NetbedError as e:
+            raise DemoError(f"cannot set up the node namespaces: {e}") from e
         for node in self.nodes.values():
             await self.relay.add_netns(node.netns_path)
         try:
@@ -219,16 +163,23 @@ class Datapath:
             note(f"{node.name}: namespace {node.netns}, address {node.address}, agent "
                  f"pid {comp.proc.pid} ready ({progs} loaded)")
 
+    def agent_env(self, api_url: str) -> dict[str, str]:
+        """The agents run as the DaemonSet runs them (netbed.deployed): its settings, so
+        they read pods (and, with the features hook, Services, EndpointSlices and
+        NetworkPolicies) from the API, relayed into their namespaces."""
+        return self.deployed.env | {"STICKYIP_KUBE_HOST": api_url}
+
     def _agent_command(self, node: Node) -> list[str]:
-        return ["nsenter", f"--net={node.netns_path}", "--", *stickyip_command(),
-                "--redis-url", self.redis_url, "--log-level", "info",
-                "agent", "--node", node.name, "--node-address", node.address,
-                "--routing", "direct", "--socket", node.socket,
-                "--pin-root", f"{self.pin_base}/{node.name}",
-                "--state-dir", str(node.dir / "state"), "--metrics-port", "0",
-                "--default-pool", self.pool,
-                "--sync-interval", "0.2" if self.fast else "0.5",
-                *(["--hook", "datapath.features_hook:hook"] if self.service_policy else [])]
+        settings = self.deployed.settings()
+        return agent_command(
+            stickyip_command(), netns_path=node.netns_path, redis_url=self.redis_url,
+            node=node.name, address=node.address, routing="direct", socket=node.socket,
+            pin_root=f"{self.pin_base}/{node.name}", state_dir=str(node.dir / "state"),
+            default_pool=self.pool, metrics_port=settings.metrics_port,
+            # --fast shortens the story's waits, the poll interval included.
+            sync_interval=0.2 if self.fast else settings.sync_interval,
+            hooks=self.deployed.hooks if self.service_policy else (),
+            extra=self.deployed.flags)
 
     def node_address(self, name: str) -> str:
         return self.nodes[name].address
@@ -246,12 +197,7 @@ class Datapath:
             if pod.node == name:
                 await self._remove_sandbox(pod)
                 self.pods.pop(key, None)
-        self._del_netns(node.netns)
-
-    def _del_netns(self, name: str) -> None:
-        sh("ip", "netns", "del", name, check=False)
-        with contextlib.suppress(ValueError):
-            self._netns.remove(name)
+        self.namespaces.delete(node.netns)
 
     async def close(self) -> None:
         for closer in self.closers:
@@ -268,9 +214,8 @@ class Datapath:
         if self.relay is not None:
             with contextlib.suppress(Exception):
                 await self.relay.close()
-        for ns in reversed(list(self._netns)):
-            self._del_netns(ns)
-        _rm_bpffs(self.pin_base)
+        self.namespaces.close()
+        remove_pins(self.pin_base)
 
     # ------------------------------------------------------------------ pods
 
@@ -279,12 +224,10 @@ class Datapath:
                 "agentSocket": self.nodes[node].socket, "pool": self.pool}
 
     async def cni(self, node: str, command: str, pod: PodSandbox) -> dict[str, Any] | None:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command,
-               "CNI_CONTAINERID": pod.container_id, "CNI_NETNS": pod.netns_path,
-               "CNI_IFNAME": "eth0", "CNI_PATH": str(Path(sys.executable).parent),
-               "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};"
-                           f"K8S_POD_NAME={pod.name};K8S_POD_UID={pod.uid}",
-               "PYTHONPATH": self._env.get("PYTHONPATH", "")}
+        env = cni_env(command, container_id=pod.container_id, netns=pod.netns_path,
+                      args=pod_args(pod.namespace, pod.name, pod.uid),
+                      cni_path=str(Path(sys.executable).parent),
+                      extra={"PYTHONPATH": self._env.get("PYTHONPATH", "")})
         proc = await asyncio.create_subprocess_exec(
             *cni_command(), env=env, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -306,14 +249,17 @@ class Datapath:
         sandbox = PodSandbox(uid=uid, namespace=str(meta["namespace"]), name=str(meta["name"]),
                              node=node, netns=f"{self.prefix}-p{self._counter}",
                              container_id=f"demo{self.run_id}{uid.replace('-', '')[:20]}")
-        self._add_netns(sandbox.netns)
         try:
+            self.namespaces.add(sandbox.netns)
             sh("ip", "-n", sandbox.netns, "link", "set", "lo", "up")
             result = await self.cni(node, "ADD", sandbox)
             if not result or not result.get("ips"):
                 raise DemoError(f"CNI ADD of {sandbox.name} returned no address: {result}")
             sandbox.address = str(result["ips"][0]["address"]).split("/")[0]
             await self._start_program(sandbox)
+        except NetbedError as e:
+            await self._remove_sandbox(sandbox)
+            raise DemoError(f"cannot start pod {sandbox.name}: {e}") from e
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.cni(node, "DEL", sandbox)
@@ -324,8 +270,8 @@ class Datapath:
 
     async def _start_program(self, pod: PodSandbox) -> None:
         pod.proc = await asyncio.create_subprocess_exec(
-            "nsenter", f"--net={pod.netns_path}", "--", sys.executable, "-u", "-c",
-            POD_PROGRAM, pod.name, str(POD_PORT), stdin=asyncio.subprocess.PIPE,
+            "nsenter", f"--net={pod.netns_path}", "--",
+            *program_command(pod.name, (POD_PORT,)), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True)
         assert pod.proc.stdout is not None
@@ -353,7 +299,7 @@ class Datapath:
             pod.proc.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pod.proc.wait(), 10)
-        self._del_netns(pod.netns)
+        self.namespaces.delete(pod.netns)
 
     def sandbox(self, namespace: str, name: str) -> PodSandbox | None:
         for pod in self.pods.values():
@@ -386,18 +332,3 @@ class NetnsRuntime:
 
     async def forget_node(self, node: str, pods: list[RunningPod]) -> None:
         await self.dp.forget_node(node, pods)
-
-
-def _rm_bpffs(path: str) -> None:
-    """bpffs has no recursive rmdir: unlink pins bottom-up."""
-    if not path.startswith(BPFFS + "/") or not os.path.isdir(path):
-        return
-    for root, dirs, files in os.walk(path, topdown=False):
-        for f in files:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(root, f))
-        for d in dirs:
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.join(root, d))
-    with contextlib.suppress(OSError):
-        os.rmdir(path)

@@ -1,5 +1,5 @@
 """The Service and NetworkPolicy part of the demo. The node agents serve both with
-their eBPF programs (``--hook datapath.features_hook:hook``, fed from the API through
+their eBPF programs (``--hook datapath.features.hook:hook``, fed from the API through
 the relay); the demo adds what a cluster's control plane would: an EndpointSlice
 controller (the stand-in has none) that writes one slice per Service from the Ready
 pods, and a NetworkPolicy. The probes then go through the Service VIP and against the

@@ -194,12 +194,14 @@ class Lease(BaseModel):
         return None
 
     @property
-    def address4(self) -> IPAddress | None:
-        return self.address_of(4)
+    def address4(self) -> ipaddress.IPv4Address | None:
+        a = self.address_of(4)
+        return a if isinstance(a, ipaddress.IPv4Address) else None
 
     @property
-    def address6(self) -> IPAddress | None:
-        return self.address_of(6)
+    def address6(self) -> ipaddress.IPv6Address | None:
+        a = self.address_of(6)
+        return a if isinstance(a, ipaddress.IPv6Address) else None
 
     def summary(self) -> dict[str, Any]:
         return {

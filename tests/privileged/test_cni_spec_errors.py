@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.privileged.testbed import Testbed
+from netbed.testbed import Testbed
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

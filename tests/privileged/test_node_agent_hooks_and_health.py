@@ -12,7 +12,7 @@ from typing import Any
 
 from datapath.config import AgentSettings
 from datapath.hooks import Endpoint
-from tests.privileged.testbed import Testbed
+from netbed.testbed import Testbed
 
 ROOT = str(Path(__file__).resolve().parents[2])
 HTTP = ("import sys, urllib.request, urllib.error\n"

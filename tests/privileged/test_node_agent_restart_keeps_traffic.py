@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import signal
 
-from tests.privileged.testbed import Testbed, eventually, sh
+from netbed.shell import sh
+from netbed.testbed import Testbed, eventually
 
 
 def _section(log: str, start: int) -> str:

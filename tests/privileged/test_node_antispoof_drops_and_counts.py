@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.privileged.testbed import Testbed
+from netbed.testbed import Testbed
 
 METRICS = ("import urllib.request;"
            "print(urllib.request.urlopen('http://127.0.0.1:9402/metrics').read().decode())")

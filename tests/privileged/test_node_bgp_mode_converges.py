@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from ipam import ReservationKey
-from tests.privileged.testbed import Testbed, eventually
+from netbed.testbed import Testbed, eventually
 
 
 async def test_bgp_speakers_converge_carry_traffic_and_follow_a_rehome() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 
 from ipam import ReservationKey
-from tests.privileged.testbed import Testbed, eventually
+from netbed.testbed import Testbed, eventually
 
 
 async def test_block_rehome_moves_routes_fences_old_node_and_traffic_follows() -> None:

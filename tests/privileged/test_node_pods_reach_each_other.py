@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 
 from ipam import ReservationKey
-from tests.privileged.testbed import Testbed
+from netbed.testbed import Testbed
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -13,10 +13,11 @@ from typing import Any, cast
 
 import pytest
 
-from datapath.features_loader import FeaturePrograms
-from datapath.policy import NamespaceInfo, PodInfo, PolicyManager
-from datapath.policy.models import NetworkPolicyObject, PolicyKey
-from tests.privileged.features_net import DROPPED, Pod, Topology
+from datapath.features.policy import NamespaceInfo, PodInfo, PolicyManager
+from datapath.features.policy.models import NetworkPolicyObject, PolicyKey
+from datapath.loader import FeaturePrograms
+from netbed.pods import DROPPED
+from netbed.topology import Pod, Topology
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]

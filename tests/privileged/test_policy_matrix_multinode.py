@@ -17,12 +17,9 @@ from typing import Any
 import pytest
 
 from kubestandin import KubeStandInThread, objects
-from tests.privileged.features_net import (
-    DROPPED,
-    LoopbackRelay,
-    probe_expecting,
-    start_agent,
-)
+from netbed.pods import DROPPED, probe_expecting, start_program
+from netbed.relay import ThreadedRelay
+from netbed.testbed import Testbed
 from tests.privileged.test_policy_matrix import (
     ALL,
     NAMESPACES,
@@ -35,7 +32,6 @@ from tests.privileged.test_policy_matrix import (
     outcomes,
     pol,
 )
-from tests.privileged.testbed import Testbed
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]
@@ -75,29 +71,11 @@ class Bed:
                              **p})
 
 
-class RelayedTestbed(Testbed):
-    """The test bed with the API stand-in reachable from every node netns (agents run
-    there; the stand-in listens on this process's loopback)."""
-
-    __test__ = False
-
-    def __init__(self, relay: LoopbackRelay, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.relay = relay
-        self._relayed: set[str] = set()
-
-    async def start_agent(self, name: str, *, within: float = 60) -> None:
-        if name not in self._relayed:
-            self.relay.add_netns(self.nodes[name].netns_path)
-            self._relayed.add(name)
-        await super().start_agent(name, within=within)
-
-
 @pytest.fixture
 async def bed() -> AsyncIterator[Bed]:
     api = KubeStandInThread(statefulset_controller=False, bookmark_interval=0.2)
     api.start()
-    relay = LoopbackRelay(int(api.url.rsplit(":", 1)[1]))
+    relay = ThreadedRelay(int(api.url.rsplit(":", 1)[1]))
     b: Bed | None = None
     try:
         for n in NAMESPACES:
@@ -110,8 +88,9 @@ async def bed() -> AsyncIterator[Bed]:
                      "protocol": proto.upper()} for port, proto in PORTS]
                 api.create(obj)
         env = {"STICKYIP_AGENT_KUBE": "true", "STICKYIP_KUBE_HOST": api.url}
-        async with RelayedTestbed(relay, nodes=3, hooks=["datapath.features_hook:hook"],
-                                  agent_env=env) as tb:
+        # The agents reach the stand-in (on this process's loopback) through the relay.
+        async with Testbed(relay=relay, nodes=3, hooks=["datapath.features.hook:hook"],
+                           agent_env=env) as tb:
             b = Bed(tb, api)
             for i, key in enumerate(ALL):
                 ns, name = key.split("/")
@@ -119,7 +98,7 @@ async def bed() -> AsyncIterator[Bed]:
                 api.patch("v1", "Pod", name, {"metadata": {"annotations": {
                     "stickyip.io/ip": pod.address}}}, ns)
                 api.set_pod_ready(name, ns)
-                b.procs[key] = start_agent(["nsenter", f"--net={pod.netns_path}", "--"], key,
+                b.procs[key] = start_program(["nsenter", f"--net={pod.netns_path}", "--"], key,
                                            (80, 81))
             yield b
     finally:

@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
-from datapath.features_hook import FeaturesHook
-from datapath.features_kube import KubeFeed
-from datapath.features_loader import FeaturePrograms
-from datapath.policy import PolicyManager
-from datapath.services import ServiceManager
+from datapath.features.hook import FeaturesHook
+from datapath.features.kube import KubeFeed
+from datapath.features.policy import PolicyManager
+from datapath.features.services import ServiceManager
+from datapath.loader import FeaturePrograms
 from kubestandin import KubeStandInThread, objects
+from netbed.pods import DROPPED
+from netbed.topology import Topology
 from plumbing.kube.client import KubeSettings, api_client
-from tests.privileged.features_net import DROPPED, Topology
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from datapath import features_maps as fm
-from datapath.features_loader import FeaturePrograms
-from datapath.services import ServiceManager
-from datapath.services.models import ALGORITHM_ANNOTATION
-from tests.privileged.features_net import Pod, Topology
+from datapath import maps
+from datapath.features.services import ServiceManager
+from datapath.features.services.models import ALGORITHM_ANNOTATION
+from datapath.loader import FeaturePrograms
+from datapath.maps import lb_backends, lb_maglev, lb_services, lb_slots
+from netbed.topology import Pod, Topology
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]
@@ -207,16 +208,16 @@ def test_maglev_spreads_and_only_removed_backends_flows_move(clean: Bed) -> None
     key = next(iter(clean.mgr.ports))
     port = next(p for p in clean.mgr.ports[key] if p.protocol == "TCP")
     assert port.maglev
-    entries = [k for k, _ in clean.progs.items(fm.MAGLEV_MAP)]
-    assert len(entries) == 2 * fm.MAGLEV_M  # the TCP and the UDP port
+    entries = [k for k, _ in clean.progs.items(lb_maglev.NAME)]
+    assert len(entries) == 2 * lb_maglev.MAGLEV_M  # the TCP and the UDP port
 
 
 def test_one_change_touches_only_its_service(clean: Bed) -> None:
     for i in range(20):
         clean.service(name=f"s{i}", vip=f"10.96.8.{i + 1}")
         clean.endpoints(list(BACKENDS), name=f"s{i}")
-    before = {name: dict(clean.progs.items(name)) for name in fm.LAYOUTS
-              if name in (fm.SVC_MAP, fm.BACKEND_MAP, fm.SLOT_MAP)}
+    before = {name: dict(clean.progs.items(name))
+              for name in (lb_services.NAME, lb_backends.NAME, lb_slots.NAME)}
     clean.endpoints(["b1"], name="s7")
     after = {name: dict(clean.progs.items(name)) for name in before}
     changed = sum(1 for name in before for k in set(before[name]) | set(after[name])
@@ -229,7 +230,8 @@ def test_one_change_touches_only_its_service(clean: Bed) -> None:
 def test_every_map_layout_matches_its_c_struct(bed: Bed) -> None:
     import ctypes
 
-    for name, (key, value) in fm.LAYOUTS.items():
+    for layout in maps.FEATURES:
+        name, key, value = layout.name, layout.key, layout.value
         c_key, c_value = bed.progs.c_layout(name)
         assert ctypes.sizeof(c_key) == ctypes.sizeof(key), name
         assert ctypes.sizeof(c_value) == ctypes.sizeof(value), name

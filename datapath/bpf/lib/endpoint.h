@@ -1,5 +1,5 @@
 /* Per-endpoint maps shared by the agent's tc programs. Keys are the host-side veth
- * ifindex. Layouts mirror datapath/maps.py (a unit test compares sizes). */
+ * ifindex. Layouts mirror datapath/maps/endpoints.py and ep_counters.py (a unit test compares them). */
 #ifndef STICKYIP_ENDPOINT_H
 #define STICKYIP_ENDPOINT_H
 

@@ -1,6 +1,6 @@
 /* Maps and key/value layouts shared by the service (lxc_services.c) and policy
  * (lxc_policy.c) programs. The host-side mirror of every struct is in
- * datapath/features_maps.py; tests compare sizes with sizeof() here.
+ * one module per map in datapath/maps/ (a unit test compares them).
  *
  * Addresses and ports are kept in network byte order exactly as they sit in the
  * packet, so the programs never swap bytes on the fast path.

@@ -43,3 +43,32 @@ def test_bad_router_id_is_refused() -> None:
     with pytest.raises(ValueError):
         render(config_of(router_id="not-an-ip", asn=1, blocks=[], migrated=[], peers={},
                          self_node="a"))
+
+
+def test_external_peers_get_a_session_each_with_their_own_as() -> None:
+    from datapath.bird import parse_peer
+
+    cfg = config_of(router_id="192.168.0.1", asn=64512, blocks=[], migrated=[],
+                    peers={"node-2": "192.168.0.2"}, self_node="node-1",
+                    external=[parse_peer("192.168.0.254 64513"), parse_peer("10.9.0.1 64512"),
+                              parse_peer("192.168.0.2 64512")])  # node-2: mesh already
+    text = render(cfg)
+    assert "protocol bgp ext_192_168_0_254 from stickyip_peer" in text
+    assert "neighbor 192.168.0.254 as 64513;" in text
+    assert "neighbor 10.9.0.1 as 64512;" in text
+    assert text.count("neighbor 192.168.0.2 ") == 1
+    assert text.index("ext_10_9_0_1") < text.index("ext_192_168_0_254")  # sorted
+
+
+@pytest.mark.parametrize("bad", ["192.0.2.1", "192.0.2.1 as 64513", "node-1 64513",
+                                 "192.0.2.1 0", "192.0.2.1 4294967296"])
+def test_malformed_peers_are_refused_with_the_expected_form(bad: str) -> None:
+    from pydantic import ValidationError
+
+    from datapath.bird import parse_peer
+    from datapath.config import AgentSettings
+
+    with pytest.raises(ValueError, match="BGP peer"):
+        parse_peer(bad)
+    with pytest.raises(ValidationError, match="BGP peer"):
+        AgentSettings(bgp_peers=[bad])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from datapath import cni
+from datapath import cni, errors
 
 CONF = {"cniVersion": "1.1.0", "name": "net", "type": "stickyip-cni"}
 
@@ -112,3 +112,21 @@ def test_plugin_imports_only_the_standard_library() -> None:
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_installed_plugin_runs_alone_with_the_same_codes(tmp_path: Path) -> None:
+    path = cni.install(str(tmp_path / "bin"))
+    text = Path(path).read_text()
+    assert "\nfrom datapath.errors import" not in text
+    assert f"\nCNI_TRY_AGAIN = {errors.CNI_TRY_AGAIN}\n" in text
+    env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1",
+           "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0"}
+    conf = json.dumps(dict(CONF, agentSocket=str(tmp_path / "none.sock"))).encode()
+    out = subprocess.run([path], input=conf, env=env, capture_output=True, cwd=tmp_path,
+                         check=False)
+    assert out.returncode == 1, out.stderr
+    reply = json.loads(out.stdout)
+    assert reply["code"] == errors.CNI_TRY_AGAIN and "not running" in reply["msg"]
+    version = subprocess.run([path], env={"CNI_COMMAND": "VERSION"}, capture_output=True,
+                             cwd=tmp_path, check=True)
+    assert "1.1.0" in json.loads(version.stdout)["supportedVersions"]

@@ -1,5 +1,7 @@
-"""The ctypes layouts in datapath/maps.py match the C structs in bpf/lib/endpoint.h
-(sizes and field order), so the agent and the tc program read the same bytes."""
+"""Every map module in datapath/maps matches its C declaration in datapath/bpf/lib
+(map name, key and value struct, field names, sizes and offsets), read from the
+headers without compiling anything, so the agent and the programs read the same
+bytes. The loader checks the same again against the compiled object at start-up."""
 
 from __future__ import annotations
 
@@ -8,46 +10,126 @@ import ipaddress
 import re
 from pathlib import Path
 
+import pytest
+
 from datapath import maps
+from datapath.maps import endpoints, ep_counters, fields
+from datapath.maps.layout import MapLayout
+from datapath.maps.state import MemoryMaps
 
-HEADER = Path(maps.__file__).parent / "bpf" / "lib" / "endpoint.h"
-SIZES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "__u32": 4, "__u64": 8}
+LIB = Path(maps.__file__).parent.parent / "bpf" / "lib"
+SIZES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8}
 
 
-def c_structs() -> dict[str, list[tuple[str, int]]]:
-    text = re.sub(r"/\*.*?\*/", "", HEADER.read_text(), flags=re.S)
+def _size(ctype: str) -> int:
+    return SIZES[ctype.removeprefix("__").replace("be", "u")]
+
+
+def _headers() -> dict[str, str]:
+    return {p.name: re.sub(r"/\*.*?\*/", "", p.read_text(), flags=re.S)
+            for p in LIB.glob("*.h")}
+
+
+def c_structs(text: str) -> dict[str, list[tuple[str, int]]]:
     out = {}
     for name, body in re.findall(r"struct\s+(\w+)\s*\{(.*?)\};", text, flags=re.S):
-        out[name] = [(f, SIZES[t]) for t, f in re.findall(r"(\w+)\s+(\w+)\s*;", body)]
+        out[f"struct {name}"] = [(f, _size(t)) for t, f in re.findall(r"(\w+)\s+(\w+)\s*;", body)]
     return out
 
 
-def c_size(fields: list[tuple[str, int]]) -> int:
-    off, align = 0, 1
-    for _, size in fields:
-        off = (off + size - 1) // size * size + size
+def c_maps(text: str) -> dict[str, tuple[str, str, str]]:
+    """map name -> (key type, value type, pin path expression) of each pinned table."""
+    decl = re.compile(r'BPF_TABLE_PINNED7?\(\s*"\w+"\s*,\s*([\w ]+?)\s*,\s*([\w ]+?)\s*,'
+                      r"\s*(\w+)\s*,\s*\w+\s*,\s*([^,)]+(?:\([^)]*\))?)")
+    return {name: (key, value, pin) for key, value, name, pin in decl.findall(text)}
+
+
+def c_layout(fields_: list[tuple[str, int]]) -> tuple[list[int], int]:
+    """Offsets and total size by the C rules for naturally aligned scalars."""
+    off, align, offsets = 0, 1, []
+    for _, size in fields_:
+        off = (off + size - 1) // size * size
+        offsets.append(off)
+        off += size
         align = max(align, size)
-    return (off + align - 1) // align * align
+    return offsets, (off + align - 1) // align * align
 
 
-def test_layouts_match() -> None:
-    structs = c_structs()
-    for cname, ours in (("stickyip_endpoint", maps.EndpointInfo),
-                        ("stickyip_ep_counters", maps.EndpointCounters)):
-        fields = structs[cname]
-        assert c_size(fields) == ctypes.sizeof(ours), cname
-        assert [f for f, _ in fields] == [f[0] for f in ours._fields_], cname
-        assert [s for _, s in fields] == [ctypes.sizeof(f[1]) for f in ours._fields_], cname
+def _ours(struct: type[ctypes.Structure]) -> list[tuple[str, int, int]]:
+    return [(name, ctypes.sizeof(t), getattr(struct, name).offset) for name, t in struct._fields_]
 
 
-def test_map_names_match_the_pinned_tables() -> None:
-    text = HEADER.read_text()
-    for name in (maps.ENDPOINTS_MAP, maps.COUNTERS_MAP):
-        assert re.search(rf"\b{name}\s*,", text) and f'"/{name}"' in text
+@pytest.mark.parametrize("layout", list(maps.ALL.values()), ids=lambda m: m.name)
+def test_layout_matches_its_c_declaration(layout: MapLayout) -> None:
+    text = _headers()[layout.header]
+    declared = c_maps(text)
+    assert layout.name in declared, f"{layout.name} is not declared in {layout.header}"
+    c_key, c_value, pin = declared[layout.name]
+    assert (c_key, c_value) == (layout.c_key, layout.c_value)
+    assert layout.name in pin  # pinned under its own name
+    structs = c_structs(text)
+    for ctype, ours in ((c_key, layout.key), (c_value, layout.value)):
+        c_fields = structs[ctype] if ctype.startswith("struct ") else [("", _size(ctype))]
+        offsets, size = c_layout(c_fields)
+        assert size == ctypes.sizeof(ours), (layout.name, ctype)
+        mine = _ours(ours)
+        assert [s for _, s, _ in mine] == [s for _, s in c_fields], (layout.name, ctype)
+        assert [o for _, _, o in mine] == offsets, (layout.name, ctype)
+        if ctype.startswith("struct "):
+            assert [n for n, _, _ in mine] == [n for n, _ in c_fields], (layout.name, ctype)
+
+
+def test_every_pinned_map_of_the_headers_has_a_module() -> None:
+    declared = {name for text in _headers().values() for name in c_maps(text)}
+    assert declared == set(maps.ALL)
+
+
+def test_constants_agree_with_the_c_defines() -> None:
+    text = "\n".join(_headers().values())
+    defines = dict(re.findall(r"#define\s+(\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text))
+    from datapath.maps import (
+        ipcache,
+        lb_conntrack,
+        lb_maglev,
+        lb_services,
+        policy_endpoints,
+        policy_rules,
+    )
+
+    pairs = {"STICKYIP_FLAG_FENCED": endpoints.FLAG_FENCED,
+             "SVC_F_AFFINITY": lb_services.F_AFFINITY, "SVC_F_MAGLEV": lb_services.F_MAGLEV,
+             "CT_DIR_FWD": lb_conntrack.DIR_FWD,
+             "CT_DIR_REV": lb_conntrack.DIR_REV, "CT_F_HAIRPIN": lb_conntrack.F_HAIRPIN,
+             "POL_DIR_INGRESS": policy_rules.DIR_INGRESS,
+             "POL_DIR_EGRESS": policy_rules.DIR_EGRESS,
+             "EP_F_INGRESS_ENFORCED": policy_endpoints.F_INGRESS_ENFORCED,
+             "EP_F_EGRESS_ENFORCED": policy_endpoints.F_EGRESS_ENFORCED,
+             "ID_ANY": ipcache.ID_ANY, "ID_HOST": ipcache.ID_HOST, "ID_WORLD": ipcache.ID_WORLD,
+             "LB_MAGLEV_M": lb_maglev.MAGLEV_M,
+             "HAIRPIN_ADDR": fields.be32(lb_conntrack.HAIRPIN_ADDR)}
+    for name, ours in pairs.items():
+        assert int(defines[name], 0) == ours, name
 
 
 def test_address_byte_order_is_network_order_in_memory() -> None:
-    info = maps.endpoint_info(ipaddress.IPv4Address("10.1.2.3"), fenced=True)
-    assert bytes(info)[:4] == bytes([10, 1, 2, 3])
-    assert info.flags == maps.FLAG_FENCED
-    assert maps.be32_to_addr(info.addr) == ipaddress.IPv4Address("10.1.2.3")
+    addr = ipaddress.IPv4Address("10.1.2.3")
+    value = endpoints.Value(fields.be32(addr), endpoints.FLAG_FENCED)
+    assert bytes(value)[:4] == bytes([10, 1, 2, 3])
+    assert fields.from_be32(value.addr) == addr
+    port = endpoints.Key(fields.be16(8080))
+    assert bytes(port)[:2] == (8080).to_bytes(2, "big")
+    assert fields.from_be16(fields.be16(8080)) == 8080
+
+
+def test_endpoint_entries_round_trip_through_a_writer() -> None:
+    mem = MemoryMaps()
+    endpoints.write(mem, 7, ipaddress.IPv4Address("10.0.0.9"), fenced=True)
+    endpoints.write(mem, 8, ipaddress.IPv4Address("10.0.0.10"))
+    assert endpoints.read(mem, 7) == (ipaddress.IPv4Address("10.0.0.9"), True)
+    assert endpoints.read_all(mem) == {7: (ipaddress.IPv4Address("10.0.0.9"), True),
+                                       8: (ipaddress.IPv4Address("10.0.0.10"), False)}
+    mem.update(ep_counters.NAME, (7,), (3, 300, 1, 2))
+    assert ep_counters.read_all(mem) == {7: {"spoofed_packets": 3, "spoofed_bytes": 300,
+                                             "fenced_packets": 1, "other_packets": 2}}
+    endpoints.remove(mem, 7)
+    assert endpoints.read(mem, 7) is None

@@ -1,10 +1,20 @@
-"""Routing decisions: desired routes from the IPAM view, fencing, and the diff."""
+"""Routing decisions: desired routes from the IPAM view, fencing (by the view and by
+reservation epoch), and the diff."""
 
 from __future__ import annotations
 
 import ipaddress
 
-from datapath.routing import LocalEndpoint, Route, announced, desired_routes, diff, to_fence
+from datapath.routing import (
+    LocalEndpoint,
+    Placement,
+    Route,
+    announced,
+    desired_routes,
+    diff,
+    to_fence,
+    to_fence_by_epoch,
+)
 from ipam.models import BlockInfo, MigratedAddress, NodeName, PoolName, RoutingView
 
 N = ipaddress.IPv4Network
@@ -82,3 +92,29 @@ def test_diff_drops_duplicates_for_one_destination() -> None:
     dup = Route(N("10.0.0.0/26"), "via", "1.1.1.1")
     plan = diff({w}, [dup, w])
     assert plan.delete == [dup] and not plan.add and not plan.replace
+
+
+def test_epoch_check_fences_reservations_that_moved_on() -> None:
+    def sticky(addr: str, owner: str, epoch: int, fenced: bool = False) -> LocalEndpoint:
+        return LocalEndpoint(A(addr), f"sip{owner}", fenced, owner=owner, epoch=epoch)
+
+    here = sticky("10.0.0.5", "ns/db/0", 2)
+    rehomed = sticky("10.0.0.6", "ns/db/1", 2)
+    same_epoch_elsewhere = sticky("10.0.0.7", "ns/db/2", 3)
+    newer_here = sticky("10.0.0.8", "ns/db/3", 1)
+    readdressed = sticky("10.0.0.9", "ns/db/4", 1)
+    already = sticky("10.0.0.10", "ns/db/5", 1, fenced=True)
+    unknown = sticky("10.0.0.11", "ns/db/6", 1)
+    ephemeral = LocalEndpoint(A("10.0.0.12"), "sipeph")
+    placements = {
+        "ns/db/0": Placement(A("10.0.0.5"), "n1", 2),
+        "ns/db/1": Placement(A("10.0.0.6"), "n2", 3),  # re-homed with a newer epoch
+        "ns/db/2": Placement(A("10.0.0.7"), "n2", 3),  # not newer than ours: not fenced
+        "ns/db/3": Placement(A("10.0.0.8"), "n1", 4),  # newer, but still home here
+        "ns/db/4": Placement(A("10.0.0.99"), "n1", 1),  # another address now
+        "ns/db/5": Placement(A("10.0.0.10"), "n2", 9),
+        "": Placement(A("10.0.0.12"), "n2", 9),  # never matches an ephemeral endpoint
+    }
+    eps = [here, rehomed, same_epoch_elsewhere, newer_here, readdressed, already, unknown,
+           ephemeral]
+    assert to_fence_by_epoch("n1", eps, placements) == [rehomed, readdressed]

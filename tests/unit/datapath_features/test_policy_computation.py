@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datapath import features_maps as fm
-from datapath.features_state import MapState, MemoryMaps
-from datapath.policy import NamespaceInfo, PodInfo, PolicyManager, compute
-from datapath.policy.compute import port_prefixes
-from datapath.policy.errors import InvalidPolicy
-from datapath.policy.models import LabelSelector, NetworkPolicyObject
-from datapath.policy.selectors import matches
+from datapath.features.policy import NamespaceInfo, PodInfo, PolicyManager, compute
+from datapath.features.policy.compute import port_prefixes
+from datapath.features.policy.errors import InvalidPolicy
+from datapath.features.policy.models import LabelSelector, NetworkPolicyObject
+from datapath.features.policy.selectors import matches
+from datapath.maps import fields, ipcache, policy_denied, policy_endpoints, policy_rules
+from datapath.maps.state import MapState, MemoryMaps
 
 A = ipaddress.IPv4Address
 
@@ -87,15 +87,15 @@ def _policy_bits(ep: int, ident: int, d: int, proto: int, port: int) -> int:
 def emulate(maps: MapState, src: A, dst: A, proto: int, port: int,
             endpoints: dict[A, int]) -> bool:
     """What the programs decide for a new connection src -> dst (both directions)."""
-    ipc = {(k[0], int(ipaddress.IPv4Address(k[1].to_bytes(4, "little")))): v
-           for k, v in maps[fm.IPCACHE_MAP].items()}
-    pol = {(k[0], _policy_bits(k[1], k[2], k[3], k[4], fm.from_be16(k[5]))): v
-           for k, v in maps[fm.POLICY_MAP].items()}
-    eps = {fm.from_be32(k[0]): v for k, v in maps[fm.POLICY_EP_MAP].items()}
+    ipc = {(k[0], int(fields.from_be32(k[1]))): v
+           for k, v in maps[ipcache.NAME].items()}
+    pol = {(k[0], _policy_bits(k[1], k[2], k[3], k[4], fields.from_be16(k[5]))): v
+           for k, v in maps[policy_rules.NAME].items()}
+    eps = {fields.from_be32(k[0]): v for k, v in maps[policy_endpoints.NAME].items()}
 
     def ident(a: A) -> int:
         v = lpm(ipc, 32, int(a))
-        return v[0] if v else fm.ID_WORLD
+        return v[0] if v else ipcache.ID_WORLD
 
     def allowed(ep_addr: A, peer: A, d: int, flag: int) -> bool:
         ep = eps.get(ep_addr)
@@ -105,8 +105,8 @@ def emulate(maps: MapState, src: A, dst: A, proto: int, port: int,
         return any(lpm(pol, 96, _policy_bits(ep[0], ii, d, pr, pt)) is not None
                    for ii, pr, pt in ((i, proto, port), (i, 0, 0), (0, 0, 0), (0, proto, port)))
 
-    return (allowed(src, dst, fm.POL_DIR_EGRESS, fm.EP_F_EGRESS_ENFORCED)
-            and allowed(dst, src, fm.POL_DIR_INGRESS, fm.EP_F_INGRESS_ENFORCED))
+    return (allowed(src, dst, policy_rules.DIR_EGRESS, policy_endpoints.F_EGRESS_ENFORCED)
+            and allowed(dst, src, policy_rules.DIR_INGRESS, policy_endpoints.F_INGRESS_ENFORCED))
 
 
 def semantic(policies: list[dict[str, Any]], src: A, dst: A, proto: int, port: int) -> bool:
@@ -246,7 +246,7 @@ def test_manager_writes_only_changes_and_attributes_denies_per_policy() -> None:
     ops = m.set_policy(cast(NetworkPolicyObject, deny))
     assert len(ops) == 1  # one endpoint entry: enforced, no allow entries
     ep_id = m.state.endpoints[PODS[0].address]
-    maps.update(fm.DENY_MAP, (ep_id, fm.POL_DIR_INGRESS), (7,))
+    maps.update(policy_denied.NAME, (ep_id, policy_rules.DIR_INGRESS), (7,))
     assert m.denied() == {"x/deny": 7}
     assert len(m.set_pod(PODS[5])) == 0  # nothing changed, nothing written
     assert len(m.delete_policy("x/deny")) == 1

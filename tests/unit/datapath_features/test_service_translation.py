@@ -6,10 +6,10 @@ import ipaddress
 from collections import Counter
 from typing import Any
 
-from datapath import features_maps as fm
-from datapath.features_state import MemoryMaps
-from datapath.services import ServiceManager, maglev_table, translate
-from datapath.services.models import Backend, Frontend
+from datapath.features.services import ServiceManager, maglev_table, translate
+from datapath.features.services.models import Backend, Frontend
+from datapath.maps import fields, lb_backends, lb_services
+from datapath.maps.state import MemoryMaps
 
 NODE_IP = ipaddress.IPv4Address("192.0.2.1")
 
@@ -124,27 +124,27 @@ def test_manager_writes_only_the_entries_of_the_changed_service() -> None:
         m.set_service(s)
         m.set_slice(eps([ep(f"10.1.{i}.1"), ep(f"10.1.{i}.2")], svc_name=f"s{i}",
                         name=f"s{i}-a"))
-    assert len(maps.maps[fm.SVC_MAP]) == 50 and len(maps.maps[fm.BACKEND_MAP]) == 100
-    before = dict(maps.maps[fm.BACKEND_MAP])
+    assert len(maps.maps[lb_services.NAME]) == 50 and len(maps.maps[lb_backends.NAME]) == 100
+    before = dict(maps.maps[lb_backends.NAME])
     maps.writes = 0
     r = m.set_slice(eps([ep("10.1.7.1")], svc_name="s7", name="s7-a"))
     # the service count, one slot and one backend: nothing else is rewritten
     assert r.ops == maps.writes == 3
-    gone = set(before) - set(maps.maps[fm.BACKEND_MAP])
-    assert len(gone) == 1 and fm.from_be32(before[gone.pop()][0]) == ipaddress.IPv4Address(
+    gone = set(before) - set(maps.maps[lb_backends.NAME])
+    assert len(gone) == 1 and fields.from_be32(before[gone.pop()][0]) == ipaddress.IPv4Address(
         "10.1.7.2")
-    key = (fm.be32("10.96.1.7"), fm.be16(80), 6, 0)
-    assert maps.maps[fm.SVC_MAP][key][1] == 1
+    key = (fields.be32("10.96.1.7"), fields.be16(80), 6, 0)
+    assert maps.maps[lb_services.NAME][key][1] == 1
 
 
 def test_service_without_endpoints_is_kept_with_zero_backends_then_deleted() -> None:
     maps = MemoryMaps()
     m = ServiceManager(maps, node_name="n1", node_addresses=[])
     m.set_service(svc())
-    key = (fm.be32("10.96.0.10"), fm.be16(80), 6, 0)
-    assert maps.maps[fm.SVC_MAP][key][1] == 0  # present with count 0: the program rejects
+    key = (fields.be32("10.96.0.10"), fields.be16(80), 6, 0)
+    assert maps.maps[lb_services.NAME][key][1] == 0  # present with count 0: the program rejects
     m.set_slice(eps([ep("10.0.0.1")]))
-    assert maps.maps[fm.SVC_MAP][key][1] == 1
+    assert maps.maps[lb_services.NAME][key][1] == 1
     m.delete_service(next(iter(m.services)))
     assert all(not entries for entries in maps.maps.values())
     assert len(m.svc_ids) == 0 and len(m.backend_ids) == 0
@@ -152,11 +152,11 @@ def test_service_without_endpoints_is_kept_with_zero_backends_then_deleted() -> 
 
 def test_reconcile_removes_leftovers_of_a_previous_agent() -> None:
     maps = MemoryMaps()
-    maps.update(fm.SVC_MAP, (1, 2, 6, 0), (99, 1, 0, 0, 0))
+    maps.update(lb_services.NAME, (1, 2, 6, 0), (99, 1, 0, 0, 0))
     m = ServiceManager(maps, node_name="n1", node_addresses=[])
     m.set_service(svc())
     m.reconcile()
-    assert (1, 2, 6, 0) not in maps.maps[fm.SVC_MAP] and len(maps.maps[fm.SVC_MAP]) == 1
+    assert (1, 2, 6, 0) not in maps.maps[lb_services.NAME] and len(maps.maps[lb_services.NAME]) == 1
 
 
 def test_sctp_is_served_only_without_port_remapping() -> None:

@@ -1,0 +1,32 @@
+"""Field encodings shared by the map layouts: network byte order (the one set of
+byte-order helpers) and IP protocol numbers.
+
+Addresses and ports sit in the maps in network byte order, exactly as the packet
+carries them, so the programs never swap bytes. :func:`be32` and :func:`be16` give
+the integers that, stored in a host-order ``c_uint32``/``c_uint16``, leave those bytes
+in memory; ``from_be32``/``from_be16`` read them back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+
+PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
+PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
+
+
+def be32(addr: ipaddress.IPv4Address | str) -> int:
+    return int.from_bytes(ipaddress.IPv4Address(addr).packed, sys.byteorder)
+
+
+def be16(port: int) -> int:
+    return int.from_bytes(port.to_bytes(2, "big"), sys.byteorder)
+
+
+def from_be32(value: int) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(value.to_bytes(4, sys.byteorder))
+
+
+def from_be16(value: int) -> int:
+    return int.from_bytes(value.to_bytes(2, sys.byteorder), "big")

@@ -1,0 +1,23 @@
+"""``stickyip_bkend``: backend id -> backend address, port and protocol (the DNAT
+target of ``lb.h``)."""
+
+from __future__ import annotations
+
+import ctypes
+
+from datapath.maps.layout import MapLayout
+
+NAME = "stickyip_bkend"
+
+
+class Key(ctypes.Structure):
+    _fields_ = [("backend_id", ctypes.c_uint32)]
+
+
+class Value(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint32), ("port", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_backend_key",
+                   c_value="struct lb_backend_val", header="feat_maps.h")

@@ -1,0 +1,28 @@
+"""``stickyip_svc``: service frontend (address, port, protocol) -> service id, backend
+count, flags and ClientIP affinity timeout. Read first by ``lb.h`` for a new flow."""
+
+from __future__ import annotations
+
+import ctypes
+
+from datapath.maps.layout import MapLayout
+
+NAME = "stickyip_svc"
+#: ``Value.flags``
+F_AFFINITY = 1
+F_MAGLEV = 2
+
+
+class Key(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint32), ("port", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+class Value(ctypes.Structure):
+    _fields_ = [("svc_id", ctypes.c_uint32), ("count", ctypes.c_uint16),
+                ("flags", ctypes.c_uint16), ("affinity_timeout_s", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
+
+
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_svc_key", c_value="struct lb_svc_val",
+                   header="feat_maps.h")

@@ -1,0 +1,24 @@
+"""``stickyip_polct`` (LRU): allowed flows, so replies pass the policy of the other
+direction. Written by ``policy.h`` only."""
+
+from __future__ import annotations
+
+import ctypes
+
+from datapath.maps.layout import MapLayout
+
+NAME = "stickyip_polct"
+
+
+class Key(ctypes.Structure):
+    _fields_ = [("saddr", ctypes.c_uint32), ("daddr", ctypes.c_uint32),
+                ("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("pad1", ctypes.c_uint8), ("pad2", ctypes.c_uint16)]
+
+
+class Value(ctypes.Structure):
+    _fields_ = [("last_ns", ctypes.c_uint64)]
+
+
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct pol_ct_key", c_value="struct pol_ct_val",
+                   header="feat_maps.h")

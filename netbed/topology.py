@@ -1,0 +1,117 @@
+"""A minimal node + pods topology in network namespaces for the service and policy
+tests and benchmarks (one "node" netns routing between pod netns over veths, the pods'
+host-side veths in the node netns as the agent plumbs them), each pod running the
+program of :mod:`netbed.pods`. Everything created carries a random suffix and is
+removed by :meth:`Topology.close`, even after failures."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+
+from datapath.hooks import Endpoint
+from netbed.pods import probe_expecting, probe_many, start_program
+from netbed.shell import Namespaces, netns_path, sh
+
+GATEWAY = "169.254.1.1"
+
+
+@dataclass
+class Pod:
+    namespace: str
+    name: str
+    address: ipaddress.IPv4Address
+    netns: str
+    host_ifname: str
+    host_ifindex: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(container_id=self.netns, ifname="eth0", host_ifname=self.host_ifname,
+                        host_ifindex=self.host_ifindex, address=self.address,
+                        namespace=self.namespace, pod=self.name, labels=dict(self.labels),
+                        netns=netns_path(self.netns))
+
+
+class Topology:
+    """One node netns and pods attached to it."""
+
+    def __init__(self, subnet: str = "10.77.0.0/24") -> None:
+        self.tag = secrets.token_hex(3)
+        self.node = f"sipf-node-{self.tag}"
+        self.pods: dict[str, Pod] = {}
+        self._hosts = ipaddress.IPv4Network(subnet).hosts()
+        next(self._hosts)
+        self.namespaces = Namespaces()
+        self.namespaces.add(self.node)
+        self.node_exec("ip", "link", "set", "lo", "up")
+        self.node_exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def node_exec(self, *args: str, check: bool = True) -> str:
+        return sh("ip", "netns", "exec", self.node, *args, check=check)
+
+    def add_pod(self, namespace: str, name: str, labels: dict[str, str] | None = None,
+                ports: tuple[int, ...] = (80, 81), answer: str = "") -> Pod:
+        """A pod whose servers answer with ``answer`` (default: its name)."""
+        idx = len(self.pods)
+        netns = f"sipf-{self.tag}-{idx}"
+        host_if = f"sf{self.tag}{idx}"
+        addr = next(self._hosts)
+        self.namespaces.add(netns)
+        sh("ip", "-n", self.node, "link", "add", host_if, "type", "veth", "peer", "name",
+           "eth0", "netns", netns)
+        sh("ip", "-n", netns, "link", "set", "lo", "up")
+        sh("ip", "-n", netns, "link", "set", "eth0", "up")
+        sh("ip", "-n", netns, "addr", "add", f"{addr}/32", "dev", "eth0")
+        sh("ip", "-n", self.node, "link", "set", host_if, "up")
+        host_mac = json.loads(sh("ip", "-j", "-n", self.node, "link", "show", host_if))[0]
+        pod_mac = json.loads(sh("ip", "-j", "-n", netns, "link", "show", "eth0"))[0]
+        sh("ip", "-n", netns, "neigh", "add", GATEWAY, "lladdr", host_mac["address"], "dev",
+           "eth0", "nud", "permanent")
+        sh("ip", "-n", netns, "route", "add", GATEWAY, "dev", "eth0", "scope", "link")
+        sh("ip", "-n", netns, "route", "add", "default", "via", GATEWAY, "dev", "eth0")
+        sh("ip", "-n", self.node, "neigh", "add", str(addr), "lladdr", pod_mac["address"],
+           "dev", host_if, "nud", "permanent")
+        sh("ip", "-n", self.node, "route", "add", f"{addr}/32", "dev", host_if)
+        pod = Pod(namespace=namespace, name=name, address=addr, netns=netns,
+                  host_ifname=host_if, host_ifindex=int(host_mac["ifindex"]),
+                  labels=dict(labels or {}))
+        pod.proc = start_program(["ip", "netns", "exec", netns], answer or name, ports)
+        self.pods[pod.key] = pod
+        return pod
+
+    def probe_many(self, probes: list[tuple[Pod, str, int, str]], timeout: float = 0.6,
+                   sport: int = 0) -> list[tuple[bool, str]]:
+        """Run (source pod, target ip, port, proto) probes in parallel (UDP probes from
+        ``sport`` when given)."""
+        return probe_many(self._procs(probes), timeout=timeout, sport=sport)
+
+    @staticmethod
+    def _procs(probes: list[tuple[Pod, str, int, str]]
+               ) -> list[tuple[subprocess.Popen[str], str, int, str]]:
+        out = []
+        for p, ip, port, proto in probes:
+            if p.proc is None:
+                raise RuntimeError(f"pod {p.key} has no prober")
+            out.append((p.proc, ip, port, proto))
+        return out
+
+    def probe_expecting(self, probes: list[tuple[Pod, str, int, str]], want: list[bool],
+                        timeout: float = 0.5, sport: int = 0) -> list[tuple[bool, str]]:
+        """:func:`probe_expecting` from pods."""
+        return probe_expecting(self._procs(probes), want, timeout=timeout, sport=sport)
+
+    def close(self) -> None:
+        for pod in self.pods.values():
+            if pod.proc is not None:
+                pod.proc.kill()
+                pod.proc.wait()
+        self.namespaces.close()

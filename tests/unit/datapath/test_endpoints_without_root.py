@@ -1,0 +1,258 @@
+"""The agent's endpoint part on in-memory netlink, program and records (no root):
+ADD sets up every piece and DEL removes it; a failure at ANY step of ADD undoes
+every step before it (nothing left in the kernel, the maps, the records or IPAM,
+and the retry succeeds); restore repairs only what differs from the records; GC
+keeps exactly the valid attachments. IPAM is a real store (redis-server)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datapath.config import AgentSettings
+from datapath.endpoints import EndpointManager
+from datapath.errors import CheckFailed, DatapathError, InterfaceExists, NotHome
+from datapath.fakes import FakeNetlink, MemoryEndpointProgram, MemoryEndpointRecords, Steps
+from datapath.hooks import Endpoint
+from datapath.interfaces import EndpointProgram, EndpointRecords, NetlinkOps
+from datapath.maps import endpoints as endpoints_map
+from datapath.maps import ep_counters
+from datapath.podinfo import name_pod_lookup
+from ipam import LeaseKind, PoolSpec, RedisIpam, ReservationKey, ephemeral_owner
+
+NODE = "node-a"
+PREFIX = "sip"
+
+
+class RecordingHook:
+    """An endpoint hook that is itself a step of the journal."""
+
+    def __init__(self, steps: Steps) -> None:
+        self.steps = steps
+        self.active: dict[str, Endpoint] = {}
+        self.resynced: list[list[Endpoint]] = []
+
+    async def endpoint_added(self, ep: Endpoint) -> None:
+        self.steps("hook.added", RuntimeError)
+        self.active[ep.host_ifname] = ep
+
+    async def endpoint_removed(self, ep: Endpoint) -> None:
+        self.active.pop(ep.host_ifname, None)
+
+    async def resync(self, endpoints: list[Endpoint]) -> None:
+        self.resynced.append(endpoints)
+
+
+class Bed:
+    def __init__(self, ipam: RedisIpam, pool: str, tmp: Path, *, fail_at: int | None = None,
+                 netlink: FakeNetlink | None = None,
+                 program: MemoryEndpointProgram | None = None,
+                 records: MemoryEndpointRecords | None = None) -> None:
+        self.ipam = ipam
+        self.pool = pool
+        self.steps = Steps(fail_at=fail_at)
+        self.netlink = netlink or FakeNetlink()
+        self.program = program or MemoryEndpointProgram()
+        self.records = records or MemoryEndpointRecords()
+        for fake in (self.netlink, self.program, self.records):
+            fake.steps = self.steps
+        self.hook = RecordingHook(self.steps)
+        typed: tuple[NetlinkOps, EndpointProgram, EndpointRecords] = (
+            self.netlink, self.program, self.records)
+        self.settings = AgentSettings(node=NODE, default_pool=pool, host_prefix=PREFIX,
+                                      state_dir=str(tmp), socket=str(tmp / "sock"))
+        self.manager = EndpointManager(self.settings, ipam, netlink=typed[0],
+                                       program=typed[1], records=typed[2],
+                                       pods=name_pod_lookup(ipam), hooks=[self.hook])
+
+    def netns(self, name: str) -> str:
+        path = f"/run/netns/{name}"
+        self.netlink.namespaces.add(path)
+        return path
+
+    def request(self, command: str, cid: str, *, netns: str = "", pod: str = "web",
+                namespace: str = "default", **config: Any) -> dict[str, Any]:
+        return {"command": command, "containerId": cid, "ifname": "eth0", "netns": netns,
+                "args": {"K8S_POD_NAMESPACE": namespace, "K8S_POD_NAME": pod,
+                         "K8S_POD_UID": f"uid-{cid}"},
+                "config": config}
+
+    async def add(self, cid: str, **kw: Any) -> dict[str, Any]:
+        netns = self.netns(f"ns-{cid}")
+        return await self.manager.add(self.request("ADD", cid, netns=netns, **kw))
+
+    async def ephemeral_leases(self) -> list[str]:
+        return sorted(str(lease.owner) for lease in await self.ipam.all_records(self.pool)
+                      if lease.kind is LeaseKind.EPHEMERAL)
+
+    async def assert_nothing_left(self) -> None:
+        assert self.netlink.pod_veths(PREFIX) == []
+        assert self.netlink.pods == {}
+        assert self.netlink.kernel_routes == {}
+        assert self.netlink.neighbours == {}
+        assert self.netlink.tc == {}
+        assert self.program.items(endpoints_map.NAME) == []
+        assert self.program.items(ep_counters.NAME) == []
+        assert self.records.saved == {} and self.records.all() == []
+        assert self.hook.active == {}
+        assert await self.ephemeral_leases() == []
+
+
+@pytest.fixture
+async def pool(ipam: RedisIpam) -> str:
+    await ipam.apply_pool(PoolSpec(name="pods", cidr="10.30.0.0/24", block_size=28))
+    return "pods"
+
+
+async def test_add_sets_up_every_piece_and_del_removes_them(
+        ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
+    bed = Bed(ipam, pool, tmp_path)
+    result = await bed.add("c1")
+    address = ipaddress.IPv4Address(result["ips"][0]["address"].split("/")[0])
+    host = result["interfaces"][0]["name"]
+    idx = bed.netlink.links[host].index
+    assert bed.netlink.links[host].up
+    pod = bed.netlink.pods[("/run/netns/ns-c1", "eth0")]
+    assert pod.up and str(address) in pod.addresses and pod.gateway == "169.254.1.1"
+    assert bed.netlink.neighbours[(idx, address)] == pod.mac
+    assert [f.prio for f in bed.netlink.tc[idx]] == [1]
+    assert endpoints_map.read(bed.program, idx) == (address, False)
+    route = bed.netlink.kernel_routes[ipaddress.IPv4Network(f"{address}/32")][0]
+    assert (route.kind, route.target) == ("dev", host)
+    assert bed.hook.active[host].address == address
+    lease = await ipam.lease(pool=pool, owner=ephemeral_owner("c1", "eth0"))
+    assert lease is not None and lease.address == address and lease.node == NODE
+    await bed.manager.check(bed.request("CHECK", "c1", netns="/run/netns/ns-c1"))
+    with pytest.raises(InterfaceExists):
+        await bed.manager.add(bed.request("ADD", "c1", netns="/run/netns/ns-c1"))
+
+    await bed.manager.delete(bed.request("DEL", "c1"))
+    await bed.assert_nothing_left()
+    await bed.manager.delete(bed.request("DEL", "c1"))  # idempotent
+
+
+async def test_a_failure_at_any_step_of_add_undoes_every_step_before_it(
+        ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
+    counting = Bed(ipam, pool, tmp_path)
+    await counting.add("count")
+    steps = list(counting.steps.calls)
+    await counting.manager.delete(counting.request("DEL", "count"))
+    assert len(steps) > 10, steps
+
+    for k, call in enumerate(steps):
+        bed = Bed(ipam, pool, tmp_path, fail_at=k)
+        cid = f"k{k}"
+        with pytest.raises((DatapathError, OSError, RuntimeError), match="injected failure"):
+            await bed.add(cid)
+        assert bed.steps.calls[k] == call  # the same path as the counting run up to k
+        try:
+            await bed.assert_nothing_left()
+        except AssertionError as e:
+            raise AssertionError(f"failure at step {k} ({call}) left state behind") from e
+        # Nothing blocks the runtime's retry of the same ADD.
+        bed.steps.fail_at = None
+        await bed.manager.add(bed.request("ADD", cid, netns=f"/run/netns/ns-{cid}"))
+        await bed.manager.delete(bed.request("DEL", cid))
+        await bed.assert_nothing_left()
+
+
+async def test_a_reservation_homed_elsewhere_is_refused_before_any_plumbing(
+        ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
+    key = ReservationKey.of("prod", "db", 0)
+    await ipam.claim(key, pool=pool, node="node-b", holder="old")
+    bed = Bed(ipam, pool, tmp_path)
+    with pytest.raises(NotHome, match="node-b"):
+        await bed.add("s1", pod="db-0", namespace="prod")
+    await bed.assert_nothing_left()
+    held = await ipam.reservation(key, pool=pool)
+    assert held is not None and held.node == "node-b" and held.holder == "old"
+
+
+async def test_restore_repairs_only_what_differs(
+        ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
+    before = Bed(ipam, pool, tmp_path)
+    results = {cid: await before.add(cid) for cid in ("ok", "broken", "gone")}
+    hosts = {cid: r["interfaces"][0]["name"] for cid, r in results.items()}
+    netlink, program, records = before.netlink, before.program, before.records
+
+    # While the agent is down: one pod loses pieces, one pod's netns goes away,
+    # a veth nobody recorded appears, and a map entry outlives its link.
+    broken = netlink.links[hosts["broken"]]
+    broken.up = False
+    netlink.pods[("/run/netns/ns-broken", "eth0")].addresses.clear()
+    netlink.tc.pop(broken.index)
+    netlink.clsact.discard(broken.index)
+    endpoints_map.remove(program, broken.index)
+    netlink.namespaces.discard("/run/netns/ns-gone")
+    netlink.links[f"{PREFIX}0123456789ab"] = type(broken)(index=99, mac="02:99")
+    endpoints_map.write(program, 77, ipaddress.IPv4Address("10.30.0.200"))
+    ok_link = netlink.links[hosts["ok"]]
+    ok_pod = netlink.pods[("/run/netns/ns-ok", "eth0")]
+    ok_state = (ok_link.up, set(ok_pod.addresses), list(netlink.tc[ok_link.index]))
+
+    after = Bed(ipam, pool, tmp_path, netlink=netlink, program=program, records=records)
+    await after.manager.restore()
+
+    mutations = [c for c in after.steps.calls
+                 if c.split(".")[1] in ("create_veth", "set_up", "configure_pod",
+                                        "ensure_neigh", "ensure_clsact", "attach_bpf",
+                                        "delete_link", "update", "delete", "put")]
+    forget = [f"program.delete.{endpoints_map.NAME}", f"program.delete.{ep_counters.NAME}"]
+    assert sorted(mutations) == sorted([
+        # the broken pod, piece by piece
+        "netlink.set_up", "netlink.configure_pod", "netlink.ensure_clsact",
+        "netlink.attach_bpf", f"program.update.{endpoints_map.NAME}",
+        # the pod whose netns is gone: link, record and map entries
+        "netlink.delete_link", "records.delete", *forget,
+        # the orphan veth, and the map entry that outlived its link
+        "netlink.delete_link", *forget])
+    assert (ok_link.up, ok_pod.addresses, netlink.tc[ok_link.index]) == (
+        ok_state[0], ok_state[1], ok_state[2])
+    for cid in ("ok", "broken"):
+        await after.manager.check(after.request("CHECK", cid, netns=f"/run/netns/ns-{cid}"))
+    assert hosts["gone"] not in netlink.links and f"{PREFIX}0123456789ab" not in netlink.links
+    assert sorted(endpoints_map.read_all(program)) == sorted(
+        netlink.links[hosts[c]].index for c in ("ok", "broken"))
+    assert await after.ephemeral_leases() == sorted(
+        str(ephemeral_owner(c, "eth0")) for c in ("broken", "ok"))
+    assert [sorted(e.host_ifname for e in eps) for eps in after.hook.resynced] == [
+        sorted([hosts["ok"], hosts["broken"]])]
+    assert {r.container_id for r in records.all()} == {"ok", "broken"}
+
+
+async def test_check_fails_on_each_missing_piece(
+        ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
+    bed = Bed(ipam, pool, tmp_path)
+    result = await bed.add("c1")
+    host = result["interfaces"][0]["name"]
+    req = bed.request("CHECK", "c1", netns="/run/netns/ns-c1")
+    idx = bed.netlink.links[host].index
+    bed.netlink.tc.pop(idx)
+    with pytest.raises(CheckFailed, match="anti-spoofing"):
+        await bed.manager.check(req)
+    bed.manager.fence(ipaddress.IPv4Address(result["ips"][0]["address"].split("/")[0]))
+    await bed.manager.restore()  # re-attaches the filter, keeps the endpoint fenced
+    with pytest.raises(CheckFailed, match="fenced"):
+        await bed.manager.check(req)
+    assert endpoints_map.read(bed.program, idx) is not None
+    assert endpoints_map.read(bed.program, idx)[1] is True  # type: ignore[index]
+
+
+async def test_gc_keeps_exactly_the_valid_attachments(
+        ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
+    bed = Bed(ipam, pool, tmp_path)
+    await bed.add("keep")
+    await bed.add("drop")
+    stray = ephemeral_owner("stray", "eth0")
+    await ipam.allocate(pool=pool, node=NODE, owner=stray)
+    other = ephemeral_owner("other", "eth0")
+    await ipam.allocate(pool=pool, node="node-b", owner=other)
+    out = await bed.manager.gc({"command": "GC", "config": {
+        "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}})
+    assert sorted(out["removed"]) == sorted(["drop/eth0", str(stray)])
+    assert [r.container_id for r in bed.records.all()] == ["keep"]
+    assert await bed.ephemeral_leases() == sorted([str(ephemeral_owner("keep", "eth0")),
+                                                   str(other)])
