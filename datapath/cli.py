@@ -58,7 +58,8 @@ async def run(args: argparse.Namespace) -> int:
     ipam_settings = IpamSettings()
     url = args.redis_url if args.redis_url is not None else ipam_settings.redis_url
     ipam = await open_ipam(url or None, actor=f"agent/{settings.node}",
-                           embedded_path=ipam_settings.embedded_path or None)
+                           embedded_path=ipam_settings.embedded_path or None,
+                           settings=ipam_settings)
     kube_pods = None
     if settings.kube:
         from datapath.podinfo import kube_pod_lookup

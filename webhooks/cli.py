@@ -52,7 +52,8 @@ async def run(args: argparse.Namespace) -> int:
     url = args.redis_url if getattr(args, "redis_url", None) is not None \
         else settings.ipam.redis_url
     ipam = await open_ipam(url or None, actor="webhook",
-                           embedded_path=settings.ipam.embedded_path or None)
+                           embedded_path=settings.ipam.embedded_path or None,
+                           settings=settings.ipam)
     try:
         try:
             server = await start(settings, ipam, statefulsets=reader)
