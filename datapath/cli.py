@@ -57,7 +57,7 @@ async def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     # The store the stickyip command chose (never a private one unless --embedded).
     ipam = await open_ipam(args.redis_url or None, actor=f"agent/{settings.node}",
-                           embedded_path=args.embedded_path)
+                           embedded_path=args.embedded_path, settings=args.ipam_settings)
     kube_pods = None
     if settings.kube:
         from datapath.podinfo import kube_pod_lookup

@@ -56,7 +56,7 @@ async def run(args: argparse.Namespace) -> int:
                                                      "git_version": version.get("gitVersion")})
     # The store the stickyip command chose (never a private one unless --embedded).
     ipam = await open_ipam(args.redis_url or None, actor=f"scheduler/{settings.identity}",
-                           embedded_path=args.embedded_path)
+                           embedded_path=args.embedded_path, settings=args.ipam_settings)
     app = SchedulerApp(settings, kube, ipam)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from plumbing.redact import redact_url
 
 if TYPE_CHECKING:
     from ipam import RedisIpam
+    from ipam.config import IpamSettings
 
 log = logging.getLogger("stickyip.store")
 
@@ -36,6 +37,8 @@ class StoreChoiceError(Exception):
 class StoreChoice:
     #: Redis URL; empty for the embedded store.
     url: str
+    #: The STICKYIP_* store settings (replicas to confirm writes, call deadline).
+    settings: IpamSettings
     #: Data file of the embedded store (only when ``url`` is empty).
     embedded_path: str = ""
 
@@ -55,19 +58,21 @@ def choose(args: argparse.Namespace, *, server: bool) -> StoreChoice:
     url = "" if args.embedded else (
         args.redis_url if args.redis_url is not None else settings.redis_url)
     if url:
-        return StoreChoice(url=url)
+        return StoreChoice(url=url, settings=settings)
     if server and not args.embedded:
         raise StoreChoiceError(NO_STORE)
     from ipam.connection import default_embedded_path
 
-    return StoreChoice(url="", embedded_path=settings.embedded_path or default_embedded_path())
+    return StoreChoice(url="", settings=settings,
+                       embedded_path=settings.embedded_path or default_embedded_path())
 
 
 def choose_for_server(args: argparse.Namespace) -> StoreChoice:
     """The store of a server command, put back into ``args`` (``redis_url``,
-    ``embedded_path``) for the component's entry point, and logged."""
+    ``embedded_path``, ``ipam_settings``) for the component's entry point, and logged."""
     choice = choose(args, server=True)
     args.redis_url, args.embedded_path = choice.url, choice.embedded_path or None
+    args.ipam_settings = choice.settings
     if choice.url:
         log.info("IPAM store", extra={"store": choice.shown})
     else:
@@ -86,4 +91,4 @@ async def open_store(args: argparse.Namespace, *, actor: str = "cli") -> RedisIp
         print(f"stickyip: using the embedded store at {choice.embedded_path} ({why})",
               file=sys.stderr)
     return await open_ipam(choice.url or None, actor=actor,
-                           embedded_path=choice.embedded_path or None)
+                           embedded_path=choice.embedded_path or None, settings=choice.settings)

@@ -52,7 +52,7 @@ async def run(args: argparse.Namespace) -> int:
         reader = from_settings(KubeSettings(), timeout=settings.store_deadline / 2)
     # The store the stickyip command chose (never a private one unless --embedded).
     ipam = await open_ipam(args.redis_url or None, actor="webhook",
-                           embedded_path=args.embedded_path)
+                           embedded_path=args.embedded_path, settings=args.ipam_settings)
     try:
         try:
             server = await start(settings, ipam, statefulsets=reader)
