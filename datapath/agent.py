@@ -84,6 +84,7 @@ class Agent:
         self.cni_server = CniServer(settings.socket, self._handlers(), metrics=self.metrics)
         self.status_server = StatusServer(settings.metrics_host, settings.metrics_port,
                                           metrics=self.metrics, health=self.health,
+                                          alive=self.alive,
                                           before_scrape=self._count_endpoints)
         self._tasks: list[asyncio.Task[None]] = []
         self.started = asyncio.Event()
@@ -186,6 +187,11 @@ class Agent:
         return ok, {"ok": ok, "store": store, "routes_synced": self.routes.healthy,
                     "endpoints": len(self.endpoints.records.all()),
                     "bird": self.routes.bird_ok if self.settings.routing == "bgp" else None}
+
+    def alive(self) -> bool:
+        """Started, and none of the agent's long-running tasks has died (the store
+        answering or not: readiness says that)."""
+        return self.started.is_set() and not any(t.done() for t in self._tasks)
 
     def _count_endpoints(self) -> None:
         records = self.endpoints.records.all()

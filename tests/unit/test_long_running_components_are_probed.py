@@ -22,8 +22,8 @@ KUSTOMIZATIONS = sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml")
 #: datapath/server.py), and which of those answer without asking the store.
 SERVED = {"webhook": {"/healthz", "/readyz", "/metrics"},
           "scheduler": {"/healthz", "/readyz", "/metrics"},
-          "agent": {"/healthz", "/metrics"}}
-STORE_FREE = {"webhook": {"/healthz"}, "scheduler": {"/healthz"}}
+          "agent": {"/healthz", "/livez", "/metrics"}}
+STORE_FREE = {"webhook": {"/healthz"}, "scheduler": {"/healthz"}, "agent": {"/livez"}}
 
 
 def command_of(container: dict[str, Any]) -> str | None:
