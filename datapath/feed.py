@@ -175,6 +175,7 @@ class FeedServer:
             app = web.Application()
             app.router.add_get("/metrics", self._metrics_page)
             app.router.add_get("/healthz", self._healthz)
+            app.router.add_get("/livez", self._livez)
             self._status = web.AppRunner(app, access_log=None)
             await self._status.setup()
             await web.TCPSite(self._status, self.status_host, self.status_port).start()
@@ -205,6 +206,12 @@ class FeedServer:
         body = {"ok": ok, "revision": self.follower.revision, "clients": len(self.clients),
                 "identity": self.follower.identity}
         return web.json_response(body, status=200 if ok else 503)
+
+    async def _livez(self, _: web.Request) -> web.Response:
+        """Liveness without the store: the follower and the pinger still run (a store
+        outage makes the feed unready, it must not restart every replica)."""
+        alive = all(not t.done() for t in self._tasks)
+        return web.json_response({"ok": alive}, status=200 if alive else 503)
 
     async def _metrics_page(self, _: web.Request) -> web.Response:
         self.metrics.ready.set(1 if self.ready() else 0)

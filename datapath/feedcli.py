@@ -51,14 +51,12 @@ async def run(args: argparse.Namespace) -> int:
     from datapath.feed import FeedServer
     from datapath.peers import StorePeers
     from ipam import open_ipam
-    from ipam.config import IpamSettings
     from ipam.follow import StoreSource
 
     settings = settings_from(args)
-    ipam_settings = IpamSettings()
-    url = args.redis_url if args.redis_url is not None else ipam_settings.redis_url
-    ipam = await open_ipam(url or None, actor="feed",
-                           embedded_path=ipam_settings.embedded_path or None)
+    # The store the stickyip command chose (never a private one unless --embedded).
+    ipam = await open_ipam(args.redis_url or None, actor="feed",
+                           embedded_path=args.embedded_path, settings=args.ipam_settings)
     server = FeedServer(StoreSource(ipam, own=True), peers=StorePeers(ipam.redis),
                         host=settings.host, port=settings.port,
                         status_host=settings.metrics_host, status_port=settings.metrics_port,
