@@ -80,6 +80,7 @@ async def test_an_address_taken_meanwhile_is_a_conflict_and_nothing_is_written(
     [got] = await reassert(ipam, "n1", [mine])
     assert (got.status, got.other) == ("conflict", "eph/new/eth0")
     assert await ipam.lease(owner=eph) is None
+    assert e.address is not None
     held = await ipam.owner_of(e.address)
     assert held is not None and held.owner == "eph/new/eth0"
     assert int(await ipam.redis.hget(layout.LAYOUT, "rev") or 0) == rev
