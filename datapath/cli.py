@@ -28,7 +28,10 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--default-pool", help="pool of ephemeral addresses")
     p.add_argument("--bird-config", help="generated BIRD config path (bgp)")
     p.add_argument("--bird-socket", help="BIRD control socket (bgp)")
-    p.add_argument("--sync-interval", type=float, help="seconds between route syncs")
+    p.add_argument("--sync-interval", type=float,
+                   help="at most one route update per this many seconds")
+    p.add_argument("--feed", help="routing feed to follow (HOST:PORT or unix:PATH; "
+                   "default: the store itself)")
     p.add_argument("--cni-bin-dir", help="install the CNI plugin into this directory")
     p.add_argument("--hook", action="append", dest="hooks", metavar="MODULE:FACTORY",
                    help="endpoint hook factory (repeatable)")
@@ -59,11 +62,15 @@ async def run(args: argparse.Namespace) -> int:
     ipam = await open_ipam(args.redis_url or None, actor=f"agent/{settings.node}",
                            embedded_path=args.embedded_path, settings=args.ipam_settings)
     kube_pods = None
+    events = None
     if settings.kube:
         from datapath.podinfo import kube_pod_lookup
+        from datapath.reassert import kube_events
 
         kube_pods = kube_pod_lookup(ipam)
-    agent = Agent(settings, ipam, hooks=load_hooks(settings), kube_pods=kube_pods)
+        events = kube_events()
+    agent = Agent(settings, ipam, hooks=load_hooks(settings), kube_pods=kube_pods,
+                  events=events)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

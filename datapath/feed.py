@@ -33,7 +33,7 @@ from datapath import feedwire as wire
 from datapath.peers import PeerSource
 from ipam.changes import ChangeBatch, Gap, RoutingSnapshot
 from ipam.errors import StoreUnavailable
-from ipam.follow import ChangeSource, Follower, Update
+from ipam.follow import ChangeSource, Follower, Update, cancel
 
 log = logging.getLogger("stickyip.feed")
 
@@ -136,12 +136,15 @@ class FeedServer:
                  host: str = "0.0.0.0", port: int = 7470, status_host: str = "0.0.0.0",
                  status_port: int = 0, history: int = 10_000,
                  max_backlog: int = 32 << 20, ping_interval: float = 20.0,
-                 block_ms: int = 30_000, wait_ahead: float = 5.0) -> None:
+                 block_ms: int = 30_000, wait_ahead: float = 5.0,
+                 unix_path: str = "") -> None:
         self.metrics = FeedMetrics()
         self.follower = Follower(source, on_update=self._on_update, block_ms=block_ms,
                                  resnapshot_spread=0.5, name="feed")
         self.peer_source = peers
         self.host, self.port = host, port
+        #: also (or, with port -1, only) listen on this unix socket
+        self.unix_path = unix_path
         self.status_host, self.status_port = status_host, status_port
         self.history = history
         self.max_backlog = max_backlog
@@ -153,6 +156,7 @@ class FeedServer:
         self.peers: wire.Peers = {}
         self._snap_cache: tuple[int, bytes] | None = None
         self._server: asyncio.Server | None = None
+        self._unix: asyncio.Server | None = None
         self._status: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._answering: set[asyncio.Task[None]] = set()
@@ -167,10 +171,13 @@ class FeedServer:
         self._tasks = [asyncio.create_task(self.follower.run(), name="feed-follow"),
                        asyncio.create_task(self._pinger(), name="feed-ping")]
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Client(self), self.host, self.port,
-                                                reuse_address=True)
-        if self.port == 0:
-            self.port = self._server.sockets[0].getsockname()[1]
+        if self.port >= 0:
+            self._server = await loop.create_server(lambda: _Client(self), self.host,
+                                                    self.port, reuse_address=True)
+            if self.port == 0:
+                self.port = self._server.sockets[0].getsockname()[1]
+        if self.unix_path:
+            self._unix = await loop.create_unix_server(lambda: _Client(self), self.unix_path)
         if self.status_port:
             app = web.Application()
             app.router.add_get("/metrics", self._metrics_page)
@@ -183,15 +190,15 @@ class FeedServer:
 
     async def stop(self) -> None:
         for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        if self._server is not None:
-            self._server.close()
-            for c in list(self.clients):
-                c.close()
-            await self._server.wait_closed()
+            await cancel(t)
+        for server in (self._server, self._unix):
+            if server is not None:
+                server.close()
+        for c in list(self.clients):
+            c.close()
+        for server in (self._server, self._unix):
+            if server is not None:
+                await server.wait_closed()
         if self._status is not None:
             await self._status.cleanup()
         if self.peer_source is not None:
@@ -358,7 +365,7 @@ class FeedSource:
                  rng: random.Random | None = None) -> None:
         if not addresses:
             raise ValueError("the feed needs at least one HOST:PORT address")
-        self.addresses = [_split(a) for a in addresses]
+        self.addresses = [wire.parse_address(a) for a in addresses]
         self.node = node
         self.on_peers = on_peers
         self.silence = silence
@@ -374,14 +381,18 @@ class FeedSource:
 
     async def _connect(self, req: wire.Request) -> None:
         await self._disconnect()
-        host, port = self.rng.choice(self.addresses)
+        where = self.rng.choice(self.addresses)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(host, port, limit=LINE_LIMIT)
+                if isinstance(where, str):
+                    reader, writer = await asyncio.open_unix_connection(where,
+                                                                        limit=LINE_LIMIT)
+                else:
+                    reader, writer = await asyncio.open_connection(*where, limit=LINE_LIMIT)
             writer.write(req.encode())
             await writer.drain()
         except (OSError, TimeoutError) as e:
-            raise StoreUnavailable(f"cannot reach the feed at {host}:{port}: {e}") from e
+            raise StoreUnavailable(f"cannot reach the feed at {where}: {e}") from e
         self._reader, self._writer = reader, writer
         self._last_frame = time.monotonic()
 
@@ -434,8 +445,13 @@ class FeedSource:
             if d is None:
                 continue
             if d["t"] == "snap":
-                snap, self.peers = wire.decode_snapshot(d)
+                snap, peers = wire.decode_snapshot(d)
                 self._position, self._identity = snap.revision, snap.identity
+                changed = {n: a for n, a in peers.items() if self.peers.get(n) != a}
+                gone = [n for n in self.peers if n not in peers]
+                self.peers = peers
+                if (changed or gone) and self.on_peers is not None:
+                    self.on_peers(changed, gone)
                 return snap
             if d["t"] == "gap":
                 await self._disconnect()
@@ -472,10 +488,3 @@ class FeedSource:
 
     async def aclose(self) -> None:
         await self._disconnect()
-
-
-def _split(address: str) -> tuple[str, int]:
-    host, sep, port = address.strip().rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"feed address {address!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)

@@ -17,8 +17,14 @@ class FeedSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STICKYIP_FEED_", extra="ignore")
 
-    host: str = Field(default="0.0.0.0", description="address agents connect to")
-    port: int = Field(default=7470, ge=0, le=65535, description="port agents connect to")
+    # listen_*: Kubernetes gives every pod STICKYIP_FEED_PORT=tcp://... for the
+    # stickyip-feed Service, so no setting may be called plain 'port' or 'host'.
+    listen_host: str = Field(default="0.0.0.0", description="address agents connect to")
+    listen_port: int = Field(default=7470, ge=-1, le=65535,
+                             description="port agents connect to (-1: no TCP, see "
+                             "listen_unix)")
+    listen_unix: str = Field(default="", description="also listen on this unix socket "
+                             "(agents name it 'unix:PATH')")
     metrics_host: str = Field(default="0.0.0.0", description="address of /metrics, /healthz")
     metrics_port: int = Field(default=9403, ge=0, le=65535,
                               description="port of /metrics and /healthz (0: off)")
@@ -34,8 +40,11 @@ class FeedSettings(BaseSettings):
 def add_parser(sub: Any, name: str) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         name, help="run the routing feed: follows the store for many node agents")
-    p.add_argument("--port", type=int, help="port agents connect to ($STICKYIP_FEED_PORT)")
-    p.add_argument("--host", help="address agents connect to")
+    p.add_argument("--port", type=int, dest="listen_port",
+                   help="port agents connect to ($STICKYIP_FEED_LISTEN_PORT; -1: none)")
+    p.add_argument("--host", dest="listen_host", help="address agents connect to")
+    p.add_argument("--unix", dest="listen_unix", metavar="PATH",
+                   help="also listen on this unix socket")
     p.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (0: off)")
     p.add_argument("--history", type=int, help="change batches kept for reconnecting agents")
     p.set_defaults(handler=run)
@@ -58,7 +67,8 @@ async def run(args: argparse.Namespace) -> int:
     ipam = await open_ipam(args.redis_url or None, actor="feed",
                            embedded_path=args.embedded_path, settings=args.ipam_settings)
     server = FeedServer(StoreSource(ipam, own=True), peers=StorePeers(ipam.redis),
-                        host=settings.host, port=settings.port,
+                        host=settings.listen_host, port=settings.listen_port,
+                        unix_path=settings.listen_unix,
                         status_host=settings.metrics_host, status_port=settings.metrics_port,
                         history=settings.history, max_backlog=settings.max_backlog_bytes,
                         ping_interval=settings.ping_interval)

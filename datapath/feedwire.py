@@ -77,6 +77,19 @@ def _line(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
+def parse_address(address: str) -> tuple[str, int] | str:
+    """``HOST:PORT`` (``[V6]:PORT`` too) as (host, port), ``unix:PATH`` as the path."""
+    a = address.strip()
+    if a.startswith("unix:"):
+        if len(a) <= len("unix:"):
+            raise ValueError(f"feed address {address!r}: no socket path")
+        return a[len("unix:"):]
+    host, sep, port = a.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"feed address {address!r} is not HOST:PORT or unix:PATH")
+    return host.strip("[]"), int(port)
+
+
 # ----------------------------------------------------------------- requests
 
 @dataclass(frozen=True, slots=True)

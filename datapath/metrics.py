@@ -110,5 +110,20 @@ class AgentMetrics:
                                     "BIRD reconfigurations", ["result"], registry=r)
         self.heartbeats = Counter("stickyip_datapath_heartbeats", "heartbeats written",
                                   ["result"], registry=r)
+        self.follow_updates = Counter("stickyip_datapath_follow_updates",
+                                      "routing updates followed, by kind (batch, snapshot)",
+                                      ["kind"], registry=r)
+        self.follow_gaps = Counter("stickyip_datapath_follow_gaps",
+                                   "gaps in the followed change log (trimmed, identity, "
+                                   "behind, other)", ["kind"], registry=r)
+        self.follow_revision = Gauge("stickyip_datapath_follow_revision",
+                                     "store revision of this node's routing view", registry=r)
+        self.reasserted = Counter("stickyip_datapath_reasserted",
+                                  "endpoints re-asserted after the store changed identity, "
+                                  "by result (ok, restored, moved, conflict)", ["result"],
+                                  registry=r)
+        self.conflicts = Gauge("stickyip_datapath_address_conflicts",
+                               "this node's endpoints whose address the store gives another "
+                               "owner (found at the last re-assert)", registry=r)
         r.register(_DropCollector(drop_counts, drops))
         r.register(_MapFillCollector(map_fill))

@@ -16,10 +16,11 @@ class NodeDirectory:
         self._redis = client
 
     async def publish(self, node: str, address: str) -> None:
-        try:
-            await self._redis.hset(KEY, node, address)
-        except (RedisError, OSError) as e:
-            raise TryAgain(f"cannot publish node address: {e}") from e
+        """Store this node's address; written and announced to followers only when it
+        changed (a heartbeat's re-publish costs one read in the store)."""
+        from datapath import peers
+
+        await peers.publish(self._redis, node, address)
 
     async def addresses(self) -> dict[str, str]:
         try:

@@ -113,9 +113,9 @@ class StorePeers:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            from ipam.follow import cancel
+
+            await cancel(self._task)
 
     def _replace(self, fresh: Peers) -> None:
         changed = {n: a for n, a in fresh.items() if self.peers.get(n) != a}

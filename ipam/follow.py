@@ -20,13 +20,30 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ipam.changes import ChangeBatch, Gap, RoutingSnapshot
 from ipam.errors import IpamError
 from ipam.redis_store import RedisIpam
 
 log = logging.getLogger("stickyip.ipam.follow")
+
+
+async def cancel(task: asyncio.Task[Any], *, within: float = 10.0) -> None:
+    """Cancel ``task`` and wait until it has ended. Python 3.11's ``asyncio.wait_for``
+    (redis-py sends every command through it) loses a cancellation that lands just as
+    the inner call completes, so a task reading the store may ignore one cancel: it is
+    cancelled again until it ends (at most ``within`` seconds)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.05)
+        if loop.time() > deadline:
+            log.warning("a task did not end when cancelled", extra={"task": task.get_name()})
+            return
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("cancelled task had failed", extra={"error": repr(task.exception())})
 
 
 class ChangeSource(Protocol):
@@ -127,9 +144,11 @@ class Follower:
     def __init__(self, source: ChangeSource, *, on_update: OnUpdate | None = None,
                  block_ms: int = 30_000, resnapshot_spread: float = 2.0,
                  retry_max: float = 5.0, rng: random.Random | None = None,
-                 name: str = "") -> None:
+                 name: str = "", on_gap: Callable[[Gap], None] | None = None) -> None:
         self.source = source
         self.on_update = on_update
+        #: told of every gap (before the fresh snapshot), e.g. to count them
+        self.on_gap = on_gap
         self.block_ms = block_ms
         self.resnapshot_spread = resnapshot_spread
         self.retry_max = retry_max
@@ -192,6 +211,8 @@ class Follower:
                      extra={"follower": self.name, "reason": got.reason,
                             "revision": self.view.revision})
             self._stale_reason = got.reason
+            if self.on_gap is not None:
+                self.on_gap(got)
             return None
         if not got:
             return None
