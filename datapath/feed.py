@@ -463,28 +463,57 @@ class FeedSource:
             await self._connect(wire.Request(snapshot=False, after=after, identity=identity,
                                              node=self.node))
             self._position, self._identity = after, identity
-        # One batch per call: a follower calls again at once, and a frame already
-        # buffered is read without waiting (cheaper than polling the buffer).
+        # Wait up to block_ms for a frame; after a batch, take the batches whose lines
+        # are already buffered (one update for a burst), without waiting for more.
         deadline = time.monotonic() + block_ms / 1000
+        out: list[ChangeBatch] = []
         while True:
-            d = await self._frame(max(0.0, deadline - time.monotonic()))
-            if d is None:
-                return []
+            if out:
+                line = self._buffered_line()
+                if line is None:
+                    return out
+                d = self._decode(line)
+            else:
+                got = await self._frame(max(0.0, deadline - time.monotonic()))
+                if got is None:
+                    return []
+                d = got
             t = d["t"]
             if t == "ch":
                 batch = wire.decode_batch(d)
                 self._position = batch.revision
-                return [batch]
-            if t == "peers":
+                out.append(batch)
+            elif t == "peers":
                 self._peers(d)
             elif t == "gap":
                 await self._disconnect()
+                if out:
+                    return out  # the next read asks again from the new position
                 return Gap(after=after, reason=str(d.get("reason", "")))
             elif t == "snap":  # never sent on a resume
                 await self._disconnect()
                 return Gap(after=after, reason="the feed sent a snapshot on a resume")
-            if time.monotonic() >= deadline:
+            elif not out and time.monotonic() >= deadline:
                 return []
+
+    def _buffered_line(self) -> bytes | None:
+        """A whole line the reader already holds, or None — without waiting. (The
+        stream reader has no public peek; redis-py reads its buffer the same way.)"""
+        r = self._reader
+        buf: bytearray | None = getattr(r, "_buffer", None)
+        if r is None or buf is None:
+            return None
+        end = buf.find(b"\n")
+        if end < 0:
+            return None
+        line = bytes(buf[:end + 1])
+        del buf[:end + 1]
+        r._maybe_resume_transport()  # type: ignore[attr-defined]
+        return line
+
+    def _decode(self, line: bytes) -> dict[str, Any]:
+        self._last_frame = time.monotonic()
+        return wire.decode_frame(line)
 
     async def aclose(self) -> None:
         await self._disconnect()
