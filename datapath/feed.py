@@ -137,10 +137,10 @@ class FeedServer:
                  status_port: int = 0, history: int = 10_000,
                  max_backlog: int = 32 << 20, ping_interval: float = 20.0,
                  block_ms: int = 30_000, wait_ahead: float = 5.0,
-                 unix_path: str = "") -> None:
+                 unix_path: str = "", resnapshot_spread: float = 0.5) -> None:
         self.metrics = FeedMetrics()
         self.follower = Follower(source, on_update=self._on_update, block_ms=block_ms,
-                                 resnapshot_spread=0.5, name="feed")
+                                 resnapshot_spread=resnapshot_spread, name="feed")
         self.peer_source = peers
         self.host, self.port = host, port
         #: also (or, with port -1, only) listen on this unix socket
