@@ -75,6 +75,9 @@ class Reasserter:
         self.events = events
         #: owner -> the conflict found at the last re-assert
         self.conflicts: dict[str, Reasserted] = {}
+        #: re-asserts done, and the results of the last one
+        self.runs = 0
+        self.last: list[Reasserted] = []
 
     async def run(self, reason: str) -> list[Reasserted]:
         """Re-assert every unfenced endpoint of this node (under the agent's lock)."""
@@ -109,4 +112,6 @@ class Reasserter:
                                             "AddressConflict", message)
         self.conflicts = conflicts
         self.metrics.conflicts.set(len(conflicts))
+        self.runs += 1
+        self.last = results
         return results

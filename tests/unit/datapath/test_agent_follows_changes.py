@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,12 @@ from datapath.config import AgentSettings
 from datapath.fakes import FakeNetlink, MemoryEndpointProgram, MemoryEndpointRecords
 from datapath.feed import FeedServer
 from datapath.peers import StorePeers, publish
+from datapath.reassert import EventSink
 from datapath.routing import Route
-from ipam import PoolSpec, RedisIpam, ReservationKey, layout
+from ipam import OwnerKey, PoolSpec, RedisIpam, ReservationKey, layout
 from ipam.connection import open_redis
 from ipam.follow import StoreSource, cancel
+from tests.support.redis_server import RedisServer, free_port
 
 NODE = "node-a"
 POOL = PoolSpec(name="pods", cidr="10.40.0.0/24", block_size=28)
@@ -66,14 +68,16 @@ class Node:
 
     def __init__(self, ipam: RedisIpam, tmp: Path, *, feed: str = "",
                  netlink: FakeNetlink | None = None,
-                 records: MemoryEndpointRecords | None = None) -> None:
+                 records: MemoryEndpointRecords | None = None,
+                 events: EventSink | None = None) -> None:
         self.settings = AgentSettings(node=NODE, default_pool=POOL.name, state_dir=str(tmp),
                                       socket=str(tmp / "sock"), metrics_port=0, feed=feed,
                                       resnapshot_spread=0.0, sync_interval=0.01)
         self.netlink = netlink or FakeNetlink()
         self.records = records or MemoryEndpointRecords()
         self.agent = Agent(self.settings, ipam, netlink=self.netlink,
-                           program=MemoryEndpointProgram(), records=self.records)
+                           program=MemoryEndpointProgram(), records=self.records,
+                           events=events)
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -227,3 +231,109 @@ async def test_an_agent_restarted_while_its_reservation_moved_fences_it(
         await third.stop()
     finally:
         await second.stop()
+
+
+# ------------------------------------------------------------------ re-assert (16.2)
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    with RedisServer(port=free_port(), appendfsync="always") as server:
+        yield server
+
+
+@pytest.fixture(params=["store", "feed"])
+async def restartable(request: pytest.FixtureRequest, own_server: RedisServer
+                      ) -> AsyncIterator[tuple[RedisIpam, str]]:
+    """A store that can restart, and '' or a feed replica in front of it."""
+    client, _ = await open_redis(own_server.url)
+    ipam = RedisIpam(client, actor="test")
+    await ipam.apply_pool(POOL)
+    for node, address in PEERS.items():
+        await publish(ipam.redis, node, address)
+    server = None
+    if request.param == "feed":
+        fc, _ = await open_redis(own_server.url)
+        pc, _ = await open_redis(own_server.url)
+        server = FeedServer(StoreSource(RedisIpam(fc), own=True), peers=StorePeers(pc),
+                            host="127.0.0.1", port=0, resnapshot_spread=0)
+        await server.start()
+    try:
+        yield ipam, (f"127.0.0.1:{server.port}" if server is not None else "")
+    finally:
+        if server is not None:
+            await server.stop()
+        await ipam.aclose()
+
+
+async def lose_and_restart(ipam: RedisIpam, server: RedisServer, owner: OwnerKey,
+                           then: Callable[[], Awaitable[object]] | None = None) -> None:
+    """The store loses ``owner``'s record (as a failover to a replica that never got
+    the write would), maybe hands out something meanwhile, and comes back as another
+    store (new identity)."""
+    lease = await ipam.lease(owner=owner)
+    assert lease is not None
+    await ipam.release(owner=owner, holder=lease.holder)
+    if then is not None:
+        await then()
+    server.stop()
+    server.start()
+    assert await ipam.ping()
+
+
+async def test_after_the_store_changed_identity_a_lost_record_is_restored(
+        restartable: tuple[RedisIpam, str], own_server: RedisServer, tmp_path: Path) -> None:
+    ipam, feed = restartable
+    await ipam.claim(K0, pool=POOL.name, node=NODE, holder="uid-c0")
+    node = Node(ipam, tmp_path, feed=feed)
+    await node.start()
+    try:
+        await node.add_pod("c0", "prod", "db-0")
+        await node.add_pod("e1", "default", "web")
+        [eph] = [r for r in node.records.all() if r.kind == "ephemeral"]
+        await lose_and_restart(ipam, own_server, OwnerKey(eph.owner))
+        async with asyncio.timeout(30):
+            await node.agent.routes.wait_until(lambda: node.agent.reasserter.runs >= 1)
+        assert sorted(r.status for r in node.agent.reasserter.last) == ["ok", "restored"]
+        back = await ipam.lease(owner=OwnerKey(eph.owner))
+        assert back is not None and back.address == eph.address and back.node == NODE
+        get = node.agent.metrics.registry.get_sample_value
+        assert get("stickyip_datapath_reasserted_total", {"result": "restored"}) == 1
+        assert get("stickyip_datapath_address_conflicts") == 0
+    finally:
+        await node.stop()
+
+
+async def test_after_the_store_changed_identity_a_taken_address_is_reported(
+        restartable: tuple[RedisIpam, str], own_server: RedisServer, tmp_path: Path) -> None:
+    ipam, feed = restartable
+    reported: list[tuple[str, str, str, str]] = []
+    node = Node(ipam, tmp_path, feed=feed,
+                events=lambda ns, pod, reason, msg: reported.append((ns, pod, reason, msg)))
+    await node.start()
+    try:
+        await node.add_pod("e1", "default", "web")
+        [eph] = node.records.all()
+
+        async def hand_it_out() -> None:
+            other = await ipam.allocate(pool=POOL.name, node=NODE,
+                                        owner=OwnerKey("eph/other/eth0"))
+            assert other.address == eph.address
+
+        await lose_and_restart(ipam, own_server, OwnerKey(eph.owner), then=hand_it_out)
+        async with asyncio.timeout(30):
+            await node.agent.routes.wait_until(lambda: node.agent.reasserter.runs >= 1)
+        [res] = node.agent.reasserter.last
+        assert (res.status, res.other) == ("conflict", "eph/other/eth0")
+        # nothing changed in the store: the other owner keeps it, ours is not re-created
+        assert await ipam.lease(owner=OwnerKey(eph.owner)) is None
+        held = await ipam.owner_of(eph.address)
+        assert held is not None and held.owner == "eph/other/eth0"
+        get = node.agent.metrics.registry.get_sample_value
+        assert get("stickyip_datapath_address_conflicts") == 1
+        assert [(ns, pod, reason) for ns, pod, reason, _ in reported] == [
+            ("default", "web", "AddressConflict")]
+        # the endpoint still serves (which pod keeps it is an operator's call)
+        [rec] = node.records.all()
+        assert not rec.fenced
+    finally:
+        await node.stop()
