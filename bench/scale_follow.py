@@ -199,7 +199,10 @@ async def worker(args: argparse.Namespace) -> None:
         feed = args.feed.split(",") if args.feed else []
         for k in range(args.count):
             if args.mode == "feed":
-                source: Any = FeedSource(feed, node=f"w{args.index}-{k}")
+                # as the agent of a node serving none of the re-homed reservations (one
+                # node of 5,000 serves each): it skips their re-homes unread
+                source: Any = FeedSource(feed, node=f"w{args.index}-{k}",
+                                         owners=lambda owner: False)
             else:
                 client, _ = await open_redis(args.url, max_connections=1)
                 source = StoreSource(RedisIpam(client), own=True)

@@ -83,7 +83,8 @@ class Agent:
             from datapath.feed import FeedSource
 
             source = FeedSource(feed_addresses(settings.feed), node=self.node,
-                                on_peers=lambda s, d: self.routes.on_peers(s, d))
+                                on_peers=lambda s, d: self.routes.on_peers(s, d),
+                                owners=self._serves)
         elif source is None:
             source = StoreSource(ipam)
             self.peer_source = StorePeers(ipam.redis)
@@ -191,6 +192,11 @@ class Agent:
         self.metrics.follow_updates.labels("snapshot" if update.fresh else "batch").inc()
         self.metrics.follow_revision.set(update.view.revision)
         self.routes.on_update(update)
+
+    def _serves(self, owner: str) -> bool:
+        """Whether this node serves an endpoint of reservation ``owner`` (the only
+        re-homes it needs to read)."""
+        return any(r.owner == owner for r in self.endpoints.records.all())
 
     def _on_gap(self, gap: Gap) -> None:
         self.metrics.follow_gaps.labels(gap_kind(gap.reason)).inc()

@@ -356,11 +356,14 @@ class FeedSource:
     ``on_peers`` is told of node address changes as they arrive; :attr:`peers` holds
     the node addresses of the last snapshot with every update applied.
     ``silence``: seconds without any frame (the tier pings idle connections) after
-    which the connection is taken for dead and opened again.
+    which the connection is taken for dead and opened again. ``owners``: the
+    reservations whose re-homes this follower needs (an agent: those it serves);
+    others are skipped unread (None: all).
     """
 
     def __init__(self, addresses: Sequence[str], *, node: str = "",
                  on_peers: Callable[[wire.Peers, list[str]], None] | None = None,
+                 owners: Callable[[str], bool] | None = None,
                  silence: float = 90.0, connect_timeout: float = 5.0,
                  rng: random.Random | None = None) -> None:
         if not addresses:
@@ -368,6 +371,7 @@ class FeedSource:
         self.addresses = [wire.parse_address(a) for a in addresses]
         self.node = node
         self.on_peers = on_peers
+        self.owners = owners
         self.silence = silence
         self.connect_timeout = connect_timeout
         self.rng = rng or random.Random()
@@ -480,7 +484,7 @@ class FeedSource:
                 d = got
             t = d["t"]
             if t == "ch":
-                batch = wire.decode_batch(d)
+                batch = wire.decode_batch(d, self.owners)
                 self._position = batch.revision
                 out.append(batch)
             elif t == "peers":

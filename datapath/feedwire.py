@@ -240,9 +240,16 @@ def encode_batch(batch: ChangeBatch) -> bytes:
                   "c": [encode_change(c) for c in batch.changes]})
 
 
-def decode_batch(d: Mapping[str, Any]) -> ChangeBatch:
-    return ChangeBatch(revision=int(d["rev"]),
-                       changes=tuple(decode_change(c) for c in d.get("c", ())))
+def decode_batch(d: Mapping[str, Any],
+                 owners: Callable[[str], bool] | None = None) -> ChangeBatch:
+    """A batch frame as a ChangeBatch. ``owners``: keep only the re-homes
+    (``res.home``) of the reservations it accepts — the follower serves no others, and
+    a view never applies them (a node serves a handful of the cluster's reservations;
+    decoding every re-home was most of a follower's work on a block re-home)."""
+    home = ChangeOp.RES_HOME.value
+    return ChangeBatch(revision=int(d["rev"]), changes=tuple(
+        decode_change(c) for c in d.get("c", ())
+        if owners is None or c[0] != home or owners(c[1])))
 
 
 # ---------------------------------------------------------------- snapshots

@@ -213,21 +213,26 @@ class Testbed:
     async def start_feed(self, *, within: float = 30) -> None:
         """(Re)start the bed's routing feed on a unix socket the agents reach from their
         namespaces; they follow it (STICKYIP_AGENT_FEED) from their next start."""
-        sock = self.dir / "feed.sock"
-        sock.unlink(missing_ok=True)
-        log = self.dir / "feed.log"
-        with open(log, "ab") as out:
-            self.feed_proc = subprocess.Popen(
-                [str(BIN / "stickyip"), "--redis-url", self.redis_url, "--log-level", "info",
-                 "feed", "--port", "-1", "--unix", str(sock), "--metrics-port", "0"],
-                stdout=out, stderr=out)
+        sock, log = self._spawn_feed()
+        proc = self.feed_proc
+        assert proc is not None
         deadline = time.monotonic() + within
         while b"feed ready" not in log.read_bytes():
-            if self.feed_proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the bed's feed did not start:\n"
                                    + log.read_text(errors="replace")[-3000:])
             await asyncio.sleep(0.05)
         self.agent_env["STICKYIP_AGENT_FEED"] = f"unix:{sock}"
+
+    def _spawn_feed(self) -> tuple[Path, Path]:
+        sock, log = self.dir / "feed.sock", self.dir / "feed.log"
+        sock.unlink(missing_ok=True)
+        with open(log, "wb") as out:
+            self.feed_proc = subprocess.Popen(
+                [str(BIN / "stickyip"), "--redis-url", self.redis_url, "--log-level", "info",
+                 "feed", "--port", "-1", "--unix", str(sock), "--metrics-port", "0"],
+                stdout=out, stderr=out)
+        return sock, log
 
     def stop_feed(self) -> None:
         if self.feed_proc is not None:
