@@ -2,10 +2,12 @@
 already applied is lost with the store's last writes (Redis comes back from an
 AOF written before it), and no node keeps the route it had learned — every agent,
 following the store or the bed's feed, sees another identity, takes a fresh view
-and puts the block's routes back where the store now says, in the kernel."""
+and puts the block's routes back where the store now says, in the kernel. (The pod
+fenced when its block moved stays fenced: a fence is never lifted by the agent.)"""
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import tempfile
 from pathlib import Path
@@ -55,5 +57,10 @@ async def test_a_lost_rehome_leaves_no_stale_route(feed: bool) -> None:
         assert ok, tb.agent_log("node-2")[-3000:]
         held = await tb.ipam.owner_of(web.address)
         assert held is not None and held.node == "node-2"
+        eps = tb.agent_call("node-2", {"command": "ENDPOINTS"})["result"]["endpoints"]
+        assert [e["fenced"] for e in eps if e["address"] == web.address] == [True]
+        # traffic goes where the store says: a new pod of node-2's block is reached
+        api = await tb.add_pod("node-2", "default", "api")
+        assert ipaddress.IPv4Address(api.address) in ipaddress.IPv4Network(cidr)
         client = await tb.add_pod("node-1", "default", "client")
-        assert await tb.wait_ping(client, web.address)
+        assert await tb.wait_ping(client, api.address)
