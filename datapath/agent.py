@@ -178,13 +178,20 @@ class Agent:
                     return await handler(req)
             return run
 
+        async def add(req: dict[str, Any]) -> dict[str, Any] | None:
+            result = await self.endpoints.add(req)
+            # its /32 is in place; BGP announcements (a migrated address now served
+            # here) and the routes last applied follow at the next sync
+            self.routes.endpoints_changed()
+            return result
+
         async def delete(req: dict[str, Any]) -> None:
             await self.endpoints.delete(req)
 
         async def check(req: dict[str, Any]) -> None:
             await self.endpoints.check(req)
 
-        return {"ADD": locked(self.endpoints.add), "DEL": locked(delete), "CHECK": check,
+        return {"ADD": locked(add), "DEL": locked(delete), "CHECK": check,
                 "GC": locked(self.endpoints.gc), "STATUS": self._status,
                 "ENDPOINTS": self._list_endpoints, "SYNC": self._sync}
 
