@@ -1,5 +1,5 @@
 """``make bench-scale``: the control plane at 5,000 nodes and 100,000 pods (issue 10),
-written to bench/results/scale.json (DESIGN.md §9) and printed as a table.
+written to bench/results/scale.json (docs/design.md §9) and printed as a table.
 
 Each group of rows is one module with ``async def run(report: Report) -> None`` that
 adds its rows (``report.row``) and its raw series under ``report.detail[GROUP]``;
