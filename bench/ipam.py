@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Report, percentile
-from ipam import PoolSpec, RedisIpam, check_and_repair, pool_prefix, scripts
+from ipam import PoolSpec, RedisIpam, check_and_repair, layout, scripts
 from ipam.connection import open_redis
 from tests.support.redis_server import RedisServer
 
@@ -99,16 +99,17 @@ def main() -> None:
                       f"p50 {series[key]['p50_ms']:.3f} ms p99 {series[key]['p99_ms']:.3f} ms",
                       flush=True)
         # raw ceiling: the same scripts from redis-benchmark (C, 64 connections)
-        prefix = pool_prefix(POOL)
         raw: dict[str, Any] = {}
         for clients in (1, 8, 64):
             n = 20000 if clients == 1 else 60000
+            # ALLOCATE: owner, node, now, actor, pod, holder, borrow, npools, pool
             a = redis_benchmark(server.port, clients, n, [
-                "EVALSHA", alloc_sha, "1", prefix + "meta", prefix, "eph/r__rand_int__/eth0",
-                f"raw-{clients}", "1000", "raw", "", "", "1"])
+                "EVALSHA", alloc_sha, "1", layout.LAYOUT, "eph/r__rand_int__/eth0",
+                f"raw-{clients}", "1000", "raw", "", "", "1", "1", POOL])
+            # RELEASE: owner, now, actor, expect_holder, force, pool
             r = redis_benchmark(server.port, clients, n, [
-                "EVALSHA", release_sha, "1", prefix + "meta", prefix, "eph/r__rand_int__/eth0",
-                "1000", "raw", ""])
+                "EVALSHA", release_sha, "1", layout.LAYOUT, "eph/r__rand_int__/eth0",
+                "1000", "raw", "", "0", ""])
             raw[f"{clients}_clients"] = {"allocate_per_s": a, "release_per_s": r,
                                          "pairs_per_s": 1 / (1 / a + 1 / r)}
             print(f"raw {clients} clients: allocate {a:.0f}/s release {r:.0f}/s "

@@ -106,7 +106,9 @@ def to_fence_by_epoch(node: str, endpoints: Iterable[LocalEndpoint],
 
 
 def local_blocks(node: str, view: RoutingView) -> list[ipaddress.IPv4Network]:
-    return sorted(b.cidr for b in view.blocks if b.node == node)
+    # IPv4 only until the datapath routes IPv6 (issue 14); the IPAM serves both.
+    return sorted(b.cidr for b in view.blocks
+                  if b.node == node and isinstance(b.cidr, ipaddress.IPv4Network))
 
 
 def announced(node: str, view: RoutingView) -> tuple[list[ipaddress.IPv4Network],
@@ -114,7 +116,8 @@ def announced(node: str, view: RoutingView) -> tuple[list[ipaddress.IPv4Network]
     """What this node announces in BGP: its blocks, and the /32s it serves away from
     their block's node (aggregated blocks, /32 only for migrated addresses)."""
     migrated = sorted({m.address for m in view.migrated
-                       if m.node == node and m.block_node != node})
+                       if m.node == node and m.block_node != node
+                       and isinstance(m.address, ipaddress.IPv4Address)})
     return local_blocks(node, view), migrated
 
 
@@ -133,9 +136,11 @@ def desired_routes(*, node: str, view: RoutingView, endpoints: Iterable[LocalEnd
     if mode == "direct":
         for blk in view.blocks:
             gw = peers.get(blk.node)
-            if blk.node != node and gw:
+            if blk.node != node and gw and isinstance(blk.cidr, ipaddress.IPv4Network):
                 routes[blk.cidr] = Route(blk.cidr, "via", gw)
         for m in view.migrated:
+            if not isinstance(m.address, ipaddress.IPv4Address):
+                continue
             gw = peers.get(m.node)
             dst = ipaddress.IPv4Network(f"{m.address}/32")
             if m.node != node and gw:

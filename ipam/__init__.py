@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ipam.changes import Change, ChangeBatch, ChangeOp, Gap, RoutingSnapshot
     from ipam.contract import (
         DEFAULT_POOL,
         NodeFailurePolicy,
@@ -29,8 +30,10 @@ if TYPE_CHECKING:
         PoolInUse,
         PoolNotFound,
         ReservationConflict,
+        ReservationInUse,
         ReservationNotFound,
         StaleEpoch,
+        StoreLayoutError,
         StoreUnavailable,
     )
     from ipam.models import (
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
         BlockInfo,
         Finding,
         Lease,
+        LeaseAddress,
         LeaseKind,
         MigratedAddress,
         NodeHealth,
@@ -49,42 +53,61 @@ if TYPE_CHECKING:
         RoutingView,
         pool_from_dict,
     )
-    from ipam.redis_store import RedisIpam, check_and_repair, open_ipam, pool_prefix
+    from ipam.redis_store import (
+        AddressView,
+        PoolApplied,
+        RedisIpam,
+        check_and_repair,
+        open_ipam,
+        pool_prefix,
+    )
 
 #: public name -> the module defining it
 _WHERE = {
+    **dict.fromkeys(("Change", "ChangeBatch", "ChangeOp", "Gap", "RoutingSnapshot"),
+                    "ipam.changes"),
     **dict.fromkeys(
         ("DEFAULT_POOL", "NodeFailurePolicy", "OwnerKey", "PoolName", "ReservationKey",
          "ephemeral_owner"), "ipam.contract"),
     **dict.fromkeys(
         ("AddressTaken", "InvalidAddress", "InvalidPool", "InvalidRequest", "IpamError",
          "PoolExhausted", "PoolInUse", "PoolNotFound", "ReservationConflict",
-         "ReservationNotFound", "StaleEpoch", "StoreUnavailable"), "ipam.errors"),
+         "ReservationInUse", "ReservationNotFound", "StaleEpoch", "StoreLayoutError",
+         "StoreUnavailable"), "ipam.errors"),
     **dict.fromkeys(
-        ("AuditEntry", "BlockInfo", "Finding", "Lease", "LeaseKind", "MigratedAddress",
+        ("AuditEntry", "BlockInfo", "Finding", "Lease", "LeaseAddress", "LeaseKind",
+         "MigratedAddress",
          "NodeHealth", "NodeName", "PoolSpec", "PoolStatus", "Reservation",
          "ReservationState", "RoutingView", "pool_from_dict"), "ipam.models"),
     **dict.fromkeys(
-        ("RedisIpam", "check_and_repair", "open_ipam", "pool_prefix"), "ipam.redis_store"),
+        ("AddressView", "PoolApplied", "RedisIpam", "check_and_repair", "open_ipam",
+         "pool_prefix"), "ipam.redis_store"),
 }
 
 __all__ = [
     "DEFAULT_POOL",
     "AddressTaken",
+    "AddressView",
     "AuditEntry",
     "BlockInfo",
+    "Change",
+    "ChangeBatch",
+    "ChangeOp",
     "Finding",
+    "Gap",
     "InvalidAddress",
     "InvalidPool",
     "InvalidRequest",
     "IpamError",
     "Lease",
+    "LeaseAddress",
     "LeaseKind",
     "MigratedAddress",
     "NodeFailurePolicy",
     "NodeHealth",
     "NodeName",
     "OwnerKey",
+    "PoolApplied",
     "PoolExhausted",
     "PoolInUse",
     "PoolName",
@@ -94,11 +117,14 @@ __all__ = [
     "RedisIpam",
     "Reservation",
     "ReservationConflict",
+    "ReservationInUse",
     "ReservationKey",
     "ReservationNotFound",
     "ReservationState",
+    "RoutingSnapshot",
     "RoutingView",
     "StaleEpoch",
+    "StoreLayoutError",
     "StoreUnavailable",
     "check_and_repair",
     "ephemeral_owner",

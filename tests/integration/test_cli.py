@@ -115,7 +115,7 @@ def test_missing_file_and_bad_reservation_are_clear(url: str) -> None:
 
 
 async def test_show_history_release_and_check_repair(url: str, tmp_path: Path) -> None:
-    from ipam import RedisIpam, ReservationKey, ephemeral_owner, pool_prefix
+    from ipam import RedisIpam, ReservationKey, ephemeral_owner
     from ipam.connection import open_redis
 
     f = tmp_path / "pools.yaml"
@@ -136,10 +136,10 @@ async def test_show_history_release_and_check_repair(url: str, tmp_path: Path) -
     hist = json.loads(cli(url, "ipam", "history", str(res.address), "-o", "json").stdout)
     assert [(h["op"], h["owner"]) for h in hist] == [("reserve", "sts/prod/db/0")]
 
-    # damage the store: an address marked used with no owner, a counter off
-    p = pool_prefix("small")
-    await client.setbit(p + "used", 200, 1)
-    await client.hincrby(p + "bused", 0, 5)
+    # damage the store: an address marked used with no owner (its block's free
+    # counter is then off too)
+    ref = await ipam.pool("small")
+    await client.setbit(ref.prefix + "u:" + ref.geo.block_hex(0), 14, 1)
     check = cli(url, "ipam", "check", "-o", "json")
     assert check.returncode == 1
     assert sorted(f["kind"] for f in json.loads(check.stdout)) == [
@@ -148,6 +148,8 @@ async def test_show_history_release_and_check_repair(url: str, tmp_path: Path) -
     assert repaired.returncode == 0, repaired.stdout
     assert cli(url, "ipam", "check").stdout.strip() == "no inconsistencies found"
 
+    # a reservation a pod holds is not released (issue 11): its pod goes first
+    await ipam.unbind(key, holder="u1")
     out = cli(url, "ipam", "release", "prod/db/0")
     assert out.stdout.strip() == f"reservation prod/db/0 released ({res.address})"
     assert await ipam.reservation(key) is None

@@ -1,13 +1,14 @@
 """A hypothesis state machine drives allocate/release/reserve/re-home/retain/expire
-against a real redis-server and checks the IPAM invariants after every step:
-no address held by two owners, every acknowledged allocation still there with the
-same address, no leak, and the stored indexes consistent (``ipam check`` is clean)."""
+over an IPv4 and an IPv6 pool (single-family and dual-stack leases) against a real
+redis-server and checks the IPAM invariants after every step: no address held by
+two owners, every acknowledged allocation still there with the same addresses, at
+most one address per family, a failed call changes nothing, no leak, and the stored
+indexes and counters consistent (``ipam check`` is clean)."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,26 +27,37 @@ from hypothesis.stateful import (
 from ipam import (
     AddressTaken,
     InvalidAddress,
+    Lease,
     PoolExhausted,
     PoolSpec,
     RedisIpam,
     ReservationConflict,
+    ReservationInUse,
     ReservationKey,
     ReservationState,
     StaleEpoch,
     check_and_repair,
     ephemeral_owner,
-    pool_prefix,
+    layout,
 )
 from ipam.connection import open_redis
 from tests.support.redis_server import RedisServer
 
 NODES = ["n1", "n2", "n3"]
-POOL = "sm"
-# 64 addresses in /29 blocks: 8 blocks, 62 usable — small enough to exhaust.
-SPEC = PoolSpec(name=POOL, cidr="10.77.0.0/26", block_size=29)
+V4, V6 = "sm", "sm6"
+# 64 addresses per pool in blocks of 8: 8 blocks, 62 usable — small enough to exhaust.
+SPECS = [PoolSpec(name=V4, cidr="10.77.0.0/26", block_size=29),
+         PoolSpec(name=V6, cidr="fd00:77::ffc0/122", block_size=125)]
+GEO = {s.name: s.geometry() for s in SPECS}
+POOL_SETS = [[V4], [V6], [V4, V6]]
 KEYS = [ReservationKey.of("ns", "sts", i) for i in range(6)]
 CONTAINERS = [f"c{i}" for i in range(40)]
+
+Held = tuple[frozenset[tuple[str, str]], str | None]
+
+
+def held_of(lease: Lease) -> Held:
+    return frozenset((a.pool, str(a.address)) for a in lease.addresses), lease.node
 
 
 class IpamMachine(RuleBasedStateMachine):
@@ -57,12 +69,13 @@ class IpamMachine(RuleBasedStateMachine):
         client, _ = self.run(open_redis(self.url))
         self.ipam = RedisIpam(client, actor="sm")
         self.run(client.flushall())
-        self.run(self.ipam.apply_pool(SPEC))
+        self.run(self.ipam.apply_pools(SPECS))
         self.now = 1000.0
-        # model: owner -> (address, node or None)
-        self.held: dict[str, tuple[ipaddress.IPv4Address | None, str | None]] = {}
+        # model: owner -> (addresses, node)
+        self.held: dict[str, Held] = {}
         self.epochs: dict[str, int] = {}
         self.retained_until: dict[str, float] = {}
+        self.quarantined: dict[str, str] = {}
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -71,48 +84,68 @@ class IpamMachine(RuleBasedStateMachine):
         self.run(self.ipam.aclose())
         self.loop.close()
 
+    def stored(self, owner: str) -> Lease | None:
+        return self.run(self.ipam.lease(owner=owner))  # type: ignore[no-any-return]
+
     @initialize()
     def start(self) -> None:
         pass
 
-    @rule(c=st.sampled_from(CONTAINERS), node=st.sampled_from(NODES))
-    def allocate(self, c: str, node: str) -> None:
+    @rule(c=st.sampled_from(CONTAINERS), node=st.sampled_from(NODES),
+          pools=st.sampled_from(POOL_SETS))
+    def allocate(self, c: str, node: str, pools: list[str]) -> None:
         owner = ephemeral_owner(c)
+        before = self.stored(owner)
         try:
-            lease = self.run(self.ipam.allocate(pool=POOL, node=node, owner=owner, now=self.now))
+            lease = self.run(self.ipam.allocate(pools=pools, node=node, owner=owner,
+                                                now=self.now))
         except PoolExhausted:
-            assert self.used() >= 62
+            assert any(self.used(p) >= 62 for p in pools)
+            assert self.stored(owner) == before, "a failed allocation changed the store"
             return
         if owner in self.held:
-            assert lease.address == self.held[owner][0], "retry changed an address"
-        self.held[owner] = (lease.address, lease.node)
+            assert held_of(lease) == self.held[owner], "retry changed an address"
+        else:
+            assert sorted(a.pool for a in lease.addresses) == sorted(pools)
+        self.held[owner] = held_of(lease)
 
     @rule(c=st.sampled_from(CONTAINERS))
     def release(self, c: str) -> None:
         owner = ephemeral_owner(c)
-        got = self.run(self.ipam.release(pool=POOL, owner=owner, now=self.now))
+        got = self.run(self.ipam.release(owner=owner, now=self.now))
         assert (got is not None) == (owner in self.held)
         self.held.pop(owner, None)
 
     @rule(k=st.sampled_from(KEYS), node=st.none() | st.sampled_from(NODES),
-          explicit=st.none() | st.integers(min_value=0, max_value=66),
+          pools=st.sampled_from(POOL_SETS),
+          explicit=st.lists(st.integers(min_value=0, max_value=66), max_size=2),
           retain=st.sampled_from([0.0, 30.0, -1.0]))
-    def claim(self, k: ReservationKey, node: str | None, explicit: int | None,
-              retain: float) -> None:
-        addr = str(ipaddress.IPv4Address(int(SPEC.geometry().first) + explicit)) if (
-            explicit is not None) else None
+    def claim(self, k: ReservationKey, node: str | None, pools: list[str],
+              explicit: list[int], retain: float) -> None:
+        addrs = []
+        for pool, off in zip(pools, explicit, strict=False):
+            geo = GEO[pool]
+            cls = ipaddress.IPv4Address if geo.family == 4 else ipaddress.IPv6Address
+            addrs.append(str(cls(geo.first + off)))
         before = self.held.get(k.owner)
+        stored_before = self.stored(k.owner)
         try:
-            res = self.run(self.ipam.claim(k, pool=POOL, node=node, address=addr, retain=retain,
-                                           holder="uid" if node else "", now=self.now))
+            res = self.run(self.ipam.claim(k, pools=pools, node=node, addresses=addrs,
+                                           retain=retain, holder="uid" if node else "",
+                                           now=self.now))
         except (AddressTaken, InvalidAddress, PoolExhausted, ReservationConflict):
-            assert self.held.get(k.owner) == before
+            assert self.stored(k.owner) == stored_before, "a refused claim changed the store"
             return
-        if before is not None and before[0] is not None:
-            assert res.address == before[0], "a reservation's address changed"
-        if addr is not None:
-            assert str(res.address) == addr
-        self.held[k.owner] = (res.address, res.node)
+        got, home = held_of(res)
+        if before is not None:
+            assert before[0] <= got, "a reservation's address changed"
+        for a in addrs:
+            assert any(x == a for _, x in got)
+        if node is not None:
+            assert {p for p, _ in got} >= set(pools), "scheduling left a family without address"
+            assert home == node
+        assert len({GEO[p].family for p, _ in got}) == len(got), "two addresses of a family"
+        self.held[k.owner] = (got, home)
         self.epochs[k.owner] = res.epoch
         self.retained_until.pop(k.owner, None)
 
@@ -120,13 +153,44 @@ class IpamMachine(RuleBasedStateMachine):
     def retain(self, k: ReservationKey) -> None:
         if k.owner not in self.held:
             return
-        status, res = self.run(self.ipam.retain_reservation(k, pool=POOL, now=self.now))
+        status, res = self.run(self.ipam.retain_reservation(k, now=self.now))
         if status == "released":
             self.held.pop(k.owner)
             self.retained_until.pop(k.owner, None)
+        elif k.owner in self.quarantined:
+            assert res is not None and res.state is ReservationState.QUARANTINED
         else:
             assert res is not None and res.state is ReservationState.RETAINED
             self.retained_until[k.owner] = res.expires_at
+
+    @rule(k=st.sampled_from(KEYS), force=st.booleans())
+    def release_reservation(self, k: ReservationKey, force: bool) -> None:
+        before = self.stored(k.owner)
+        try:
+            res = self.run(self.ipam.release_reservation(k, force=force, now=self.now))
+        except ReservationInUse as e:
+            assert (before is not None and before.holder == e.holder and not force) or (
+                k.owner in self.quarantined)
+            assert self.stored(k.owner) == before
+            return
+        if before is None:
+            assert res is None
+        elif res is not None and res.state is ReservationState.QUARANTINED:
+            assert force and before.holder
+            self.quarantined[k.owner] = before.holder
+            self.retained_until.pop(k.owner, None)
+        else:
+            self.held.pop(k.owner, None)
+            self.retained_until.pop(k.owner, None)
+
+    @precondition(lambda self: bool(self.quarantined))
+    @rule(data=st.data())
+    def holder_gone(self, data: st.DataObject) -> None:
+        owner = data.draw(st.sampled_from(sorted(self.quarantined)))
+        holder = self.quarantined.pop(owner)
+        got = self.run(self.ipam.confirm_holder_gone(owner, holder=holder, now=self.now))
+        assert got is not None and got.state is ReservationState.QUARANTINED
+        self.held.pop(owner)
 
     @rule(dt=st.sampled_from([1.0, 20.0, 50.0]))
     def advance_and_expire(self, dt: float) -> None:
@@ -134,7 +198,7 @@ class IpamMachine(RuleBasedStateMachine):
         for k in KEYS:
             if k.owner not in self.held:
                 continue
-            freed = self.run(self.ipam.expire_reservation(k, pool=POOL, now=self.now))
+            freed = self.run(self.ipam.expire_reservation(k, now=self.now))
             until = self.retained_until.get(k.owner)
             should = until is not None and 0 <= until <= self.now
             assert freed == should, f"expiry of {k}: freed={freed}, until={until}"
@@ -143,17 +207,17 @@ class IpamMachine(RuleBasedStateMachine):
                 self.retained_until.pop(k.owner)
 
     @precondition(lambda self: any(v[1] for v in self.held.values()))
-    @rule(data=st.data(), to=st.sampled_from(NODES))
-    def rehome_block(self, data: st.DataObject, to: str) -> None:
-        blocks = self.run(self.ipam.blocks(POOL))
+    @rule(data=st.data(), to=st.sampled_from(NODES), pool=st.sampled_from([V4, V6]))
+    def rehome_block(self, data: st.DataObject, to: str, pool: str) -> None:
+        blocks = self.run(self.ipam.blocks(pool))
         if not blocks:
             return
         b = data.draw(st.sampled_from(blocks))
-        moved = self.run(self.ipam.rehome_block(pool=POOL, block=b.index, from_node=b.node,
+        moved = self.run(self.ipam.rehome_block(pool=pool, block=b.index, from_node=b.node,
                                                 to_node=to, now=self.now))
         for owner in moved:
-            addr, _ = self.held[owner]
-            self.held[owner] = (addr, to)
+            addrs, _ = self.held[owner]
+            self.held[owner] = (addrs, to)
             self.epochs[owner] = self.epochs.get(owner, 1) + 1
 
     @rule(k=st.sampled_from(KEYS), to=st.sampled_from(NODES), stale=st.booleans())
@@ -163,35 +227,36 @@ class IpamMachine(RuleBasedStateMachine):
         cur = self.epochs.get(k.owner, 1)
         try:
             res = self.run(self.ipam.rehome_reservation(
-                k, pool=POOL, to_node=to, expect_epoch=cur - 1 if stale else cur, now=self.now))
+                k, to_node=to, expect_epoch=cur - 1 if stale else cur, now=self.now))
         except StaleEpoch:
             assert stale and self.held[k.owner][1] != to
             return
-        assert res.address == self.held[k.owner][0]
+        assert held_of(res)[0] == self.held[k.owner][0]
         if self.held[k.owner][1] != to:
             assert res.epoch == cur + 1
-        self.held[k.owner] = (res.address, to)
+        self.held[k.owner] = (held_of(res)[0], to)
         self.epochs[k.owner] = res.epoch
 
-    def used(self) -> int:
-        return int(self.run(self.ipam.redis.hlen(pool_prefix(POOL) + "owner")))
+    def used(self, pool: str) -> int:
+        return int(self.run(self.ipam.pool_status(pool)).used)
 
     @invariant()
     def store_matches_model_and_is_consistent(self) -> None:
-        recs = self.run(self.ipam.redis.hgetall(pool_prefix(POOL) + "rec"))
-        stored = {k.decode(): json.loads(v) for k, v in recs.items()}
-        assert set(stored) == set(self.held), "owners differ from acknowledged ones"
-        geo = SPEC.geometry()
-        seen: dict[int, str] = {}
-        for owner, rec in stored.items():
-            addr, node = self.held[owner]
-            assert (rec["node"] or None) == node, f"{owner} homed on {rec['node']}, not {node}"
-            if rec["off"] >= 0:
-                assert rec["off"] not in seen, f"{owner} and {seen[rec['off']]} share an address"
-                seen[rec["off"]] = owner
-                assert geo.address_at(rec["off"]) == addr
-            else:
-                assert addr is None
+        raw = self.run(self.ipam.redis.hkeys(layout.RECORDS))
+        assert {k.decode() for k in raw} == set(self.held), "owners differ from acknowledged"
+        seen: dict[str, str] = {}
+        for owner, (addrs, node) in self.held.items():
+            lease = self.stored(owner)
+            assert lease is not None
+            assert held_of(lease) == (addrs, node), f"{owner} differs from the model"
+            for _, a in addrs:
+                assert a not in seen, f"{owner} and {seen[a]} share {a}"
+                seen[a] = owner
+                holder = self.run(self.ipam.owner_of(a))
+                assert holder is not None and holder.owner == owner
+        for pool in (V4, V6):
+            assert self.used(pool) == sum(1 for a in seen
+                                          if GEO[pool].contains(ipaddress.ip_address(a)))
         findings = self.run(check_and_repair(self.ipam))
         assert findings == [], findings
 
@@ -206,6 +271,6 @@ def test_ipam_invariants_hold_under_random_operations(machine_server: RedisServe
     IpamMachine.url = machine_server.url
     run_state_machine_as_test(
         IpamMachine,
-        settings=settings(max_examples=60, stateful_step_count=40, deadline=None,
+        settings=settings(max_examples=100, stateful_step_count=40, deadline=None,
                           suppress_health_check=list(HealthCheck)),
     )

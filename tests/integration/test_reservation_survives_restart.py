@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ipam import PoolSpec, RedisIpam, check_and_repair, ephemeral_owner, pool_prefix
+from ipam import PoolSpec, RedisIpam, check_and_repair, ephemeral_owner
 from ipam.connection import open_redis
 from tests.support.redis_server import RedisServer
 
@@ -107,8 +107,7 @@ async def test_retry_after_timeout_allocates_once(server: RedisServer) -> None:
 
     ipam = await _ipam(server.url)
     try:
-        owners = await ipam.redis.hgetall(pool_prefix("crash") + "owner")
-        held = sorted(v.decode() for v in owners.values())
+        held = sorted(r.owner for r in await ipam.all_records("crash"))
         assert held == sorted(["eph/warm/eth0"] + [f"eph/r{i}/eth0" for i in range(5)]), (
             "a retried call allocated twice")
         for r in results:

@@ -29,10 +29,14 @@ def test_geometry_of_a_16_with_26_blocks() -> None:
         ("10.20.0.1/16", 26, "host bits"),
         ("10.20.0.0/33", 26, "invalid CIDR"),
         ("not-a-cidr", 26, "invalid CIDR"),
-        ("fd00::/64", 120, "IPv6"),
         ("10.0.0.0/7", 26, "larger than /8"),
         ("10.20.0.0/24", 16, "does not fit"),
-        ("10.20.0.0/24", 30, "does not fit"),
+        ("10.0.0.0/8", 15, "does not fit"),
+        ("10.20.0.0/24", 33, "does not fit"),
+        ("fd00::/31", 122, "larger than /32"),
+        ("fd00::/64", 111, r"between /112 and /128"),
+        ("fd00::/64", 129, "does not fit"),
+        ("fd00::1/64", 122, "host bits"),
     ],
 )
 def test_bad_geometry_is_refused_with_a_reason(cidr: str, block: int, message: str) -> None:
@@ -56,7 +60,7 @@ def test_address_list_keeps_order_and_expands_ranges() -> None:
 @pytest.mark.parametrize(
     "text",
     ["", "10.20.0.1,,10.20.0.2", "10.20.0.5-10.20.0.1", "10.20.0.1,10.20.0.1", "10.20.0.300",
-     "10.20.0.1-10.20.0.1-10.20.0.2", "fd00::1"],
+     "10.20.0.1-10.20.0.1-10.20.0.2", "10.20.0.1-fd00::2", "fd00::5-fd00::1", "fd00::zz"],
 )
 def test_bad_address_lists_are_refused(text: str) -> None:
     with pytest.raises(InvalidAddress):
@@ -108,3 +112,54 @@ def test_blocks_tile_the_pool_exactly(prefix: int, data: st.DataObject) -> None:
 def test_runs_collapse_sorted_offsets() -> None:
     assert list(ranges.iter_runs([1, 2, 3, 7, 9, 10])) == [(1, 3), (7, 7), (9, 10)]
     assert list(ranges.iter_runs([])) == []
+
+
+def test_ipv6_geometry_of_a_64_with_122_blocks() -> None:
+    geo = ranges.geometry("fd00:1::/64", 122)
+    assert (geo.family, geo.size, geo.block_size) == (6, 2**64, 64)
+    assert geo.block_count == 2**58 and geo.hex_width == 15
+    last = ipaddress.IPv6Address("fd00:1::ffff:ffff:ffff:ffff")
+    assert geo.locate(last) == (2**58 - 1, 63)
+    assert geo.key_of(last) == "3ffffffffffffff:63"
+    assert geo.address_of_key("3ffffffffffffff:63") == last
+    assert geo.block_cidr(2**58 - 1) == ipaddress.IPv6Network("fd00:1::ffff:ffff:ffff:ffc0/122")
+    # beyond 2^53: plain floats would have lost these
+    assert geo.at(2**58 - 2, 1) == ipaddress.IPv6Address("fd00:1::ffff:ffff:ffff:ff81")
+    with pytest.raises(InvalidAddress, match="outside pool"):
+        geo.offset_of("fd00:2::")
+    with pytest.raises(InvalidAddress, match="outside pool"):
+        geo.offset_of("10.0.0.1")
+    with pytest.raises(InvalidAddress, match="malformed"):
+        geo.parse_block_hex("3ff")
+
+
+def test_default_block_size_follows_the_family() -> None:
+    from ipam.models import PoolSpec
+
+    assert PoolSpec(name="a", cidr="10.0.0.0/16").block_size == 26
+    assert PoolSpec(name="b", cidr="fd00::/64").block_size == 122
+    assert PoolSpec(name="c", cidr="fd00::/64", block_size=112).block_size == 112
+
+
+def test_spans_compare_as_strings_within_a_family() -> None:
+    a = ranges.geometry("10.0.0.0/16", 26).span()
+    b = ranges.geometry("10.1.0.0/16", 26).span()
+    c = ranges.geometry("fd00::/64", 122).span()
+    assert a[1] < b[0] and len(a[0]) == len(b[1])
+    assert c[0].startswith("6:") and len(c[0]) == 2 + 32
+
+
+@given(st.sampled_from(["10.0.0.0/8", "fd00::/32", "fd00:0:0:1::/64", "fe80::/112"]),
+       st.data())
+def test_block_and_offset_round_trip_at_the_edges(cidr: str, data: st.DataObject) -> None:
+    net = ipaddress.ip_network(cidr)
+    low, high = ranges.block_prefix_bounds(net.version, net.prefixlen)
+    geo = ranges.geometry(cidr, data.draw(st.integers(min_value=low, max_value=high)))
+    edge = st.integers(min_value=0, max_value=min(geo.size, 1 << 16) - 1)
+    off = data.draw(st.one_of(edge, edge.map(lambda x: geo.size - 1 - x)))
+    addr = geo.address_at(off)
+    b, o = geo.locate(addr)
+    assert 0 <= o < geo.block_size and 0 <= b < geo.block_count
+    assert geo.address_of_key(geo.key_of(addr)) == addr
+    assert addr in geo.block_cidr(b)
+    assert int(geo.block_hex(b), 16) == b and len(geo.block_hex(b)) == geo.hex_width
