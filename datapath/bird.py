@@ -1,6 +1,9 @@
 """Pure BIRD 2 config generator for bgp routing: an iBGP full mesh between nodes where
-each node announces its blocks (static blackholes, aggregated) and the /32s it serves
-away from their block's node, and installs what it learns into the kernel."""
+each node announces its blocks (static blackholes, aggregated) and the /32s and
+/128s it serves away from their block's node, and installs what it learns into the
+kernel. IPv4 rides sessions between the nodes' IPv4 addresses; IPv6 (when the node
+has an IPv6 address) rides its own sessions between the nodes' IPv6 addresses, each
+family with its own static, kernel and BGP channel, as Calico peers per family."""
 
 from __future__ import annotations
 
@@ -9,31 +12,86 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 
 @dataclass(frozen=True, slots=True)
 class BirdConfig:
     router_id: str
     asn: int
-    blocks: tuple[ipaddress.IPv4Network, ...]
-    migrated: tuple[ipaddress.IPv4Address, ...]
-    #: peer node name -> its address
+    blocks: tuple[IPNetwork, ...]
+    migrated: tuple[IPAddress, ...]
+    #: peer node name -> its IPv4 address
     peers: tuple[tuple[str, str], ...]
+    #: peer node name -> its IPv6 address (empty unless ``ipv6``)
+    peers6: tuple[tuple[str, str], ...] = ()
+    #: render the IPv6 half (the node has an IPv6 address to peer from)
+    ipv6: bool = False
     kernel_scan: int = 10
 
+    def of_family(self, family: int) -> tuple[list[IPNetwork], list[IPAddress]]:
+        return ([b for b in self.blocks if b.version == family],
+                [a for a in self.migrated if a.version == family])
 
-def config_of(*, router_id: str, asn: int, blocks: Iterable[ipaddress.IPv4Network],
-              migrated: Iterable[ipaddress.IPv4Address], peers: Mapping[str, str],
-              self_node: str) -> BirdConfig:
+
+def config_of(*, router_id: str, asn: int, blocks: Iterable[IPNetwork],
+              migrated: Iterable[IPAddress], peers: Mapping[str, Mapping[int, str]],
+              self_node: str, ipv6: bool = False) -> BirdConfig:
+    """``peers``: node name -> family -> address (the node directory's view)."""
+    def of(family: int) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((n, a[family]) for n, a in peers.items()
+                            if n != self_node and a.get(family)))
+
     return BirdConfig(
-        router_id=router_id, asn=asn, blocks=tuple(sorted(set(blocks))),
-        migrated=tuple(sorted(set(migrated))),
-        peers=tuple(sorted((n, a) for n, a in peers.items() if n != self_node and a)),
-    )
+        router_id=router_id, asn=asn,
+        blocks=tuple(sorted(set(blocks), key=lambda n: (n.version, n))),
+        migrated=tuple(sorted(set(migrated), key=lambda a: (a.version, a))),
+        peers=of(4), peers6=of(6) if ipv6 else (), ipv6=ipv6)
 
 
-def protocol_name(node: str) -> str:
+def protocol_name(node: str, family: int = 4) -> str:
     """BIRD protocol names allow letters, digits and '_' only."""
-    return "peer_" + re.sub(r"[^A-Za-z0-9]", "_", node)
+    return ("peer_" if family == 4 else "peer6_") + re.sub(r"[^A-Za-z0-9]", "_", node)
+
+
+def _family(cfg: BirdConfig, family: int) -> list[str]:
+    """The static, kernel and BGP template of one family."""
+    ch, sfx = ("ipv4", "") if family == 4 else ("ipv6", "6")
+    host = 32 if family == 4 else 128
+    blocks, migrated = cfg.of_family(family)
+    lines = [
+        "",
+        f"# {ch}: learned routes go to the kernel; our own static announcements do not.",
+        f"protocol kernel stickyip_kernel{sfx} {{",
+        f"  {ch} {{ import none; export where source = RTS_BGP; }};",
+        "  merge paths on;",
+        f"  scan time {cfg.kernel_scan};",
+        "}",
+        "",
+        f"protocol static stickyip_announce{sfx} {{",
+        f"  {ch};",
+    ]
+    lines += [f"  route {b} blackhole;" for b in blocks]
+    lines += [f"  route {a}/{host} blackhole;" for a in migrated]
+    lines += [
+        "}",
+        "",
+        f"template bgp stickyip_peer{sfx} {{",
+        f"  local as {cfg.asn};",
+        "  direct;  # peers share the node network: no multihop, direct gateways",
+        "  connect retry time 1;",
+        "  connect delay time 1;",
+        "  error wait time 1, 10;",
+        "  hold time 9;",
+        f"  {ch} {{",
+        "    import all;",
+        "    export where source = RTS_STATIC;",
+        "    next hop self;",
+        "  };",
+        "}",
+    ]
+    return lines
 
 
 def render(cfg: BirdConfig) -> str:
@@ -43,38 +101,15 @@ def render(cfg: BirdConfig) -> str:
         f"router id {cfg.router_id};",
         "",
         "protocol device { scan time 10; }",
-        "",
-        "# Learned routes go to the kernel; our own static announcements do not.",
-        "protocol kernel stickyip_kernel {",
-        "  ipv4 { import none; export where source = RTS_BGP; };",
-        "  merge paths on;",
-        f"  scan time {cfg.kernel_scan};",
-        "}",
-        "",
-        "protocol static stickyip_announce {",
-        "  ipv4;",
     ]
-    lines += [f"  route {b} blackhole;" for b in cfg.blocks]
-    lines += [f"  route {a}/32 blackhole;" for a in cfg.migrated]
-    lines += [
-        "}",
-        "",
-        "template bgp stickyip_peer {",
-        f"  local as {cfg.asn};",
-        "  direct;  # peers share the node network: no multihop, direct gateways",
-        "  connect retry time 1;",
-        "  connect delay time 1;",
-        "  error wait time 1, 10;",
-        "  hold time 9;",
-        "  ipv4 {",
-        "    import all;",
-        "    export where source = RTS_STATIC;",
-        "    next hop self;",
-        "  };",
-        "}",
-    ]
-    for name, addr in cfg.peers:
-        ipaddress.IPv4Address(addr)
-        lines += ["", f"protocol bgp {protocol_name(name)} from stickyip_peer {{",
-                  f"  neighbor {addr} as {cfg.asn};", "}"]
+    lines += _family(cfg, 4)
+    if cfg.ipv6:
+        lines += _family(cfg, 6)
+    for family, peers in ((4, cfg.peers), (6, cfg.peers6 if cfg.ipv6 else ())):
+        template = "stickyip_peer" if family == 4 else "stickyip_peer6"
+        for name, addr in peers:
+            if ipaddress.ip_address(addr).version != family:
+                raise ValueError(f"peer {name}: {addr} is not an IPv{family} address")
+            lines += ["", f"protocol bgp {protocol_name(name, family)} from {template} {{",
+                      f"  neighbor {addr} as {cfg.asn};", "}"]
     return "\n".join(lines) + "\n"
