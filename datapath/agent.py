@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from datapath import routing
 from datapath.birdctl import BirdControl
 from datapath.config import AgentSettings
 from datapath.endpoints import EndpointManager
@@ -67,6 +68,7 @@ class Agent:
             metrics=self.metrics, lock=self.lock)
         self.heartbeat = Heartbeat(ipam, node=self.node, nodes=self.nodes,
                                    address=lambda: self.routes.address,
+                                   address6=lambda: self.routes.address6,
                                    interval=settings.heartbeat_interval, metrics=self.metrics,
                                    lock=self.lock, then=self.routes.check_epochs)
         self.cni_server = CniServer(settings.socket, self._handlers(), metrics=self.metrics)
@@ -81,7 +83,7 @@ class Agent:
     async def start(self) -> None:
         t0 = time.monotonic()
         await self.netlink.open()
-        enable_forwarding()
+        enable_forwarding(ipv6=self.settings.ipv6)
         if self.settings.cni_bin_dir:
             from datapath import cni
 
@@ -89,8 +91,11 @@ class Agent:
                      extra={"path": cni.install(self.settings.cni_bin_dir)})
         if not self.routes.address:
             self.routes.address = await self.netlink.global_address(self.settings.host_prefix)
-        if self.routes.address:
-            await self.nodes.publish(self.node, self.routes.address)
+        if not self.routes.address6 and self.settings.ipv6:
+            self.routes.address6 = await self.netlink.global_address(
+                self.settings.host_prefix, family=6)
+        if self.routes.address or self.routes.address6:
+            await self.nodes.publish(self.node, self.routes.address, self.routes.address6)
         await self.endpoints.restore(asyncio.ensure_future(asyncio.to_thread(self.program.load)))
         await self.routes.sync(force=True)
         await self.cni_server.start()
@@ -100,6 +105,7 @@ class Agent:
                        asyncio.create_task(self.heartbeat.run(), name="heartbeat")]
         self.started.set()
         log.info("agent started", extra={"node": self.node, "address": self.routes.address,
+                                         "address6": self.routes.address6,
                                          "endpoints": len(self.endpoints.records.all()),
                                          "seconds": round(time.monotonic() - t0, 3)})
 
@@ -145,7 +151,8 @@ class Agent:
 
     async def _sync(self, _: dict[str, Any]) -> dict[str, Any]:
         await self.routes.sync(force=True)
-        return {"routes": [str(r.dst) for r in sorted(self.routes.last_desired or set())]}
+        routes = sorted(self.routes.last_desired or set(), key=routing.Route.order)
+        return {"routes": [str(r.dst) for r in routes]}
 
     # --------------------------------------------------------------- health
 

@@ -18,13 +18,15 @@ def add_parser(sub: Any, name: str) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         name, help="run the node agent (CNI backend, routes, eBPF datapath)")
     p.add_argument("--node", help="this node's name ($STICKYIP_AGENT_NODE)")
-    p.add_argument("--node-address", help="address other nodes route to")
+    p.add_argument("--node-address", help="IPv4 address other nodes route to")
+    p.add_argument("--node-address6", help="IPv6 address other nodes route to")
     p.add_argument("--routing", choices=("direct", "bgp"), help="inter-node routing mode")
     p.add_argument("--socket", help="CNI unix socket path")
     p.add_argument("--pin-root", help="bpffs directory of pinned maps")
     p.add_argument("--state-dir", help="directory of endpoint records")
     p.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (0: off)")
-    p.add_argument("--default-pool", help="pool of ephemeral addresses")
+    p.add_argument("--default-pool",
+                   help="pool of ephemeral addresses ('V4POOL,V6POOL': dual-stack)")
     p.add_argument("--bird-config", help="generated BIRD config path (bgp)")
     p.add_argument("--bird-socket", help="BIRD control socket (bgp)")
     p.add_argument("--sync-interval", type=float, help="seconds between route syncs")

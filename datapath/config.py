@@ -14,8 +14,16 @@ class AgentSettings(BaseSettings):
 
     node: str = Field(default="", description="this node's name (as in Kubernetes)")
     node_address: str = Field(
-        default="", description="this node's address other nodes route pod traffic to "
+        default="", description="this node's IPv4 address other nodes route pod traffic to "
         "(default: the first global IPv4 address of a non-pod interface)")
+    node_address6: str = Field(
+        default="", description="this node's IPv6 address other nodes route pod IPv6 "
+        "traffic to and BGP peers with (default: the first global IPv6 address of a non-pod "
+        "interface; a node without one gets no IPv6 routes from the others)")
+    ipv6: bool = Field(
+        default=True, description="route pods' IPv6 traffic: turns on "
+        "net.ipv6.conf.all.forwarding in the node's netns (a node taking its own default "
+        "route from router advertisements then needs accept_ra=2)")
     socket: str = Field(default="/run/stickyip/agent.sock",
                         description="unix socket the CNI plugin talks to")
     pin_root: str = Field(default="/sys/fs/bpf/stickyip",
@@ -27,7 +35,8 @@ class AgentSettings(BaseSettings):
         "bgp: announce this node's blocks with BIRD 2")
     default_pool: str = Field(default="default",
                               description="pool of ephemeral addresses unless the network "
-                              "config names one ('pool')")
+                              "config names one ('pool'); 'V4POOL,V6POOL' gives each pod one "
+                              "address of each family")
     metrics_host: str = Field(default="0.0.0.0", description="address of /metrics and /healthz")
     metrics_port: int = Field(default=9402, description="port of /metrics and /healthz (0: off)")
     sync_interval: float = Field(default=0.5, description="seconds between route syncs with IPAM")
@@ -39,7 +48,10 @@ class AgentSettings(BaseSettings):
     route_protocol: int = Field(default=201, description="rtnetlink protocol number marking "
                                 "routes this agent owns")
     gateway: str = Field(default="169.254.1.1",
-                         description="link-local default gateway seen by pods")
+                         description="link-local IPv4 default gateway seen by pods")
+    gateway6: str = Field(default="fe80::1",
+                          description="link-local IPv6 default gateway seen by pods (an "
+                          "address of every host veth)")
     host_prefix: str = Field(default="sip", description="name prefix of host-side pod veths")
     bird_config: str = Field(default="/run/stickyip/bird.conf",
                              description="BIRD 2 config file the agent generates (bgp mode)")

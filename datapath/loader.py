@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from datapath.errors import BpfFailure
 from datapath.hooks import PRIO_POLICY, PRIO_SERVICES
 from datapath.maps.layout import MapLayout
 from datapath.maps.state import Key, Value
+
+log = logging.getLogger("stickyip.datapath")
 
 TC_INGRESS = 0xFFFFFFF2
 TC_EGRESS = 0xFFFFFFF3
@@ -94,6 +97,7 @@ class BpfObject:
             os.makedirs(self.pin_dir, exist_ok=True)
         except OSError as e:
             raise BpfFailure(f"cannot create pin directory {self.pin_dir}: {e.strerror}") from e
+        self.drop_outdated_pins()
         cflags = [f'-D{self.pin_define}="{self.pin_dir}"', "-Wno-macro-redefined"]
         cflags += [f"-D{k}={v}" for k, v in self.defines.items()]
         try:
@@ -104,6 +108,28 @@ class BpfObject:
             raise BpfFailure(f"cannot load {self.what} ({', '.join(self.sources)}): {e}") from e
         self._tables = {name: self._bpf[name.encode()] for name in self.layouts}
         self.check_layouts()
+
+    def drop_outdated_pins(self) -> None:
+        """Unpin maps whose key or value size differs from today's layout (pinned by an
+        older agent): bcc would reuse them as they are. The fresh map starts empty; the
+        agent's restore and the managers' reconcile write every entry again, and tc
+        filters still running the old program are replaced by the restore."""
+        for name, layout in self.layouts.items():
+            path = os.path.join(self.pin_dir, name)
+            if not os.path.exists(path):
+                continue
+            sizes = pinned_sizes(path)
+            want = (ctypes.sizeof(layout.key), ctypes.sizeof(layout.value))
+            if sizes is not None and sizes != want:
+                log.warning("pinned map has an old layout, recreating it",
+                            extra={"map": path, "sizes": list(sizes), "want": list(want)})
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+    def tag_of(self, name: str) -> str:
+        """The kernel's tag of a loaded program (a hash of its code; "" when unknown)."""
+        fd = self.fds.get(name)
+        return "" if fd is None else fdinfo(fd).get("prog_tag", "")
 
     def check_layouts(self) -> None:
         """Refuse to run when a C struct and its ctypes mirror disagree."""
@@ -189,7 +215,17 @@ class AntispoofProgram(BpfObject):
     def __init__(self, pin_root: str) -> None:
         super().__init__(sources=("lxc_antispoof.c",), programs=(PROG_ANTISPOOF,),
                          layouts=maps.ANTISPOOF, pin_dir=pin_root, pin_define="PIN_ROOT")
-        self.name = PROG_ANTISPOOF
+
+    @property
+    def name(self) -> str:
+        """``antispoof_ingress-TAG-MAPID``: the tc filter name tells which code it runs
+        and which endpoint map that code reads, so a restarted agent replaces the filters
+        of another program (an upgrade) or of a map it recreated (an old layout)."""
+        tag = self.tag_of(PROG_ANTISPOOF)
+        if not tag or self._bpf is None:
+            return PROG_ANTISPOOF
+        map_id = fdinfo(self._table(maps.endpoints.NAME).map_fd).get("map_id", "")
+        return f"{PROG_ANTISPOOF}-{tag}-{map_id}"
 
     @property
     def fd(self) -> int:
@@ -244,6 +280,39 @@ class FeaturePrograms(BpfObject):
                 with contextlib.suppress(NetlinkError):  # already gone with its link
                     ipr.tc("del-filter", "bpf", index=ifindex, handle=1, parent=parent,
                            prio=prio)
+
+
+def fdinfo(fd: int) -> dict[str, str]:
+    """The fields of ``/proc/self/fdinfo/FD`` (a BPF map's key and value size, a
+    program's tag)."""
+    out: dict[str, str] = {}
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                out[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return out
+
+
+def pinned_sizes(path: str) -> tuple[int, int] | None:
+    """(key size, value size) of the map pinned at ``path``; None when unreadable."""
+    try:
+        from bcc import libbcc
+    except ImportError:
+        return None
+    fd = int(libbcc.lib.bpf_obj_get(path.encode()))
+    if fd < 0:
+        return None
+    try:
+        info = fdinfo(fd)
+    finally:
+        os.close(fd)
+    try:
+        return int(info["key_size"]), int(info["value_size"])
+    except (KeyError, ValueError):
+        return None
 
 
 class _ipr:

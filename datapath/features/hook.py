@@ -48,7 +48,7 @@ class FeaturesHook:
         key = f"{ep.namespace}/{ep.pod}"
         if key not in self.policy.pods:
             self.policy.pods[key] = PodInfo(namespace=ep.namespace, name=ep.pod,
-                                            address=ep.address, labels=dict(ep.labels))
+                                            address=_v4(ep), labels=dict(ep.labels))
 
     # pyroute2's sync IPRoute cannot run inside the agent's event loop, and map
     # writes may take a while at scale: the work runs in a thread, under the lock
@@ -70,14 +70,14 @@ class FeaturesHook:
             self._attach(ep)
             if self.policy is not None:
                 self._known(ep)
-                self.policy.set_local(self.policy.local | {ep.address})
+                self.policy.set_local(self.policy.local | {_v4(ep)})
 
     def _removed(self, ep: Endpoint) -> None:
         with self.lock:
             self.programs.detach(ep.host_ifindex, services=self.services is not None,
                                  policy=self.policy is not None, netns=self.netns)
             if self.policy is not None:
-                self.policy.set_local(self.policy.local - {ep.address})
+                self.policy.set_local(self.policy.local - {_v4(ep)})
 
     def _resync(self, endpoints: list[Endpoint]) -> None:
         with self.lock:
@@ -86,10 +86,15 @@ class FeaturesHook:
                 if self.policy is not None:
                     self._known(ep)
             if self.policy is not None:
-                self.policy.set_local({ep.address for ep in endpoints})
+                self.policy.set_local({_v4(ep) for ep in endpoints})
                 self.policy.reconcile()
             if self.services is not None:
                 self.services.reconcile()
+
+
+def _v4(ep: Endpoint) -> ipaddress.IPv4Address:
+    # the programs are IPv4-only until their IPv6 maps land
+    return next(a for a in ep.addresses if isinstance(a, ipaddress.IPv4Address))
 
 
 def hook(settings: AgentSettings) -> FeaturesHook:
