@@ -41,6 +41,11 @@ PROG_SVC_FROM_POD = "lxc_svc_from_pod"
 PROG_SVC_TO_POD = "lxc_svc_to_pod"
 PROG_POL_FROM_POD = "lxc_pol_from_pod"
 PROG_POL_TO_POD = "lxc_pol_to_pod"
+#: the IPv6 halves, tail-called from the programs above through ``stickyip_v6prog``,
+#: in the order of its slots (``V6_*`` in feat_maps.h)
+V6_PROG_ARRAY = "stickyip_v6prog"
+V6_PROGRAMS = ("lxc_svc6_from_pod", "lxc_svc6_to_pod", "lxc_pol6_from_pod",
+               "lxc_pol6_to_pod")
 
 
 def bpf_dir() -> str:
@@ -77,9 +82,12 @@ class BpfObject:
 
     def __init__(self, *, sources: Sequence[str], programs: Sequence[str],
                  layouts: Sequence[MapLayout], pin_dir: str, pin_define: str,
-                 defines: dict[str, int] | None = None) -> None:
+                 defines: dict[str, int] | None = None,
+                 tail_calls: dict[str, Sequence[str]] | None = None) -> None:
         self.sources = tuple(sources)
         self.programs = tuple(programs)
+        #: program array -> the programs of its slots, filled right after loading
+        self.tail_calls = {k: tuple(v) for k, v in (tail_calls or {}).items()}
         self.layouts = {m.name: m for m in layouts}
         self.pin_dir = pin_dir
         self.pin_define = pin_define
@@ -104,6 +112,12 @@ class BpfObject:
             self._bpf = BPF(text=program_text(self.sources).encode(), cflags=cflags)
             for name in self.programs:
                 self.fds[name] = int(self._bpf.load_func(name.encode(), BPF.SCHED_CLS).fd)
+            for array, progs in self.tail_calls.items():
+                table = self._bpf[array.encode()]
+                for slot, name in enumerate(progs):
+                    fd = int(self._bpf.load_func(name.encode(), BPF.SCHED_CLS).fd)
+                    self.fds[name] = fd
+                    table[ctypes.c_int(slot)] = ctypes.c_int(fd)
         except Exception as e:  # bcc raises plain Exception on compile/load errors
             raise BpfFailure(f"cannot load {self.what} ({', '.join(self.sources)}): {e}") from e
         self._tables = {name: self._bpf[name.encode()] for name in self.layouts}
@@ -243,7 +257,7 @@ class FeaturePrograms(BpfObject):
                          programs=(PROG_SVC_FROM_POD, PROG_SVC_TO_POD, PROG_POL_FROM_POD,
                                    PROG_POL_TO_POD),
                          layouts=maps.FEATURES, pin_dir=pin_dir, pin_define="PIN_DIR",
-                         defines=defines)
+                         defines=defines, tail_calls={V6_PROG_ARRAY: V6_PROGRAMS})
 
     def attach(self, ifindex: int, *, services: bool = True, policy: bool = True,
                netns: str | None = None) -> None:

@@ -1,6 +1,6 @@
 /* Packet parsing, NAT rewriting and reject-packet building for the feature
- * programs (services and policy). IPv4 only; packets with IP options or
- * fragments are parsed for policy (ports 0) but never rewritten.
+ * programs (services and policy), IPv4; feat_pkt6.h does the same for IPv6. Packets
+ * with IP options or fragments are parsed for policy (ports 0) but never rewritten.
  */
 #ifndef STICKYIP_FEAT_PKT_H
 #define STICKYIP_FEAT_PKT_H

@@ -109,8 +109,12 @@ def test_constants_agree_with_the_c_defines() -> None:
              "EP_F_INGRESS_ENFORCED": policy_endpoints.F_INGRESS_ENFORCED,
              "EP_F_EGRESS_ENFORCED": policy_endpoints.F_EGRESS_ENFORCED,
              "ID_ANY": ipcache.ID_ANY, "ID_HOST": ipcache.ID_HOST, "ID_WORLD": ipcache.ID_WORLD,
+             "ID_WORLD6": ipcache.ID_WORLD6,
              "LB_MAGLEV_M": lb_maglev.MAGLEV_M,
-             "HAIRPIN_ADDR": fields.be32(lb_conntrack.HAIRPIN_ADDR)}
+             "HAIRPIN_ADDR": fields.be32(lb_conntrack.HAIRPIN_ADDR),
+             **{f"HAIRPIN6_W{i}": int.from_bytes(
+                 lb_conntrack.HAIRPIN_ADDR6.packed[4 * i:4 * i + 4], "little")
+                for i in range(4)}}
     for name, ours in pairs.items():
         assert int(defines[name], 0) == ours, name
 
