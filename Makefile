@@ -5,9 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stickyip-setup
 
 .PHONY: setup test test-fast lint demo bench bench-ipam bench-webhook bench-scheduler \
-        bench-datapath-node bench-datapath e2e clean
+        bench-datapath-node bench-datapath e2e clean image image-lock image-clean
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh scripts/image/requirements.lock
 	bash scripts/setup.sh $(VENV)
 	touch $(STAMP)
 
@@ -49,6 +49,20 @@ bench-datapath: $(STAMP)
 
 e2e: $(STAMP)
 	STICKYIP_E2E=1 $(PY) -m pytest -q tests/e2e
+
+# The OCI image (as root, no container registry): localhost/stickyip:VERSION in
+# local containers-storage and build/stickyip-VERSION.oci.tar. See docs/deploy.md.
+image: $(STAMP)
+	$(PY) scripts/image/build.py
+
+# Re-pin the image's Python dependencies to what the venv runs (after a pyproject change).
+image-lock: $(STAMP)
+	$(PY) scripts/image/lock.py
+
+image-clean:
+	-buildah --storage-driver $${STICKYIP_IMAGE_STORAGE_DRIVER:-vfs} rmi \
+	  $$($(PY) scripts/image/build.py --print-ref) 2>/dev/null
+	rm -f build/stickyip-*.oci.tar build/stickyip-*.oci.tar.build-key
 
 clean:
 	rm -rf $(VENV) bench/results .pytest_cache .mypy_cache .ruff_cache

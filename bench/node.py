@@ -17,8 +17,10 @@ import time
 from typing import Any
 
 from bench.common import Report, percentile
-from datapath.config import AgentSettings
-from netbed.testbed import BIN, Testbed, eventually
+from datapath.cni import NODE_PYTHON
+from kubestandin import objects
+from netbed.deployed import deployed_agent, deployed_testbed
+from netbed.testbed import BIN, eventually
 
 PODS = int(os.environ.get("STICKYIP_BENCH_PODS", "200"))
 MOVES = 5
@@ -30,11 +32,19 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None, stdin: bytes = b""
     return time.perf_counter() - t0
 
 
+def _first_line(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.readline().strip()
+
+
 async def cni_and_cold_start(report: Report) -> None:
-    async with Testbed(nodes=1, pool_cidr="10.240.0.0/16") as tb:
+    # The agent as the DaemonSet runs it (netbed.deployed): the features hook, the pod
+    # lookup through the Kubernetes API (the stand-in), the agent's own poll interval.
+    async with deployed_testbed(nodes=1, pool_cidr="10.240.0.0/16") as (tb, api):
         installed = str(tb.nodes["node-1"].dir / "cni-bin" / "stickyip-cni")
-        base_py = [_timed([sys.executable, "-c", "pass"]) for _ in range(30)]
-        base_py_s = [_timed([sys.executable, "-S", "-c", "pass"]) for _ in range(30)]
+        # The interpreter the installed plugin runs on (its shebang), bare.
+        base_py = [_timed([NODE_PYTHON, "-c", "pass"]) for _ in range(30)]
+        base_py_s = [_timed([NODE_PYTHON, "-S", "-c", "pass"]) for _ in range(30)]
         base_ver = [_timed([installed], env={"CNI_COMMAND": "VERSION"}) for _ in range(30)]
         base_ver_console = [_timed([str(BIN / "stickyip-cni")], env={"CNI_COMMAND": "VERSION"})
                             for _ in range(30)]
@@ -45,6 +55,8 @@ async def cni_and_cold_start(report: Report) -> None:
             netns = tb.new_pod_netns()
             kind = "installed" if i % 2 == 0 else "console"
             tb.installed_plugin = kind == "installed"
+            if api is not None:
+                await api.create(objects.pod(f"pod-{i}", "bench"))
             t0 = time.perf_counter()
             await tb.add_pod("node-1", "bench", f"pod-{i}", netns=netns)
             adds[kind].append(time.perf_counter() - t0)
@@ -53,6 +65,10 @@ async def cni_and_cold_start(report: Report) -> None:
         p50 = ms["installed"]["p50_ms"]
         report.row("cni_add_p50_ms", p50, "ms", 50, "lower")
         ver50 = percentile(base_ver, 50) * 1000
+        deployed = deployed_agent()
+        shebang = _first_line(installed)
+        report.detail["agent"] = {"hooks": list(deployed.hooks), "flags": list(deployed.flags),
+                                  "env": deployed.env, "plugin_shebang": shebang}
         report.detail["cni_add"] = {
             "pods": PODS, "installed_plugin": ms["installed"], "console_script": ms["console"],
             "baseline_python_start_p50_ms": percentile(base_py, 50) * 1000,
@@ -77,10 +93,11 @@ async def cni_and_cold_start(report: Report) -> None:
 
 
 async def convergence(report: Report, routing: str) -> None:
-    # The agent's default poll interval, not the test bed's faster one.
-    interval = float(AgentSettings.model_fields["sync_interval"].default)
-    async with Testbed(nodes=3, routing=routing, pool_cidr="10.241.0.0/16",
-                       sync_interval=interval) as tb:
+    # The agent as deployed, at its own poll interval (not the test bed's faster one).
+    async with deployed_testbed(nodes=3, routing=routing,
+                                pool_cidr="10.241.0.0/16") as (tb, api):
+        if api is not None:
+            await api.create(objects.pod("seed", "bench"))
         await tb.add_pod("node-1", "bench", "seed")
         geo = (await tb.ipam.pool(tb.pool)).geo
         block = next(b for b in (await tb.ipam.routing_view()).blocks if b.node == "node-1")

@@ -19,7 +19,13 @@ from datapath.endpoints import EndpointManager
 from datapath.errors import InvalidConfig, NotAvailable
 from datapath.heartbeat import Heartbeat
 from datapath.hooks import EndpointHook
-from datapath.interfaces import EndpointProgram, EndpointRecords, NetlinkOps
+from datapath.interfaces import (
+    EndpointProgram,
+    EndpointRecords,
+    NetlinkOps,
+    ReportsDrops,
+    ReportsMapFill,
+)
 from datapath.loader import AntispoofProgram
 from datapath.metrics import AgentMetrics
 from datapath.netlink import Netlink, enable_forwarding
@@ -60,7 +66,10 @@ class Agent:
             settings, ipam, netlink=netlink, program=program, records=records,
             pods=kube_pods or name_pod_lookup(ipam), hooks=hooks,
             on_removed=lambda: self.routes.invalidate())
-        self.metrics = AgentMetrics(self.endpoints.drop_counters)
+        self.metrics = AgentMetrics(
+            self.endpoints.drop_counters,
+            drops=[h.drops for h in hooks if isinstance(h, ReportsDrops)],
+            map_fill=[p.map_fill for p in (program, *hooks) if isinstance(p, ReportsMapFill)])
         self.routes = RouteManager(
             settings, ipam, netlink=netlink, endpoints=self.endpoints, nodes=self.nodes,
             bird_control=BirdControl(config_path=settings.bird_config,

@@ -1,9 +1,11 @@
 """Pure BIRD 2 config generator for bgp routing: an iBGP full mesh between nodes where
 each node announces its blocks (static blackholes, aggregated) and the /32s and
 /128s it serves away from their block's node, and installs what it learns into the
-kernel. IPv4 rides sessions between the nodes' IPv4 addresses; IPv6 (when the node
-has an IPv6 address) rides its own sessions between the nodes' IPv6 addresses, each
-family with its own static, kernel and BGP channel, as Calico peers per family."""
+kernel; plus sessions with configured routers outside the mesh (top-of-rack routers,
+route reflectors), which get the same announcements. IPv4 rides sessions between
+IPv4 addresses; IPv6 (when the node has an IPv6 address) rides its own sessions
+between IPv6 addresses, each family with its own static, kernel and BGP channel, as
+Calico peers per family."""
 
 from __future__ import annotations
 
@@ -14,6 +16,14 @@ from dataclasses import dataclass
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalPeer:
+    """A router outside the node mesh: its address (either family) and AS number."""
+
+    address: IPAddress
+    asn: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,25 +39,52 @@ class BirdConfig:
     #: render the IPv6 half (the node has an IPv6 address to peer from)
     ipv6: bool = False
     kernel_scan: int = 10
+    external: tuple[ExternalPeer, ...] = ()
 
     def of_family(self, family: int) -> tuple[list[IPNetwork], list[IPAddress]]:
         return ([b for b in self.blocks if b.version == family],
                 [a for a in self.migrated if a.version == family])
 
 
+def parse_peer(text: str) -> ExternalPeer:
+    """``'ADDRESS AS'``, e.g. ``'192.0.2.1 64513'`` or ``'2001:db8::1 64513'``
+    (STICKYIP_AGENT_BGP_PEERS)."""
+    parts = text.split()
+    if len(parts) != 2:
+        raise ValueError(f"BGP peer {text!r}: expected 'ADDRESS AS', e.g. '192.0.2.1 64513'")
+    try:
+        address = ipaddress.ip_address(parts[0])
+        asn = int(parts[1])
+    except ValueError as e:
+        raise ValueError(f"BGP peer {text!r}: {e}") from e
+    if not 1 <= asn <= 4294967295:
+        raise ValueError(f"BGP peer {text!r}: AS number {asn} is not in 1..4294967295")
+    return ExternalPeer(address, asn)
+
+
 def config_of(*, router_id: str, asn: int, blocks: Iterable[IPNetwork],
               migrated: Iterable[IPAddress], peers: Mapping[str, Mapping[int, str]],
-              self_node: str, ipv6: bool = False) -> BirdConfig:
-    """``peers``: node name -> family -> address (the node directory's view)."""
+              self_node: str, ipv6: bool = False,
+              external: Iterable[ExternalPeer] = ()) -> BirdConfig:
+    """``peers``: node name -> family -> address (the node directory's view). IPv6
+    sessions (mesh and external) only with ``ipv6``."""
     def of(family: int) -> tuple[tuple[str, str], ...]:
         return tuple(sorted((n, a[family]) for n, a in peers.items()
                             if n != self_node and a.get(family)))
 
+    mesh, mesh6 = of(4), of(6) if ipv6 else ()
+    nodes = {ipaddress.ip_address(a) for _, a in (*mesh, *mesh6)}
     return BirdConfig(
         router_id=router_id, asn=asn,
         blocks=tuple(sorted(set(blocks), key=lambda n: (n.version, n))),
         migrated=tuple(sorted(set(migrated), key=lambda a: (a.version, a))),
-        peers=of(4), peers6=of(6) if ipv6 else (), ipv6=ipv6)
+        peers=mesh, peers6=mesh6, ipv6=ipv6,
+        # one session per address; a node already in the mesh gets no second one
+        external=tuple(sorted({p.address: p for p in reversed(list(external))
+                               if p.address not in nodes
+                               and (ipv6 or p.address.version == 4)}.values(),
+                              key=lambda p: (p.address.version, p.address))),
+    )
 
 
 def protocol_name(node: str, family: int = 4) -> str:
@@ -112,4 +149,9 @@ def render(cfg: BirdConfig) -> str:
                 raise ValueError(f"peer {name}: {addr} is not an IPv{family} address")
             lines += ["", f"protocol bgp {protocol_name(name, family)} from {template} {{",
                       f"  neighbor {addr} as {cfg.asn};", "}"]
+    for p in cfg.external:
+        template = "stickyip_peer" if p.address.version == 4 else "stickyip_peer6"
+        name = re.sub(r"[^0-9A-Za-z]", "_", str(p.address))
+        lines += ["", f"protocol bgp ext_{name} from {template} {{",
+                  f"  neighbor {p.address} as {p.asn};", "}"]
     return "\n".join(lines) + "\n"

@@ -35,6 +35,10 @@ SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 V11_COMMANDS = ("STATUS", "GC")
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 DEFAULT_SOCKET = "/run/stickyip/agent.sock"
+#: The interpreter an installed plugin runs on: the node's own Python (3.7 or later),
+#: as the DaemonSet's init container, the agent's --cni-bin-dir and the benchmarks
+#: install it alike.
+NODE_PYTHON = "/usr/bin/python3"
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -223,11 +227,11 @@ def standalone_text() -> str:
     return body[:found.start()] + codes + body[found.end():]
 
 
-def install(dest_dir: str, *, python: str | None = None) -> str:
+def install(dest_dir: str, *, python: str = NODE_PYTHON) -> str:
     """Install this module as ``DEST/stickyip-cni``, run by ``python -S`` (no site, no
     venv: the plugin needs only the standard library). Atomic; returns the path."""
     body = standalone_text()
-    interpreter = python or sys.executable
+    interpreter = python
     path = os.path.join(dest_dir, "stickyip-cni")
     tmp = f"{path}.tmp{os.getpid()}"
     os.makedirs(dest_dir, exist_ok=True)

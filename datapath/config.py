@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from datapath.bird import parse_peer
 
 
 class AgentSettings(BaseSettings):
@@ -59,6 +61,11 @@ class AgentSettings(BaseSettings):
                              description="BIRD control socket for 'birdc configure'")
     birdc: str = Field(default="birdc", description="birdc executable")
     bgp_asn: int = Field(default=64512, description="AS number of the iBGP full mesh")
+    bgp_peers: list[str] = Field(
+        default_factory=list, description="routers outside the node mesh to peer with in "
+        "bgp mode (top-of-rack routers, route reflectors; directly connected), each "
+        "'ADDRESS AS', e.g. '192.0.2.1 64513' (an IPv6 address peers over IPv6 when the node "
+        "has one); in the environment a JSON list")
     cni_bin_dir: str = Field(
         default="", description="install the CNI plugin here at start-up (e.g. /opt/cni/bin), "
         "as a standalone 'python -S' script; empty: do not install")
@@ -67,3 +74,10 @@ class AgentSettings(BaseSettings):
     hooks: list[str] = Field(
         default_factory=list, description="endpoint hooks as 'module:factory'; the factory "
         "is called with the AgentSettings and returns an EndpointHook")
+
+    @field_validator("bgp_peers")
+    @classmethod
+    def _peers_parse(cls, peers: list[str]) -> list[str]:
+        for p in peers:
+            parse_peer(p)
+        return peers

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from datapath.maps.state import MapWriter
 from datapath.models import EndpointRecord, PodLink, TcFilter
@@ -115,3 +115,23 @@ class EndpointRecords(Protocol):
     def put(self, rec: EndpointRecord) -> None: ...
 
     def delete(self, rec: EndpointRecord) -> None: ...
+
+
+@runtime_checkable
+class ReportsMapFill(Protocol):
+    """A part that owns pinned eBPF maps (the anti-spoofing program, a features hook)
+    and reports how full they are, for ``stickyip_bpf_map_*``."""
+
+    def map_fill(self) -> dict[str, tuple[int, int]]:
+        """map name -> (entries, max_entries)."""
+        ...
+
+
+@runtime_checkable
+class ReportsDrops(Protocol):
+    """A features hook whose programs drop packets, for
+    ``stickyip_datapath_drops_total{reason}``."""
+
+    def drops(self) -> dict[str, int]:
+        """reason -> packets dropped since its maps were created."""
+        ...

@@ -208,6 +208,27 @@ class BpfObject:
         for k, _ in self.items(name):
             self.delete(name, k)
 
+    def map_fill(self) -> dict[str, tuple[int, int]]:
+        """(entries, max_entries) of each of its pinned maps, for the fill-level
+        gauges: the keys are walked in the kernel (no values copied), at most
+        max_entries of them (a walk racing deletions restarts at the first key)."""
+        from bcc import libbcc
+
+        out: dict[str, tuple[int, int]] = {}
+        for name in self.layouts:
+            t = self._table(name)
+            size, capacity = ctypes.sizeof(t.Key), int(t.max_entries)
+            key, following = ctypes.create_string_buffer(size), ctypes.create_string_buffer(size)
+            n = 0
+            if libbcc.lib.bpf_get_first_key(t.map_fd, ctypes.byref(key), size) == 0:
+                n = 1
+                while n < capacity and libbcc.lib.bpf_get_next_key(
+                        t.map_fd, ctypes.byref(key), ctypes.byref(following)) == 0:
+                    n += 1
+                    ctypes.memmove(key, following, size)
+            out[name] = (n, capacity)
+        return out
+
     def close(self, *, unpin: bool = False) -> None:
         if self._bpf is not None:
             self._bpf.cleanup()

@@ -3,22 +3,35 @@ at ``/metrics``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from datapath.errors import DatapathError
+
+log = logging.getLogger("stickyip.datapath")
 
 #: host veth name -> counter name -> value
 DropCounts = Callable[[], dict[str, dict[str, int]]]
+#: map name -> (entries, max_entries)
+MapFill = Callable[[], dict[str, tuple[int, int]]]
+#: drop reason -> packets
+Drops = Callable[[], dict[str, int]]
+#: anti-spoofing counter -> the reason it counts in stickyip_datapath_drops_total
+DROP_REASONS = {"spoofed_packets": "spoofed", "fenced_packets": "fenced",
+                "other_packets": "other"}
 
 
 class _DropCollector(Collector):
     """Anti-spoofing drop counters read from the pinned map at scrape time."""
 
-    def __init__(self, drop_counts: DropCounts) -> None:
+    def __init__(self, drop_counts: DropCounts, drops: Sequence[Drops] = ()) -> None:
         self.drop_counts = drop_counts
+        self.drops = tuple(drops)
 
     def collect(self) -> Any:
         families = {name: CounterMetricFamily(f"stickyip_datapath_{name}", f"{name} dropped "
@@ -26,14 +39,57 @@ class _DropCollector(Collector):
                                               labels=["endpoint"])
                     for name in ("spoofed_packets", "spoofed_bytes", "fenced_packets",
                                  "other_packets")}
+        by_reason = dict.fromkeys(DROP_REASONS.values(), 0)
         for endpoint, counts in self.drop_counts().items():
             for name, family in families.items():
                 family.add_metric([endpoint], counts.get(name, 0))
+            for name, reason in DROP_REASONS.items():
+                by_reason[reason] += counts.get(name, 0)
+        for source in self.drops:
+            try:
+                for reason, packets in source().items():
+                    by_reason[reason] = by_reason.get(reason, 0) + packets
+            except DatapathError as e:  # a scrape must not fail because one map did
+                log.warning("drop counters unreadable", extra={"error": str(e)})
+        total = CounterMetricFamily("stickyip_datapath_drops", "packets the datapath "
+                                    "dropped on this node, by reason", labels=["reason"])
+        for reason, packets in sorted(by_reason.items()):
+            total.add_metric([reason], packets)
         yield from families.values()
+        yield total
+
+
+class _MapFillCollector(Collector):
+    """Entries and capacity of every pinned eBPF map, read at scrape time."""
+
+    def __init__(self, sources: Sequence[MapFill]) -> None:
+        self.sources = tuple(sources)
+
+    def collect(self) -> Any:
+        entries = GaugeMetricFamily("stickyip_bpf_map_entries",
+                                    "entries in each pinned eBPF map", labels=["map"])
+        capacity = GaugeMetricFamily("stickyip_bpf_map_max_entries",
+                                     "capacity (max_entries) of each pinned eBPF map",
+                                     labels=["map"])
+        for source in self.sources:
+            try:
+                fill = source()
+            except DatapathError as e:
+                log.warning("eBPF map fill unreadable", extra={"error": str(e)})
+                continue
+            for name, (n, m) in sorted(fill.items()):
+                entries.add_metric([name], n)
+                capacity.add_metric([name], m)
+        yield entries
+        yield capacity
 
 
 class AgentMetrics:
-    def __init__(self, drop_counts: DropCounts) -> None:
+    """``drop_counts``: the anti-spoofing counters per endpoint; ``drops``: other
+    parts' drops by reason; ``map_fill``: every part that owns pinned maps."""
+
+    def __init__(self, drop_counts: DropCounts, *, drops: Sequence[Drops] = (),
+                 map_fill: Sequence[MapFill] = ()) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("stickyip_datapath_cni_requests", "CNI requests served",
@@ -54,4 +110,5 @@ class AgentMetrics:
                                     "BIRD reconfigurations", ["result"], registry=r)
         self.heartbeats = Counter("stickyip_datapath_heartbeats", "heartbeats written",
                                   ["result"], registry=r)
-        r.register(_DropCollector(drop_counts))
+        r.register(_DropCollector(drop_counts, drops))
+        r.register(_MapFillCollector(map_fill))

@@ -96,7 +96,8 @@ class RouteManager:
         served = {a for ep in self.endpoints.local() if not ep.fenced for a in ep.addresses}
         cfg = bird.config_of(router_id=self.address or "0.0.0.0", asn=self.settings.bgp_asn,
                              blocks=blocks, migrated=[a for a in migrated if a in served],
-                             peers=peers, self_node=self.node, ipv6=bool(self.address6))
+                             peers=peers, self_node=self.node, ipv6=bool(self.address6),
+                             external=[bird.parse_peer(p) for p in self.settings.bgp_peers])
         text = bird.render(cfg)
         if text == self._bird_text and self.bird_ok:
             return

@@ -27,6 +27,7 @@ from demo.errors import ComponentFailed, DemoError
 from demo.kubelet import RunningPod
 from demo.procs import Component, Supervisor, cni_command, stickyip_command
 from netbed.agents import agent_command, cni_env, pod_args
+from netbed.deployed import deployed_agent
 from netbed.fabric import Fabric, FabricNode
 from netbed.pods import program_command
 from netbed.relay import LoopbackRelay
@@ -88,7 +89,9 @@ class PodSandbox:
 class Datapath:
     def __init__(self, *, fast: bool = False, service_policy: bool = True) -> None:
         self.run_id = secrets.token_hex(3)
-        #: Agents load the eBPF service and policy programs (datapath.features.hook).
+        #: The agent as the DaemonSet runs it: hooks, flags, settings.
+        self.deployed = deployed_agent()
+        #: Agents load the eBPF service and policy programs (the DaemonSet's hooks).
         self.service_policy = service_policy
         self.relay: LoopbackRelay | None = None
         self.api_url = ""
@@ -115,9 +118,7 @@ class Datapath:
                     env: dict[str, str], sup: Supervisor, work: Path, sockets: Path,
                     api_url: str, note: Callable[[str], None] = lambda s: None) -> None:
         self.redis_url, self.pool, self._sup, self.api_url = redis_url, pool, sup, api_url
-        # Agents read pods (and, with the features hook, Services, EndpointSlices and
-        # NetworkPolicies) from the API, relayed into their namespaces.
-        self._env = env | {"STICKYIP_AGENT_KUBE": "true", "STICKYIP_KUBE_HOST": api_url}
+        self._env = env | self.agent_env(api_url)
         self.relay = LoopbackRelay(int(api_url.rsplit(":", 1)[1]))
         try:
             self.fabric.start()
@@ -162,13 +163,23 @@ class Datapath:
             note(f"{node.name}: namespace {node.netns}, address {node.address}, agent "
                  f"pid {comp.proc.pid} ready ({progs} loaded)")
 
+    def agent_env(self, api_url: str) -> dict[str, str]:
+        """The agents run as the DaemonSet runs them (netbed.deployed): its settings, so
+        they read pods (and, with the features hook, Services, EndpointSlices and
+        NetworkPolicies) from the API, relayed into their namespaces."""
+        return self.deployed.env | {"STICKYIP_KUBE_HOST": api_url}
+
     def _agent_command(self, node: Node) -> list[str]:
+        settings = self.deployed.settings()
         return agent_command(
             stickyip_command(), netns_path=node.netns_path, redis_url=self.redis_url,
             node=node.name, address=node.address, routing="direct", socket=node.socket,
             pin_root=f"{self.pin_base}/{node.name}", state_dir=str(node.dir / "state"),
-            default_pool=self.pool, sync_interval=0.2 if self.fast else 0.5,
-            hooks=["datapath.features.hook:hook"] if self.service_policy else [])
+            default_pool=self.pool, metrics_port=settings.metrics_port,
+            # --fast shortens the story's waits, the poll interval included.
+            sync_interval=0.2 if self.fast else settings.sync_interval,
+            hooks=self.deployed.hooks if self.service_policy else (),
+            extra=self.deployed.flags)
 
     def node_address(self, name: str) -> str:
         return self.nodes[name].address

@@ -117,7 +117,9 @@ def decode_change(d: dict[str, Any]) -> Change:
         return Change(op=op, owner=d["owner"], node=d["node"], epoch=int(d["epoch"]),
                       addresses=tuple(_addr(a)[2] for a in addrs if isinstance(a, dict)))
     if op is ChangeOp.POOL_PUT:
-        return Change(op=op, pool=d["pool"], spec=PoolSpec.model_validate(d["spec"]))
+        spec = d["spec"]
+        return Change(op=op, pool=d["pool"], spec=PoolSpec.model_validate(
+            json.loads(spec) if isinstance(spec, str) else spec))
     if op is ChangeOp.POOL_DELETE:
         return Change(op=op, pool=d["pool"])
     return Change(op=op, node=d["node"], at=float(d.get("at", 0.0)))

@@ -8,9 +8,8 @@ and nowhere else (DESIGN.md §2). Pure: no I/O.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NewType
@@ -146,6 +145,19 @@ def is_sticky_owner(owner: str) -> bool:
     return owner.startswith(STICKY_OWNER_PREFIX)
 
 
+def format_ips(addresses: Iterable[ranges.IPAddress]) -> str:
+    """The value of ``stickyip.io/ip``: the pod's address, or its IPv4 and IPv6
+    addresses comma-separated, IPv4 first."""
+    return ",".join(str(a) for a in sorted(addresses, key=lambda a: a.version))
+
+
+def written_annotations(addresses: Iterable[ranges.IPAddress], node: str | None,
+                        epoch: int) -> dict[str, str]:
+    """The annotations stickyip writes on a pod whose reservation holds ``addresses``
+    on home ``node`` at ``epoch``."""
+    return {ANN_IP: format_ips(addresses), ANN_NODE: node or "", ANN_EPOCH: str(epoch)}
+
+
 # ------------------------------------------------------------------ the ordinal
 
 
@@ -269,13 +281,18 @@ def label_problem(labels: Mapping[str, Any]) -> str | None:
 # ------------------------------------------------------------------ the request
 
 
+#: The addresses one ordinal is given: one address, or one of each family (IPv4 first).
+OrdinalAddresses = tuple[ranges.IPAddress, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class StickyRequest:
     """What an opted-in workload asks for in its ``stickyip.io/*`` annotations."""
 
-    pool: PoolName = DEFAULT_POOL
-    #: ``stickyip.io/ips`` in ordinal order; None when not given.
-    addresses: tuple[ipaddress.IPv4Address, ...] | None = None
+    #: ``stickyip.io/pool``: one pool, or one pool per address family (dual-stack).
+    pools: tuple[PoolName, ...] = (DEFAULT_POOL,)
+    #: ``stickyip.io/ips`` per ordinal, in ordinal order; None when not given.
+    addresses: tuple[OrdinalAddresses, ...] | None = None
     #: Seconds (``ranges.FOREVER`` for forever); None when not given.
     retain: float | None = None
     #: None when not given (a new reservation then defaults to migrate).
@@ -283,19 +300,27 @@ class StickyRequest:
     #: Whether ``stickyip.io/pool`` was given.
     pool_explicit: bool = False
 
-    def address_for(self, ordinal: int, *, statefulset: str
-                    ) -> ipaddress.IPv4Address | None:
-        """The listed address of ``ordinal`` (None when no list is given).
+    @property
+    def pool(self) -> PoolName:
+        """The first pool named (the only one of a single-stack request)."""
+        return self.pools[0]
+
+    def addresses_for(self, ordinal: int, *, statefulset: str) -> OrdinalAddresses:
+        """The listed addresses of ``ordinal`` (empty when no list is given).
 
         Raises NotEnoughAddresses when the list is too short."""
         if self.addresses is None:
-            return None
+            return ()
         if ordinal >= len(self.addresses):
             n = len(self.addresses)
             raise NotEnoughAddresses(
                 f"StatefulSet {statefulset!r} lists {n} address(es) in {ANN_IPS}; ordinal "
                 f"{ordinal} has none: add addresses to the list or scale to {n} replicas")
         return self.addresses[ordinal]
+
+    def listed(self, replicas: int) -> list[ranges.IPAddress]:
+        """Every listed address of the first ``replicas`` ordinals."""
+        return [a for per in (self.addresses or ())[:replicas] for a in per]
 
 
 class InvalidAnnotations(InvalidRequest):
@@ -311,6 +336,65 @@ class NotEnoughAddresses(InvalidRequest):
     """``stickyip.io/ips`` lists fewer addresses than the ordinal needs."""
 
 
+_IPS_EXAMPLE = ("write addresses and ranges like '10.20.0.10-10.20.0.12,10.20.0.20', or "
+                "for dual-stack one IPv4+IPv6 pair per ordinal like "
+                "'10.20.0.10+fd00:20::10,10.20.0.11-10.20.0.12+fd00:20::11-fd00:20::12'")
+
+
+def _parse_pools(text: str) -> tuple[PoolName, ...]:
+    names = [n.strip() for n in text.split(",")]
+    if len(names) > 2:
+        raise InvalidRequest(f"names {len(names)} pools; name one pool, or two for "
+                             "dual-stack (one IPv4 and one IPv6 pool)")
+    pools = tuple(PoolName(check_name("pool", n)) for n in names)
+    if len(pools) == 2 and pools[0] == pools[1]:
+        raise InvalidRequest(f"names pool {pools[0]!r} twice")
+    return pools
+
+
+def _parse_ips(text: str) -> tuple[OrdinalAddresses, ...]:
+    """``stickyip.io/ips``: comma-separated items in ordinal order. An item is an
+    address, an ``a-b`` range, or a dual-stack pair ``X+Y`` of an IPv4 and an IPv6
+    address (or two ranges of equal length), giving each ordinal one of each."""
+    items = [i.strip() for i in text.split(",")]
+    pairs = ["+" in i for i in items]
+    if any(pairs) and not all(pairs):
+        raise InvalidAddress("mixes dual-stack pairs (A+B) with single addresses; give "
+                             "every ordinal a pair, or none")
+    out: list[OrdinalAddresses] = []
+    for item in items:
+        if not item:
+            raise InvalidAddress(f"empty entry in address list {text!r}")
+        if "+" in item:
+            left, _, right = item.partition("+")
+            a = ranges.parse_address_list(left, limit=MAX_ADDRESSES)
+            b = ranges.parse_address_list(right, limit=MAX_ADDRESSES)
+            if a[0].version == b[0].version:
+                raise InvalidAddress(f"pair {item!r} names two IPv{a[0].version} "
+                                     "addresses; a pair is one IPv4 and one IPv6")
+            if len(a) != len(b):
+                raise InvalidAddress(f"pair {item!r} joins ranges of {len(a)} and {len(b)} "
+                                     "addresses; both sides must be as long")
+            v4, v6 = (a, b) if a[0].version == 4 else (b, a)
+            out.extend(zip(v4, v6, strict=True))
+        else:
+            out.extend((addr,) for addr in ranges.parse_address_list(item,
+                                                                     limit=MAX_ADDRESSES))
+        if len(out) > MAX_ADDRESSES:
+            raise InvalidAddress(f"address list {text!r} is longer than {MAX_ADDRESSES}")
+    families = {a.version for per in out for a in per}
+    if not any(pairs) and len(families) > 1:
+        raise InvalidAddress("mixes IPv4 and IPv6 addresses; for dual-stack give each "
+                             "ordinal a pair A+B")
+    seen: set[ranges.IPAddress] = set()
+    for per in out:
+        for addr in per:
+            if addr in seen:
+                raise InvalidAddress(f"address {addr} appears twice in {text!r}")
+            seen.add(addr)
+    return tuple(out)
+
+
 def read_request(annotations: Mapping[str, Any]) -> StickyRequest:
     """Parse the user annotations of an opted-in pod or pod template.
 
@@ -319,24 +403,24 @@ def read_request(annotations: Mapping[str, Any]) -> StickyRequest:
     for key in USER_ANNOTATIONS:
         if key in annotations and not isinstance(annotations[key], str):
             problems.append(f"annotation {key} must be a string")
-    pool = DEFAULT_POOL
+    pools: tuple[PoolName, ...] = (DEFAULT_POOL,)
     raw_pool = annotations.get(ANN_POOL)
     if isinstance(raw_pool, str):
         try:
-            pool = PoolName(check_name("pool", raw_pool.strip()))
+            pools = _parse_pools(raw_pool)
         except IpamError as e:
             problems.append(f"annotation {ANN_POOL}: {e}")
     addresses = None
     raw_ips = annotations.get(ANN_IPS)
     if isinstance(raw_ips, str):
         try:
-            parsed = ranges.parse_address_list(raw_ips, limit=MAX_ADDRESSES)
-            addresses = tuple(a for a in parsed if isinstance(a, ipaddress.IPv4Address))
-            if len(addresses) != len(parsed):
-                raise InvalidAddress("IPv6 addresses are not accepted here yet")
+            addresses = _parse_ips(raw_ips)
         except IpamError as e:
-            problems.append(f"annotation {ANN_IPS}: {e}; write addresses and ranges like "
-                            "'10.20.0.10-10.20.0.12,10.20.0.20'")
+            problems.append(f"annotation {ANN_IPS}: {e}; {_IPS_EXAMPLE}")
+    if addresses and len(addresses[0]) == 2 and len(pools) != 2:
+        problems.append(f"annotation {ANN_IPS} gives each ordinal an IPv4 and an IPv6 "
+                        f"address: name one pool per family in {ANN_POOL}, like "
+                        "'prod-a,prod-a-v6'")
     retain = None
     raw_retain = annotations.get(ANN_RETAIN)
     if isinstance(raw_retain, str):
@@ -354,16 +438,17 @@ def read_request(annotations: Mapping[str, Any]) -> StickyRequest:
                             "use 'migrate' (default) or 'wait'")
     if problems:
         raise InvalidAnnotations(problems)
-    return StickyRequest(pool=pool, addresses=addresses, retain=retain, policy=policy,
+    return StickyRequest(pools=pools, addresses=addresses, retain=retain, policy=policy,
                          pool_explicit=isinstance(raw_pool, str))
 
 
 def pool_of(annotations: Mapping[str, Any]) -> PoolName:
-    """The pool a pod's annotations name (the default pool when none or malformed);
+    """The (first) pool a pod's annotations name (the default pool when none or malformed);
     for decisions that only need a pool, such as an ordinary pod's address view."""
     raw = annotations.get(ANN_POOL)
-    if isinstance(raw, str) and _NAME.match(raw.strip()):
-        return PoolName(raw.strip())
+    first = raw.split(",")[0].strip() if isinstance(raw, str) else ""
+    if _NAME.match(first):
+        return PoolName(first)
     return DEFAULT_POOL
 
 
@@ -373,11 +458,11 @@ def pool_of(annotations: Mapping[str, Any]) -> PoolName:
 @dataclass(frozen=True, slots=True)
 class PodRequest:
     """What one opted-in StatefulSet pod asks for: its ordinal, the workload's
-    request, and the listed address of its ordinal (None when none is listed)."""
+    request, and the listed addresses of its ordinal (empty when none are listed)."""
 
     slot: Slot
     request: StickyRequest
-    address: ipaddress.IPv4Address | None
+    addresses: OrdinalAddresses
 
     @property
     def key(self) -> ReservationKey:
@@ -387,6 +472,10 @@ class PodRequest:
     def pool(self) -> PoolName:
         return self.request.pool
 
+    @property
+    def pools(self) -> tuple[PoolName, ...]:
+        return self.request.pools
+
 
 def request_for(slot: Slot, annotations: Mapping[str, Any]) -> PodRequest:
     """The request of the pod filling ``slot``, from its annotations.
@@ -394,9 +483,9 @@ def request_for(slot: Slot, annotations: Mapping[str, Any]) -> PodRequest:
     Raises InvalidAnnotations, NotEnoughAddresses, or InvalidRequest (a name the
     store refuses)."""
     request = read_request(annotations)
-    address = request.address_for(slot.ordinal, statefulset=slot.statefulset)
+    addresses = request.addresses_for(slot.ordinal, statefulset=slot.statefulset)
     slot.key  # noqa: B018 - validates the names before anything is claimed
-    return PodRequest(slot=slot, request=request, address=address)
+    return PodRequest(slot=slot, request=request, addresses=addresses)
 
 
 def pod_request(pod: Mapping[str, Any], *, namespace: str = "", name: str = ""

@@ -194,12 +194,14 @@ class Lease(BaseModel):
         return None
 
     @property
-    def address4(self) -> IPAddress | None:
-        return self.address_of(4)
+    def address4(self) -> ipaddress.IPv4Address | None:
+        a = self.address_of(4)
+        return a if isinstance(a, ipaddress.IPv4Address) else None
 
     @property
-    def address6(self) -> IPAddress | None:
-        return self.address_of(6)
+    def address6(self) -> ipaddress.IPv6Address | None:
+        a = self.address_of(6)
+        return a if isinstance(a, ipaddress.IPv6Address) else None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -283,3 +285,35 @@ class NodeHealth(BaseModel):
     node: NodeName
     heartbeat_at: float = 0.0
     fenced_at: float = 0.0
+
+
+class PoolStats(BaseModel):
+    """One pool's counters (kept by the scripts: reading them costs O(1) per pool)."""
+
+    pool: PoolName
+    size: int
+    used: int
+    excluded: int
+    excluded_held: int
+    blocks_total: int
+    blocks_claimed: int
+    #: records drawing on the pool by class: ephemeral, reserved, bound, retained,
+    #: quarantined (a dual-stack record counts in both of its pools)
+    records: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def free(self) -> int:
+        return self.size - self.excluded - self.used + self.excluded_held
+
+
+class IpamStats(BaseModel):
+    """The whole IPAM in numbers, read in one round trip: O(pools + nodes), never a
+    scan of the records."""
+
+    pools: list[PoolStats]
+    #: records by class (each record once)
+    records: dict[str, int]
+    #: node -> records homed there by class: ephemeral, migrate, wait (sticky by policy)
+    homes: dict[NodeName, dict[str, int]]
+    heartbeats: dict[NodeName, float]
+    fenced: dict[NodeName, float]

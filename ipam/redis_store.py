@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ipam import layout, ranges, scripts
-from ipam.changes import RoutingSnapshot, parse_snapshot
+from ipam.changes import ChangeBatch, Gap, RoutingSnapshot, decode_entry, parse_snapshot
 from ipam.errors import (
     AddressTaken,
     InvalidAddress,
@@ -43,6 +43,7 @@ from ipam.layout import PoolRef
 from ipam.models import (
     AuditEntry,
     BlockInfo,
+    IpamStats,
     Lease,
     LeaseAddress,
     LeaseKind,
@@ -52,6 +53,7 @@ from ipam.models import (
     OwnerKey,
     PoolName,
     PoolSpec,
+    PoolStats,
     PoolStatus,
     ReservationKey,
     ReservationState,
@@ -77,6 +79,31 @@ def _s(v: Any) -> str:
 def pool_prefix(pool: str, gen: str = "g1") -> str:
     """The key prefix of a pool's generation ``gen`` (see ``ipam/layout.py``)."""
     return layout.pool_prefix(pool, gen)
+
+
+def _info(raw: Any, key: str) -> str:
+    """One field of an INFO reply (raw text)."""
+    if isinstance(raw, dict):
+        return str(raw.get(key, ""))
+    for line in _s(raw).splitlines():
+        k, _, v = line.partition(":")
+        if k == key:
+            return v.strip()
+    return ""
+
+
+def _batches(raw: Any) -> list[ChangeBatch]:
+    """Parse an XREAD reply: RESP3 {stream: [[id, [field, value, ...]], ...]} or
+    RESP2 [[stream, [[id, [field, value, ...]], ...]]]."""
+    out: list[ChangeBatch] = []
+    if not raw:
+        return out
+    streams = raw.items() if isinstance(raw, dict) else raw
+    for _stream, entries in streams:
+        for entry_id, fields in entries:
+            flat = [_s(x) for x in fields]
+            out.append(decode_entry(_s(entry_id), dict(zip(flat[::2], flat[1::2], strict=True))))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,8 +357,17 @@ class RedisIpam:
                            free_in_node_blocks=per_node, block_free=blocks)
 
     async def pool_status(self, name: str) -> PoolStatus:
-        view = await self.address_view(name)
-        return view.status()
+        """A pool's size, use and blocks from counters: O(1) however many blocks."""
+        ref = await self.pool(name)
+        reply = await self._eval(scripts.POOL_STATUS, name, write=False)
+        if reply[0] == "err":
+            raise self._fail(ref, reply, f"pool {name!r}")
+        if reply[1] != ref.gen:
+            ref = await self._load_pool(name)
+        used, excl, exheld, claimed = (int(x) for x in reply[2:6])
+        return PoolStatus(spec=ref.spec, size=ref.geo.size, excluded=excl, used=used,
+                          blocks_total=ref.geo.block_count, blocks_claimed=claimed,
+                          excluded_held=exheld)
 
     async def pool_for_address(self, address: str | IPAddress) -> PoolRef:
         addr = ranges.parse_address(address) if isinstance(address, str) else address
@@ -789,15 +825,147 @@ class RedisIpam:
         """Run a read-only script on the same connection as the reads of the server's
         identity (run_id, replication id), so both describe one server process."""
         sc = self.runner.script(source)
-        if not sc.sha:
-            sc.sha = _s(await self._guard(self._r.script_load(sc.source)))
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.info("server")
-            pipe.info("replication")
-            pipe.evalsha(sc.sha, 1, layout.LAYOUT, *args)
-            server, repl, reply = await self._guard(pipe.execute())
-        ident = f"{server.get('run_id', '')}/{repl.get('master_replid', '')}"
-        return ident, reply
+        for _ in range(2):
+            if not sc.sha:
+                sc.sha = _s(await self._guard(self._r.script_load(sc.source)))
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.info("server")
+                pipe.info("replication")
+                pipe.evalsha(sc.sha, 1, layout.LAYOUT, *args)
+                server, repl, reply = await self._guard(pipe.execute(raise_on_error=False))
+            if isinstance(reply, NoScriptError):
+                sc.sha = ""  # a restarted server: load the script again
+                continue
+            for r in (server, repl, reply):
+                if isinstance(r, Exception):
+                    raise StoreUnavailable(f"Redis store error: {r}") from r
+            ident = f"{server.get('run_id', '')}/{repl.get('master_replid', '')}"
+            return ident, reply
+        raise StoreUnavailable("the store keeps forgetting the IPAM's scripts")
+
+    async def read_changes(self, after: int, *, identity: str, block_ms: int = 30_000,
+                           count: int = 1000) -> list[ChangeBatch] | Gap:
+        """The changes after revision ``after`` of the store named ``identity`` (both
+        from :meth:`routing_snapshot` or the last batch applied), oldest first.
+
+        Blocks up to ``block_ms`` (a server-side blocking read, no polling) while there
+        is nothing new, then returns ``[]``. Returns a :class:`Gap` when those changes
+        cannot be read any more: the log was trimmed past them, or the store is not the
+        one the follower knows (restarted, failed over, restored from an older state;
+        see docs/ipam.md): the follower takes a fresh snapshot. One connection serves
+        the whole call, so the identity read and the changes describe one server."""
+        if not self._layout_checked:
+            await self.check_layout()
+        pool = self._r.connection_pool
+        try:
+            conn = await self._guard(pool.get_connection())  # type: ignore[no-untyped-call]
+        except IpamError:
+            raise
+        clean = False
+        try:
+            async with asyncio.timeout(max(block_ms, 0) / 1000 + 10.0):
+                cmds: list[tuple[Any, ...]] = [
+                    ("INFO", "server"), ("INFO", "replication"),
+                    ("HMGET", layout.LAYOUT, "gen", "rev"),
+                    ("XREAD", "COUNT", count, "STREAMS", layout.LOG, f"0-{after}")]
+                await conn.send_packed_command(conn.pack_commands(cmds))
+                server, repl, lay, entries = [await conn.read_response() for _ in cmds]
+                if isinstance(lay, Exception) or isinstance(entries, Exception):
+                    raise lay if isinstance(lay, Exception) else entries
+                ident = (f"{_s(lay[0] or b'')}/{_info(server, 'run_id')}/"
+                         f"{_info(repl, 'master_replid')}")
+                rev = int(lay[1] or 0)
+                clean = True
+                if ident != identity:
+                    return Gap(after=after, reason=f"the store's identity changed ({identity} "
+                                                   f"-> {ident}): restart or failover")
+                if rev < after:
+                    return Gap(after=after, reason=f"the store is at revision {rev}, behind "
+                                                   f"revision {after}: it lost changes")
+                batches = _batches(entries)
+                if not batches and rev == after and block_ms > 0:
+                    clean = False
+                    await conn.send_command("XREAD", "BLOCK", block_ms, "COUNT", count,
+                                            "STREAMS", layout.LOG, f"0-{after}")
+                    raw = await conn.read_response(timeout=block_ms / 1000 + 5.0)
+                    clean = True
+                    batches = _batches(raw)
+                if (batches and batches[0].revision != after + 1) or (
+                        not batches and rev > after):
+                    return Gap(after=after, reason="the change log no longer holds revision "
+                                                   f"{after + 1} (trimmed)")
+                return batches
+        except (RedisError, OSError) as e:
+            clean = False
+            raise StoreUnavailable(f"reading the change log failed: {e}") from e
+        finally:
+            if not clean:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect()
+            await pool.release(conn)
+
+    async def stats(self, *, nodes: bool = True) -> IpamStats:
+        """Every pool's counters and records by class, and (``nodes``) records homed per
+        node, heartbeats and fences, in one round trip: counters the scripts keep,
+        O(pools) (+ O(nodes)), never a scan of the records."""
+        if not self._layout_checked:
+            await self.check_layout()
+        specs = {s.name: s for s in await self.pool_specs()}
+        raw = json.loads(await self._guard(self.runner.raw(
+            scripts.STATS, layout.LAYOUT, "1" if nodes else "0")))
+
+        def ints(d: Any) -> dict[str, int]:
+            return {str(k): int(v) for k, v in d.items()} if isinstance(d, dict) else {}
+
+        pools = []
+        for name, d in sorted((raw.get("pools") or {}).items()):
+            spec = specs.get(name)
+            if spec is None:
+                continue
+            geo = spec.geometry()
+            m = ints(d.get("m"))
+            pools.append(PoolStats(
+                pool=PoolName(name), size=geo.size, used=m.get("used", 0),
+                excluded=int(d.get("ex", 0)), excluded_held=m.get("exheld", 0),
+                blocks_total=geo.block_count, blocks_claimed=int(d.get("blk", 0)),
+                records={k[2:]: v for k, v in m.items() if k.startswith("n:") and v}))
+        homes: dict[NodeName, dict[str, int]] = {}
+        names = {"e": "ephemeral", "m": "migrate", "w": "wait"}
+        for field, n in ints(raw.get("homes")).items():
+            node, _, cls = field.rpartition("|")
+            if n:
+                homes.setdefault(NodeName(node), {})[names.get(cls, cls)] = n
+
+        def times(d: Any) -> dict[NodeName, float]:
+            return {NodeName(str(k)): float(v) for k, v in d.items()} if isinstance(
+                d, dict) else {}
+
+        return IpamStats(pools=pools, records={k: v for k, v in ints(raw.get("counts")).items()
+                                               if v},
+                         homes=homes, heartbeats=times(raw.get("hb")),
+                         fenced=times(raw.get("fenced")))
+
+    async def expired(self, *, now: float | None = None, limit: int = 500) -> list[OwnerKey]:
+        """Retained reservations whose retain time has passed (an index, no scan):
+        hand each to :meth:`expire_reservation`. At most ``limit`` per call."""
+        if not self._layout_checked:
+            await self.check_layout()
+        when = self.clock() if now is None else now
+        raw = await self._guard(self._r.zrangebyscore(layout.EXPIRY, "-inf", when, start=0,
+                                                      num=limit))
+        return [OwnerKey(_s(o)) for o in raw]
+
+    async def scan_records(self, cursor: int = 0, *, count: int = 500
+                           ) -> tuple[int, list[Lease]]:
+        """One bounded page of all records (about ``count``), and the cursor to resume
+        from (0 when done). Every record present for the whole scan is returned at
+        least once (Redis HSCAN's guarantee); one may come twice."""
+        if not self._layout_checked:
+            await self.check_layout()
+        nxt, page = await self._guard(self._r.hscan(layout.RECORDS, cursor, count=count))
+        values = page.values() if isinstance(page, dict) else page[1::2]
+        out = [await self._decode(raw) for raw in values]
+        return int(nxt), out
 
     async def free_in_node_blocks(self, pool: str) -> dict[NodeName, int]:
         """Free addresses per node inside the blocks it already holds (exact)."""

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ipam.errors import IpamError, StoreUnavailable
+from ipam.layout import TOUCH
 
 log = logging.getLogger("stickyip.ipam")
 T = TypeVar("T")
@@ -104,7 +105,10 @@ class _Batcher:
         try:
             async with self._r.pipeline(transaction=False) as pipe:
                 for sc, key, args, _ in batch:
-                    pipe.evalsha(sc.sha, 1, key, *args)
+                    if waits:
+                        pipe.evalsha(sc.sha, 2, key, TOUCH, *args)
+                    else:
+                        pipe.evalsha(sc.sha, 1, key, *args)
                 if waits:
                     pipe.wait(self._dur.replicas, self._dur.timeout_ms)
                 results = await pipe.execute(raise_on_error=False)
@@ -257,7 +261,7 @@ class ScriptRunner:
         if not (write and self.durability.replicas > 0):
             return await self.redis.evalsha(sc.sha, 1, key, *args)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(sc.sha, 1, key, *args)
+            pipe.evalsha(sc.sha, 2, key, TOUCH, *args)
             pipe.wait(self.durability.replicas, self.durability.timeout_ms)
             reply, acks = await pipe.execute(raise_on_error=False)
         if isinstance(reply, Exception):

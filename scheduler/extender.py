@@ -20,8 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ipam import AddressTaken, IpamError, NodeName, PoolNotFound, RedisIpam
-from ipam.contract import ANN_EPOCH, ANN_IP, ANN_NODE, pool_of
-from ipam.preview import preview_claim
+from ipam.contract import format_ips, pool_of, written_annotations
 from plumbing.kube.errors import KubeError
 from scheduler import filtering, scoring
 from scheduler.cache import ClusterCache
@@ -111,27 +110,29 @@ class Extender:
 
     async def assess(self, pod: PodInfo) -> Assessment:
         req = sticky_request(pod)
-        pool = req.pool if req is not None else pool_of(pod.annotations)
+        pools = list(req.pools) if req is not None else [pool_of(pod.annotations)]
         try:
-            view = await self.scheduler.views.get(pool)
-        except PoolNotFound:
+            view = filtering.combine_views([await self.scheduler.views.get(p) for p in pools])
+        except PoolNotFound as e:
             if req is not None:
-                return Assessment(unresolvable=f"pool {pool!r} does not exist")
+                return Assessment(unresolvable=str(e))
             return Assessment()
         if req is None:
             return Assessment(view=view)
         a = Assessment(view=view, sticky=True,
                        replicas_on=self.cache.replicas_on(pod.namespace, pod.statefulset))
         try:
-            seen = await preview_claim(self.ipam, req.key, pool=req.pool, address=req.address)
+            # what a claim would record, validated against the store, written nowhere
+            seen = await self.ipam.claim(req.key, pools=list(req.pools),
+                                         addresses=list(req.addresses), dry_run=True)
         except AddressTaken as e:
-            a.address = str(req.address)
-            a.unresolvable = f"{req.address} is held by {e.owner}"
+            a.address = format_ips(req.addresses)
+            a.unresolvable = f"{a.address} is held by {e.owner}"
             return a
-        if seen.address is not None:
-            a.address = str(seen.address)
-            a.home = seen.node
-        else:
+        if seen.addresses:
+            a.address = format_ips(x.address for x in seen.addresses)
+            a.home = seen.node or None
+        if len(seen.addresses) < len(req.pools):
             a.needs_address = True
         return a
 
@@ -217,16 +218,17 @@ class Extender:
                 return {"Error": f"pod {ns}/{name} was replaced (UID changed)"}
             req = sticky_request(pod)
             if req is not None:
-                res = await self.ipam.claim(req.key, pool=req.pool, address=req.address,
+                res = await self.ipam.claim(req.key, pools=list(req.pools),
+                                            addresses=list(req.addresses),
                                             node=node, holder=pod.uid, pod=pod.ref,
                                             retain=req.request.retain,
                                             policy=req.request.policy)
                 if res.node != node:
                     return {"Error": f"{res.address} is homed on {res.node}, not {node}"}
-                self.scheduler.views.taken(req.pool, NodeName(node))
-                await asyncio.to_thread(kube.annotate_pod, ns, name, {
-                    ANN_IP: str(res.address), ANN_NODE: str(res.node),
-                    ANN_EPOCH: str(res.epoch)}, uid=pod.uid)
+                for p in req.pools:
+                    self.scheduler.views.taken(p, NodeName(node))
+                await asyncio.to_thread(kube.annotate_pod, ns, name, written_annotations(
+                    (x.address for x in res.addresses), res.node, res.epoch), uid=pod.uid)
             await asyncio.to_thread(kube.bind, ns, name, pod.uid, node)
         except (KubeError, SchedulerError, IpamError) as e:
             return {"Error": str(e)}

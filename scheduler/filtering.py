@@ -98,6 +98,28 @@ class AddressView:
     block_size: int = 0
 
 
+def combine_views(views: Sequence[AddressView]) -> AddressView:
+    """One view for a pod that takes an address from each of several pools (one per
+    family, dual-stack): a node must be inside every pool's nodeSelector and every
+    pool must have room, so the combined view keeps the smaller figure of each."""
+    if len(views) == 1:
+        return views[0]
+    selector: dict[str, str] = {}
+    for v in views:
+        for k, val in v.node_selector.items():
+            # Two pools asking one label for different values: no node is in both.
+            selector[k] = val if selector.get(k, val) == val else "\x00no node matches both"
+    nodes = set(views[0].free_in_node_blocks).intersection(
+        *(v.free_in_node_blocks for v in views[1:]))
+    return AddressView(
+        pool=PoolName("+".join(v.pool for v in views)),
+        free_in_node_blocks={n: min(v.free_in_node_blocks[n] for v in views) for n in nodes},
+        unclaimed_blocks=min(v.unclaimed_blocks for v in views),
+        free_total=min(v.free_total for v in views),
+        node_selector=selector,
+        block_size=min(v.block_size for v in views))
+
+
 def check_node(pod: PodInfo, node: NodeInfo, *, used: Resources | None,
                pool_selector: Mapping[str, str] | None = None) -> str | None:
     """Why ``pod`` cannot run on ``node`` (None when it can)."""

@@ -22,10 +22,10 @@ from ipam import (
     RedisIpam,
     Reservation,
     ReservationConflict,
+    ReservationInUse,
     StoreUnavailable,
 )
-from ipam.contract import ANN_EPOCH, ANN_IP, ANN_NODE, PodRequest, pool_of
-from ipam.preview import preview_claim
+from ipam.contract import PodRequest, format_ips, pool_of, written_annotations
 from plumbing.kube.errors import Conflict, KubeError, NotFound
 from scheduler import filtering, scoring
 from scheduler.cache import ClusterCache
@@ -229,16 +229,23 @@ class Scheduler:
         return Decision(chosen.name)
 
     async def _decide_sticky(self, pod: PodInfo, req: PodRequest) -> Decision:
+        pools = list(req.pools)
         try:
-            seen = await preview_claim(self.ipam, req.key, pool=req.pool, address=req.address)
+            # what a claim would record, validated against the store, written nowhere
+            seen = await self.ipam.claim(req.key, pools=pools, addresses=list(req.addresses),
+                                         dry_run=True)
         except AddressTaken as e:
-            return Decision(None, message=f"{req.address} ({e})", reason="AddressTaken")
+            return Decision(None, message=f"{format_ips(req.addresses)} ({e})",
+                            reason="AddressTaken")
+        except ReservationInUse as e:
+            return Decision(None, message=str(e), reason="ReservationInUse")
         except ReservationConflict as e:
             return Decision(None, message=str(e), reason="ReservationConflict")
         except InvalidAddress as e:
             return Decision(None, message=str(e), reason="InvalidStickyIPAnnotation",
                             retry=False)
-        home = seen.node if seen.address is not None else None
+        complete = len(seen.addresses) == len(pools)
+        home = seen.node if seen.addresses and seen.node else None
         if home is not None:
             node = self.cache.nodes.get(home)
             reason = None
@@ -246,14 +253,12 @@ class Scheduler:
                 reason = filtering.check_node(pod, node, used=self.cache.used.get(home),
                                               pool_selector=None)
             if node is None or reason is not None:
-                policy = (seen.recorded.policy if seen.recorded is not None
-                          else req.request.policy or NodeFailurePolicy.MIGRATE)
-                return Decision(None, seen.recorded, message=home_message(
-                    seen.address, home, node, reason, policy), reason="WaitingForHomeNode")
+                return Decision(None, seen, message=home_message(
+                    seen.address, home, node, reason, seen.policy), reason="WaitingForHomeNode")
             chosen: NodeInfo | None = node
         else:
-            view = await self.views.get(req.pool)
-            fr = self._nodes_for(pod, view, needs=seen.address is None)
+            view = filtering.combine_views([await self.views.get(p) for p in pools])
+            fr = self._nodes_for(pod, view, needs=not complete)
             chosen = scoring.pick(fr.feasible, scoring.ScoreInputs(
                 addresses=view, used=self.cache.used, sticky=True,
                 replicas_on=self.cache.replicas_on(pod.namespace, pod.statefulset)))
@@ -262,22 +267,24 @@ class Scheduler:
                                                                   len(self.cache.nodes)))
         assert chosen is not None
         try:
-            claimed = await self.ipam.claim(req.key, pool=req.pool, address=req.address,
+            claimed = await self.ipam.claim(req.key, pools=pools, addresses=list(req.addresses),
                                             node=chosen.name, holder=pod.uid, pod=pod.ref,
                                             retain=req.request.retain,
                                             policy=req.request.policy)
         except PoolExhausted as e:
-            self.views.invalidate(req.pool)
+            for p in pools:
+                self.views.invalidate(p)
             return Decision(None, message=str(e), reason="PoolExhausted")
         except (ReservationConflict, AddressTaken) as e:  # moved or taken meanwhile
             return Decision(None, message=str(e), reason="ReservationMoved")
         if claimed.node != chosen.name:
-            # The listed address's block was claimed by another node between the
+            # A listed address's block was claimed by another node between the
             # preview and the claim: that node is its home now; decide again.
             return Decision(None, claimed, reason="ReservationMoved",
                             message=f"{claimed.address} is now homed on {claimed.node}")
-        if seen.address is None:
-            self.views.taken(req.pool, chosen.name)
+        taken = {a.pool for a in claimed.addresses} - {a.pool for a in seen.addresses}
+        for p in taken:
+            self.views.taken(p, chosen.name)
         return Decision(chosen.name, claimed)
 
     # ---------------------------------------------------------------- binding
@@ -316,8 +323,8 @@ class Scheduler:
         async with self._bind_slots:
             try:
                 if res is not None and res.address is not None:
-                    want = {ANN_IP: str(res.address), ANN_NODE: str(res.node),
-                            ANN_EPOCH: str(res.epoch)}
+                    want = written_annotations((a.address for a in res.addresses), res.node,
+                                               res.epoch)
                     if any(pod.annotations.get(k) != v for k, v in want.items()):
                         await asyncio.to_thread(self.kube.annotate_pod, pod.namespace, pod.name,
                                                 want, uid=pod.uid)

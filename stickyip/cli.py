@@ -43,6 +43,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="stickyip",
         description="Fixed IPs for Kubernetes StatefulSet pods on an L3-routed eBPF datapath.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     p.add_argument("--redis-url", default=None,
                    help="Redis URL (default: $STICKYIP_REDIS_URL; empty: embedded Redis)")
     p.add_argument("--log-level", default="warning", type=str.lower, choices=LOG_LEVELS,
@@ -100,6 +101,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         else:
             sub.add_parser(name, help=about, add_help=False)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("stickyip")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _unavailable(name: str, err: Exception) -> Handler:

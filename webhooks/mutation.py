@@ -16,10 +16,12 @@ from ipam.contract import (
     ANN_IP,
     ANN_IPS,
     ANN_NODE,
+    ANN_POOL,
     LABEL_FIXED_IP,
     WRITTEN_ANNOTATIONS,
     NotEnoughAddresses,
     PodRequest,
+    format_ips,
     opted_in,
     pod_request,
 )
@@ -71,13 +73,13 @@ def refusal(error: IpamError, target: PodRequest) -> Verdict:
     pod = f"pod {target.slot.namespace}/{target.slot.pod}"
     if isinstance(error, PoolNotFound):
         return Verdict.refuse(
-            422, f"{pod}: pool {target.pool!r} does not exist; create it with "
-            "'stickyip pool apply -f' or set stickyip.io/pool to an existing pool")
+            422, f"{pod}: {error}; create it with 'stickyip pool apply -f' or set "
+            f"{ANN_POOL} to an existing pool")
     if isinstance(error, AddressTaken):
         return Verdict.refuse(
-            409, f"{pod}: address {target.address} is held by {error.owner}; choose another "
-            f"address in {ANN_IPS} or release it with 'stickyip ipam release'")
-    if isinstance(error, ReservationConflict):
+            409, f"{pod}: address {format_ips(target.addresses)} is held by {error.owner}; "
+            f"choose another address in {ANN_IPS} or release it with 'stickyip ipam release'")
+    if isinstance(error, ReservationConflict):  # ReservationInUse too
         return Verdict.refuse(409, f"{pod}: {error}")
     if isinstance(error, InvalidAddress | InvalidRequest):
         return Verdict.refuse(422, f"{pod}: {error}")

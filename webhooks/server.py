@@ -28,11 +28,11 @@ from ipam import (
     IpamError,
     PoolNotFound,
     RedisIpam,
+    Reservation,
     ReservationKey,
     StoreUnavailable,
 )
-from ipam.contract import ANN_IP, opted_in, slot_of
-from ipam.preview import preview_claim
+from ipam.contract import ANN_IP, format_ips, opted_in, slot_of
 from webhooks import mutation, validation
 from webhooks.config import WebhookSettings
 from webhooks.errors import BadReview, ClusterUnavailable
@@ -86,16 +86,12 @@ class Webhook:
             return target
         key, request = target.key, target.request
         try:
-            if req.dry_run:
-                # dryRun: what a claim would give, read-only
-                seen = await preview_claim(self.ipam, key, pool=target.pool,
-                                           address=target.address)
-                home = mutation.Home(address=str(seen.address) if seen.address else None,
-                                     node=seen.node, epoch=seen.epoch)
-            else:
-                res = await self.ipam.claim(key, pool=target.pool, address=target.address,
-                                            retain=request.retain, policy=request.policy)
-                home = _home(res.address, res.node, res.epoch)
+            # dryRun: the same claim, validated against the store, written nowhere
+            res = await self.ipam.claim(key, pools=list(request.pools),
+                                        addresses=list(target.addresses),
+                                        retain=request.retain, policy=request.policy,
+                                        dry_run=req.dry_run)
+            home = _home(res)
         except StoreUnavailable:
             raise
         except IpamError as e:
@@ -144,18 +140,19 @@ class Webhook:
                                    old_object=current)
 
     async def _facts(self, plan: validation.StatefulSetPlan) -> validation.PoolFacts:
-        specs = await self.ipam.pool_specs()
-        names = [s.name for s in specs]
-        spec = next((s for s in specs if s.name == plan.request.pool), None)
-        if spec is None:
-            return validation.PoolFacts(exists=False, pools=names)
-        try:
-            status = await self.ipam.pool_status(spec.name)
-        except PoolNotFound:
-            return validation.PoolFacts(exists=False, pools=names)
-        facts = validation.PoolFacts(
-            exists=True, pools=names, geometry=spec.geometry(),
-            excluded=frozenset(spec.excluded_offsets()), free=status.free)
+        specs = {s.name: s for s in await self.ipam.pool_specs()}
+        facts = validation.PoolFacts(known=sorted(specs))
+        for name in plan.request.pools:
+            spec = specs.get(name)
+            if spec is None:
+                continue
+            try:
+                status = await self.ipam.pool_status(name)
+            except PoolNotFound:
+                continue
+            facts.pools[name] = validation.PoolFact(
+                geometry=spec.geometry(), excluded=frozenset(spec.excluded_offsets()),
+                free=status.free)
         keys: list[tuple[int, ReservationKey]] = []
         if plan.name:
             try:
@@ -165,12 +162,11 @@ class Webhook:
                 keys = []
 
         async def held(i: int, key: ReservationKey) -> None:
-            for name in names:
-                found = await self.ipam.lease(pool=name, owner=key.owner)
-                if found is not None:
-                    facts.held[i] = validation.Held(
-                        pool=name, address=str(found.address) if found.address else None)
-                    return
+            found = await self.ipam.lease(owner=key.owner)
+            if found is not None:
+                facts.held[i] = validation.Held(
+                    pools=tuple(found.pools),
+                    addresses={a.address.version: str(a.address) for a in found.addresses})
 
         async def owner(address: str) -> None:
             try:
@@ -180,10 +176,9 @@ class Webhook:
             facts.owners[address] = found.owner if found is not None else None
 
         await self.ipam.gather_limited([held(i, k) for i, k in keys], limit=32)
-        geo = facts.geometry
-        assert geo is not None
-        listed = [str(a) for a in plan.explicit() if geo.contains(a)]
-        await self.ipam.gather_limited([owner(a) for a in listed], limit=32)
+        inside = [str(a) for a in plan.explicit()
+                  if any(p.geometry.contains(a) for p in facts.pools.values())]
+        await self.ipam.gather_limited([owner(a) for a in inside], limit=32)
         return facts
 
     # ------------------------------------------------------------ /validate-pods
@@ -191,29 +186,35 @@ class Webhook:
     async def validate_pod(self, req: AdmissionRequest) -> Verdict:
         if req.operation != "CREATE":
             return Verdict.allow()
-        address = validation.requested_address(req.object)
-        if address is None:
+        addresses = validation.requested_addresses(req.object)
+        if addresses is None:
             return Verdict.allow()
-        if isinstance(address, str):
-            return Verdict.refuse(422, address)
+        if isinstance(addresses, str):
+            return Verdict.refuse(422, addresses)
         own: str | None = None
         if opted_in(mapping(req.object, "metadata", "labels")):
             with contextlib.suppress(InvalidRequest):
                 slot = slot_of(req.object, namespace=req.namespace, name=req.name)
                 own = slot.key.owner if slot is not None else None
-        try:
-            lease = await self.ipam.owner_of(address)
-        except InvalidAddress:
-            return Verdict.refuse(422, f"address {address} is not inside any pool; remove the "
-                                  f"{ANN_IP} annotation (stickyip writes it)")
-        return validation.judge_pod_address(
-            address, owner=lease.owner if lease is not None else None, own=own)
+        for address in addresses:
+            try:
+                lease = await self.ipam.owner_of(address)
+            except InvalidAddress:
+                return Verdict.refuse(422, f"address {address} is not inside any pool; remove "
+                                      f"the {ANN_IP} annotation (stickyip writes it)")
+            verdict = validation.judge_pod_address(
+                address, owner=lease.owner if lease is not None else None, own=own)
+            if not verdict.allowed:
+                return verdict
+        return Verdict.allow()
 
 
-def _home(address: object, node: str | None, epoch: int) -> mutation.Home:
-    if address is None:
-        return mutation.Home(node=node or None)
-    return mutation.Home(address=str(address), node=node or None, epoch=epoch)
+def _home(res: Reservation) -> mutation.Home:
+    """What a claim recorded, as the pod's annotations will say it (IPv4 first)."""
+    if not res.addresses:
+        return mutation.Home(node=res.node or None)
+    return mutation.Home(address=format_ips(a.address for a in res.addresses),
+                         node=res.node or None, epoch=res.epoch)
 
 
 # ------------------------------------------------------------------ the app

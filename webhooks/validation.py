@@ -26,7 +26,7 @@ from ipam.contract import (
     read_request,
     sticky_owner,
 )
-from ipam.ranges import PoolGeometry
+from ipam.ranges import IPAddress, PoolGeometry
 from webhooks.review import AdmissionRequest, Verdict, mapping
 
 MAX_LISTED_PROBLEMS = 3
@@ -48,30 +48,39 @@ class StatefulSetPlan:
     def reservation(self, ordinal: int) -> str:
         return f"{self.namespace}/{self.name}/{ordinal}"
 
-    def explicit(self) -> tuple[ipaddress.IPv4Address, ...]:
+    def explicit(self) -> list[IPAddress]:
         """The listed addresses of the ordinals that exist now."""
-        addresses = self.request.addresses
-        return addresses[: self.replicas] if addresses else ()
+        return self.request.listed(self.replicas)
 
 
 @dataclass(frozen=True, slots=True)
 class Held:
     """A reservation an ordinal of this StatefulSet already has."""
 
-    pool: str
-    address: str | None
+    #: The pools it draws on.
+    pools: tuple[str, ...]
+    #: Its address of each family it holds (family -> address).
+    addresses: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFact:
+    """One requested pool as the store has it."""
+
+    geometry: PoolGeometry
+    excluded: frozenset[int]
+    free: int
 
 
 @dataclass(slots=True)
 class PoolFacts:
-    """What the store says about the pool and the StatefulSet's ordinals."""
+    """What the store says about the requested pools and the StatefulSet's ordinals."""
 
-    exists: bool
-    pools: list[str] = field(default_factory=list)
-    geometry: PoolGeometry | None = None
-    excluded: frozenset[int] = frozenset()
-    free: int = 0
-    #: ordinal -> reservation (any pool), for ordinals < replicas
+    #: Every pool the store has (for the message when one is missing).
+    known: list[str] = field(default_factory=list)
+    #: The requested pools that exist.
+    pools: dict[str, PoolFact] = field(default_factory=dict)
+    #: ordinal -> reservation, for ordinals < replicas
     held: dict[int, Held] = field(default_factory=dict)
     #: listed address (str) -> owner key holding it, or None when free
     owners: dict[str, str | None] = field(default_factory=dict)
@@ -132,10 +141,10 @@ def read_statefulset(req: AdmissionRequest) -> StatefulSetPlan | Verdict:
             how = (f"there is no re-IP workflow yet: delete the StatefulSet, release its "
                    f"reservations with 'stickyip ipam release {namespace}/{name}/ORDINAL', "
                    "and re-create it")
-            if old.pool != request.pool:
+            if old.pools != request.pools:
                 return Verdict.refuse(
-                    409, f"{what}: {ANN_POOL} cannot change from {old.pool!r} to "
-                    f"{request.pool!r} while it exists; {how}")
+                    409, f"{what}: {ANN_POOL} cannot change from {','.join(old.pools)!r} to "
+                    f"{','.join(request.pools)!r} while it exists; {how}")
             before, after = old.addresses, request.addresses
             if before != after and (before is None or after is None
                                     or not (_is_prefix(before, after)
@@ -176,54 +185,40 @@ def with_replicas(sts: dict[str, Any], replicas: int) -> dict[str, Any]:
 
 
 def judge_statefulset(plan: StatefulSetPlan, facts: PoolFacts) -> Verdict:
-    """Is the plan possible: pool exists, listed addresses usable and free (or ours),
-    and enough free addresses for the ordinals that have none yet."""
+    """Is the plan possible: the pools exist (one per family), listed addresses are
+    usable and free (or ours), and each pool has enough free addresses for the
+    ordinals that get one from it at scheduling."""
     what = f"StatefulSet {plan.namespace}/{plan.name}" if plan.name else "StatefulSet"
-    pool = plan.request.pool
-    if not facts.exists or facts.geometry is None:
-        known = ", ".join(facts.pools[:8]) or "none yet"
-        return Verdict.refuse(
-            422, f"{what}: pool {pool!r} does not exist (pools: {known}); create it with "
-            f"'stickyip pool apply -f' or set {ANN_POOL} to an existing pool")
-    geo = facts.geometry
+    requested = plan.request.pools
+    for name in requested:
+        if name not in facts.pools:
+            known = ", ".join(facts.known[:8]) or "none yet"
+            return Verdict.refuse(
+                422, f"{what}: pool {name!r} does not exist (pools: {known}); create it with "
+                f"'stickyip pool apply -f' or set {ANN_POOL} to an existing pool")
+    by_family: dict[int, str] = {}
+    for name in requested:
+        family = facts.pools[name].geometry.family
+        if family in by_family:
+            return Verdict.refuse(
+                422, f"{what}: pools {by_family[family]!r} and {name!r} are both IPv{family}; "
+                f"for dual-stack name one IPv4 and one IPv6 pool in {ANN_POOL}")
+        by_family[family] = name
     problems: list[tuple[int, str]] = []
     for i, held in sorted(facts.held.items()):
         if i >= plan.replicas:
             continue
-        if held.pool != pool:
-            problems.append((409, f"ordinal {i} still holds a reservation in pool "
-                             f"{held.pool!r} ({held.address or 'no address'}): release it with "
-                             f"'stickyip ipam release {plan.reservation(i)}' or keep "
-                             f"{ANN_POOL}: {held.pool}"))
-    for i, addr in enumerate(plan.request.addresses or ()):
-        if not geo.contains(addr):
-            problems.append((422, f"{ANN_IPS}: {addr} (ordinal {i}) is outside pool {pool!r} "
-                             f"({geo.network}); list addresses of that pool"))
-            continue
-        if geo.offset_of(addr) in facts.excluded:
-            problems.append((422, f"{ANN_IPS}: {addr} (ordinal {i}) is excluded from pool "
-                             f"{pool!r}; choose another address"))
-            continue
-        if i >= plan.replicas:
-            continue
-        mine = facts.held.get(i)
-        if mine is not None and mine.pool == pool and mine.address not in (None, str(addr)):
-            problems.append((409, f"ordinal {i} already holds {mine.address}, not {addr}: list "
-                             f"{mine.address} at position {i} of {ANN_IPS} or release it with "
-                             f"'stickyip ipam release {plan.reservation(i)}'"))
-            continue
-        owner = facts.owners.get(str(addr))
-        if owner is not None and owner != plan.owner(i):
-            problems.append((409, f"{ANN_IPS}: {addr} (ordinal {i}) is held by {owner}; choose "
-                             "a free address or release it with 'stickyip ipam release'"))
-    if not problems and plan.request.addresses is None:
-        have = sum(1 for i, h in facts.held.items()
-                   if i < plan.replicas and h.pool == pool and h.address)
-        need = plan.replicas - have
-        if need > facts.free:
-            problems.append((403, f"pool {pool!r} has {facts.free} free address(es) but "
-                             f"{plan.replicas} replicas need {need} more: widen or add a pool, "
-                             "release addresses, or lower replicas"))
+        for other in held.pools:
+            if other not in requested:
+                have = ", ".join(held.addresses.values()) or "no address"
+                problems.append((409, f"ordinal {i} still holds a reservation in pool "
+                                 f"{other!r} ({have}): release it with 'stickyip ipam release "
+                                 f"{plan.reservation(i)}' or keep {ANN_POOL}: {other}"))
+    for i, per in enumerate(plan.request.addresses or ()):
+        for addr in per:
+            problems.extend(_listed_problems(plan, facts, by_family, i, addr))
+    if not problems:
+        problems.extend(_capacity_problems(plan, facts, by_family))
     if problems:
         more = len(problems) - MAX_LISTED_PROBLEMS
         text = "; ".join(m for _, m in problems[:MAX_LISTED_PROBLEMS])
@@ -233,23 +228,79 @@ def judge_statefulset(plan: StatefulSetPlan, facts: PoolFacts) -> Verdict:
     return Verdict.allow(warnings=plan.warnings)
 
 
-def requested_address(pod: dict[str, Any]) -> ipaddress.IPv4Address | str | None:
-    """The address a pod names in ``stickyip.io/ip`` (a message when malformed)."""
+def _listed_problems(plan: StatefulSetPlan, facts: PoolFacts, by_family: dict[int, str],
+                     i: int, addr: IPAddress) -> list[tuple[int, str]]:
+    pool = by_family.get(addr.version)
+    if pool is None:
+        return [(422, f"{ANN_IPS}: {addr} (ordinal {i}) is IPv{addr.version} but {ANN_POOL} "
+                 f"names no IPv{addr.version} pool; add one")]
+    fact = facts.pools[pool]
+    geo = fact.geometry
+    if not geo.contains(addr):
+        return [(422, f"{ANN_IPS}: {addr} (ordinal {i}) is outside pool {pool!r} "
+                 f"({geo.network}); list addresses of that pool")]
+    if geo.offset_of(addr) in fact.excluded:
+        return [(422, f"{ANN_IPS}: {addr} (ordinal {i}) is excluded from pool {pool!r}; "
+                 "choose another address")]
+    if i >= plan.replicas:
+        return []
+    mine = facts.held.get(i)
+    have = mine.addresses.get(addr.version) if mine is not None else None
+    if have is not None and have != str(addr):
+        return [(409, f"ordinal {i} already holds {have}, not {addr}: list {have} for ordinal "
+                 f"{i} in {ANN_IPS} or release it with 'stickyip ipam release "
+                 f"{plan.reservation(i)}'")]
+    owner = facts.owners.get(str(addr))
+    if owner is not None and owner != plan.owner(i):
+        return [(409, f"{ANN_IPS}: {addr} (ordinal {i}) is held by {owner}; choose a free "
+                 "address or release it with 'stickyip ipam release'")]
+    return []
+
+
+def _capacity_problems(plan: StatefulSetPlan, facts: PoolFacts, by_family: dict[int, str]
+                       ) -> list[tuple[int, str]]:
+    """Per pool: the ordinals that will take an address from it at scheduling (no
+    listed address of its family, none held yet) must fit in its free addresses."""
+    problems = []
+    listed = plan.request.addresses or ()
+    for family, pool in sorted(by_family.items()):
+        need = 0
+        for i in range(plan.replicas):
+            if i < len(listed) and any(a.version == family for a in listed[i]):
+                continue
+            held = facts.held.get(i)
+            if held is not None and family in held.addresses:
+                continue
+            need += 1
+        free = facts.pools[pool].free
+        if need > free:
+            problems.append((403, f"pool {pool!r} has {free} free address(es) but "
+                             f"{plan.replicas} replicas need {need} more: widen or add a pool, "
+                             "release addresses, or lower replicas"))
+    return problems
+
+
+def requested_addresses(pod: dict[str, Any]) -> list[IPAddress] | str | None:
+    """The addresses a pod names in ``stickyip.io/ip`` (one, or an IPv4 and an IPv6
+    address, comma-separated; a message when malformed)."""
     raw = mapping(pod, "metadata", "annotations").get(ANN_IP)
     if raw is None:
         return None
     if not isinstance(raw, str):
         return f"annotation {ANN_IP} must be a string"
-    try:
-        addr = ipaddress.ip_address(raw.strip())
-    except ValueError:
-        return f"annotation {ANN_IP}={raw!r} is not an IPv4 address"
-    if not isinstance(addr, ipaddress.IPv4Address):
-        return f"annotation {ANN_IP}={raw!r} is IPv6; only IPv4 is supported for now"
-    return addr
+    out: list[IPAddress] = []
+    for item in raw.split(","):
+        try:
+            out.append(ipaddress.ip_address(item.strip()))
+        except ValueError:
+            return f"annotation {ANN_IP}={raw!r} is not an IP address (or two, comma-separated)"
+    if len(out) > 2 or len({a.version for a in out}) != len(out):
+        return (f"annotation {ANN_IP}={raw!r} names more than one address of a family; "
+                "stickyip writes one address, or one IPv4 and one IPv6 address")
+    return out
 
 
-def judge_pod_address(address: ipaddress.IPv4Address, *, owner: str | None,
+def judge_pod_address(address: IPAddress, *, owner: str | None,
                       own: str | None) -> Verdict:
     """A pod naming ``address`` is refused when another owner holds it.
 

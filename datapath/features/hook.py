@@ -17,6 +17,7 @@ from datapath.features.services import ServiceManager
 from datapath.features.services.config import ServicesSettings
 from datapath.hooks import Endpoint
 from datapath.loader import FeaturePrograms
+from datapath.maps import policy_denied
 
 if TYPE_CHECKING:
     from datapath.config import AgentSettings
@@ -37,6 +38,14 @@ class FeaturesHook:
         self.lock = lock or threading.Lock()
         self.netns = netns
         self.feed: KubeFeed | None = None
+
+    def map_fill(self) -> dict[str, tuple[int, int]]:
+        """How full the service and policy maps are (``stickyip_bpf_map_*``)."""
+        return self.programs.map_fill()
+
+    def drops(self) -> dict[str, int]:
+        """Packets the policy programs denied, every endpoint and direction."""
+        return {"policy": sum(int(v[0]) for _, v in self.programs.items(policy_denied.NAME))}
 
     def _attach(self, ep: Endpoint) -> None:
         self.programs.attach(ep.host_ifindex, services=self.services is not None,

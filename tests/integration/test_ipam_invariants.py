@@ -3,12 +3,14 @@ over an IPv4 and an IPv6 pool (single-family and dual-stack leases) against a re
 redis-server and checks the IPAM invariants after every step: no address held by
 two owners, every acknowledged allocation still there with the same addresses, at
 most one address per family, a failed call changes nothing, no leak, and the stored
-indexes and counters consistent (``ipam check`` is clean)."""
+indexes and counters consistent (``ipam check`` is clean), and a follower of the
+change log holds exactly what a fresh snapshot holds."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,8 +28,10 @@ from hypothesis.stateful import (
 
 from ipam import (
     AddressTaken,
+    Gap,
     InvalidAddress,
     Lease,
+    LeaseKind,
     PoolExhausted,
     PoolSpec,
     RedisIpam,
@@ -70,6 +74,8 @@ class IpamMachine(RuleBasedStateMachine):
         self.ipam = RedisIpam(client, actor="sm")
         self.run(client.flushall())
         self.run(self.ipam.apply_pools(SPECS))
+        # a follower of the change log, started from a snapshot
+        self.follower = self.run(self.ipam.routing_snapshot())
         self.now = 1000.0
         # model: owner -> (addresses, node)
         self.held: dict[str, Held] = {}
@@ -259,6 +265,32 @@ class IpamMachine(RuleBasedStateMachine):
                                           if GEO[pool].contains(ipaddress.ip_address(a)))
         findings = self.run(check_and_repair(self.ipam))
         assert findings == [], findings
+
+    @invariant()
+    def statistics_and_the_expiry_index_agree_with_the_records(self) -> None:
+        leases = [self.stored(o) for o in self.held]
+        classes = Counter("ephemeral" if x.kind is LeaseKind.EPHEMERAL else x.state.value
+                          for x in leases if x is not None)
+        st = self.run(self.ipam.stats())
+        assert st.records == dict(classes)
+        for ps in st.pools:
+            mine = Counter("ephemeral" if x.kind is LeaseKind.EPHEMERAL else x.state.value
+                           for x in leases if x is not None and ps.pool in x.pools)
+            assert ps.records == dict(mine), ps.pool
+        due = {o for o, until in self.retained_until.items() if 0 <= until <= self.now}
+        assert set(self.run(self.ipam.expired(now=self.now))) == due
+
+    @invariant()
+    def a_follower_of_the_change_log_sees_what_a_fresh_snapshot_sees(self) -> None:
+        got = self.run(self.ipam.read_changes(self.follower.revision,
+                                              identity=self.follower.identity, block_ms=0))
+        assert not isinstance(got, Gap), got
+        for batch in got:
+            self.follower.apply(batch)
+        fresh = self.run(self.ipam.routing_snapshot())
+        assert (self.follower.revision, self.follower.identity) == (fresh.revision,
+                                                                    fresh.identity)
+        assert self.follower.state() == fresh.state()
 
 
 @pytest.fixture

@@ -100,6 +100,7 @@ async def test_not_ready_but_alive_node_keeps_everything(
         uid = pods["slow-0"]["metadata"]["uid"]
 
         await api.set_node_ready(node, False)
+        await api.wait_for(lambda _: not app.cache.nodes[node].ready, timeout=10)
         clock.advance(app.settings.node_grace + 1.5)  # well past the grace...
         await ipam.heartbeat(node)  # ...but its agent still beats
         report = await app.failover.run_once()

@@ -219,3 +219,27 @@ async def test_metrics_count_requests_by_verdict(hook: Client) -> None:
     assert "stickyip_webhook_request_duration_seconds_bucket" in text
     assert (await hook.get("/healthz"))[0] == 200
     assert (await hook.get("/readyz"))[0] == 200
+
+
+async def test_dual_stack_pairs_are_claimed_together_and_annotated(
+        hook: Client, ipam: RedisIpam) -> None:
+    await ipam.apply_pool(PoolSpec(name="pool-a-v6", cidr="fd00:20::/112", block_size=124))
+    sts = statefulset("ds", replicas=2, annotations={
+        "stickyip.io/pool": "pool-a,pool-a-v6",
+        "stickyip.io/ips": "10.20.0.10-10.20.0.11+fd00:20::10-fd00:20::11"})
+    resp, patched = await mutate(hook, statefulset_pod(sts, 1))
+    assert resp["allowed"] is True, resp
+    assert ann(patched)["stickyip.io/ip"] == "10.20.0.11,fd00:20::11"
+    res = await ipam.reservation(ReservationKey.of("prod", "ds", 1))
+    assert res is not None and str(res.address4) == "10.20.0.11"
+    assert str(res.address6) == "fd00:20::11" and res.epoch == 1
+    schema_valid(patched)
+
+    # An IPv6 address another ordinal holds is refused, naming it; nothing is written.
+    taken = statefulset("other", replicas=1, annotations={
+        "stickyip.io/pool": "pool-a,pool-a-v6", "stickyip.io/ips": "10.20.0.20+fd00:20::11"})
+    before = await snapshot(ipam)
+    resp, _ = await mutate(hook, statefulset_pod(taken, 0))
+    assert resp["allowed"] is False and resp["status"]["code"] == 409
+    assert "sts/prod/ds/1" in resp["status"]["message"]
+    assert await snapshot(ipam) == before

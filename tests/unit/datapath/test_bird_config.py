@@ -73,3 +73,45 @@ def test_ipv6_gets_its_own_static_kernel_and_sessions_between_ipv6_addresses() -
     assert "protocol bgp peer_node_3 from stickyip_peer {" in text
     assert "peer6_node_3" not in text  # node-3 has no IPv6 address to peer with
     assert "fd00:fab::1 as" not in text  # no session to itself
+
+
+def test_external_peers_get_a_session_each_with_their_own_as() -> None:
+    from datapath.bird import parse_peer
+
+    cfg = config_of(router_id="192.168.0.1", asn=64512, blocks=[], migrated=[],
+                    peers={"node-2": {4: "192.168.0.2"}}, self_node="node-1",
+                    external=[parse_peer("192.168.0.254 64513"), parse_peer("10.9.0.1 64512"),
+                              parse_peer("192.168.0.2 64512")])  # node-2: mesh already
+    text = render(cfg)
+    assert "protocol bgp ext_192_168_0_254 from stickyip_peer" in text
+    assert "neighbor 192.168.0.254 as 64513;" in text
+    assert "neighbor 10.9.0.1 as 64512;" in text
+    assert text.count("neighbor 192.168.0.2 ") == 1
+    assert text.index("ext_10_9_0_1") < text.index("ext_192_168_0_254")  # sorted
+
+
+@pytest.mark.parametrize("bad", ["192.0.2.1", "192.0.2.1 as 64513", "node-1 64513",
+                                 "192.0.2.1 0", "192.0.2.1 4294967296"])
+def test_malformed_peers_are_refused_with_the_expected_form(bad: str) -> None:
+    from pydantic import ValidationError
+
+    from datapath.bird import parse_peer
+    from datapath.config import AgentSettings
+
+    with pytest.raises(ValueError, match="BGP peer"):
+        parse_peer(bad)
+    with pytest.raises(ValidationError, match="BGP peer"):
+        AgentSettings(bgp_peers=[bad])
+
+
+def test_ipv6_external_peers_ride_the_ipv6_template_only_on_an_ipv6_node() -> None:
+    from datapath.bird import parse_peer
+
+    kw = dict(router_id="192.168.0.1", asn=64512, blocks=[], migrated=[],
+              peers={"node-2": {4: "192.168.0.2", 6: "fd00:fab::2"}}, self_node="node-1",
+              external=[parse_peer("2001:db8::fe 64513"), parse_peer("fd00:fab::2 64512")])
+    text = render(config_of(ipv6=True, **kw))  # type: ignore[arg-type]
+    assert "protocol bgp ext_2001_db8__fe from stickyip_peer6 {" in text
+    assert "neighbor 2001:db8::fe as 64513;" in text
+    assert text.count("neighbor fd00:fab::2 ") == 1  # node-2 is in the mesh already
+    assert "2001:db8::fe" not in render(config_of(**kw))  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from ipam.contract import (
     Slot,
     SlotUnclear,
     ephemeral_owner,
+    format_ips,
     label_problem,
     opted_in,
     pod_request,
@@ -38,6 +39,7 @@ from ipam.contract import (
     read_request,
     slot_of,
     sticky_owner,
+    written_annotations,
 )
 from ipam.errors import InvalidRequest
 from ipam.ranges import FOREVER
@@ -167,7 +169,7 @@ def test_request_reads_every_annotation() -> None:
     req = read_request({ANN_POOL: " prod-a ", ANN_IPS: "10.20.0.10-10.20.0.12,10.20.0.20",
                         ANN_RETAIN: "1h30m", ANN_NODE_FAILURE: "wait"})
     assert req.pool == "prod-a" and req.pool_explicit
-    assert req.addresses == tuple(ipaddress.IPv4Address(a) for a in (
+    assert req.addresses == tuple((ipaddress.IPv4Address(a),) for a in (
         "10.20.0.10", "10.20.0.11", "10.20.0.12", "10.20.0.20"))
     assert req.retain == 5400 and req.policy is NodeFailurePolicy.WAIT
     assert read_request({ANN_RETAIN: "forever"}).retain == FOREVER
@@ -177,7 +179,7 @@ def test_request_defaults_say_not_given() -> None:
     # The scheduler used to default the policy to migrate, overwriting a recorded
     # "wait" when the annotation went away; None keeps what is recorded.
     req = read_request({})
-    assert req.pool == DEFAULT_POOL and not req.pool_explicit
+    assert req.pools == (DEFAULT_POOL,) and req.pool == DEFAULT_POOL and not req.pool_explicit
     assert req.addresses is None and req.retain is None and req.policy is None
 
 
@@ -209,7 +211,7 @@ def test_pod_request_joins_slot_and_listed_address() -> None:
     got = pod_request(pod(annotations={ANN_IPS: "10.20.0.10-10.20.0.12", ANN_POOL: "p"}))
     assert got is not None
     assert got.key == ReservationKey.of("prod", "web", 2) and got.pool == "p"
-    assert got.address == ipaddress.IPv4Address("10.20.0.12")
+    assert got.addresses == (ipaddress.IPv4Address("10.20.0.12"),)
 
 
 def test_pod_request_short_list_says_how_to_fix() -> None:
@@ -226,3 +228,56 @@ def test_pool_of_falls_back_to_the_default() -> None:
     assert pool_of({ANN_POOL: "prod-a"}) == "prod-a"
     assert pool_of({ANN_POOL: "Bad Pool"}) == DEFAULT_POOL
     assert pool_of({}) == DEFAULT_POOL
+
+
+# ------------------------------------------------------------------ dual-stack
+
+
+def test_an_ipv6_list_is_a_single_stack_ipv6_request() -> None:
+    req = read_request({ANN_POOL: "v6", ANN_IPS: "fd00:20::10-fd00:20::12"})
+    assert req.pools == ("v6",)
+    assert req.addresses == tuple((ipaddress.IPv6Address(f"fd00:20::{i}"),)
+                                  for i in ("10", "11", "12"))
+
+
+def test_dual_stack_pairs_give_each_ordinal_one_of_each_family_ipv4_first() -> None:
+    req = read_request({ANN_POOL: "prod-a,prod-a-v6",
+                        ANN_IPS: "fd00:20::9+10.20.0.9,"
+                                 "10.20.0.10-10.20.0.11+fd00:20::10-fd00:20::11"})
+    assert req.pools == ("prod-a", "prod-a-v6")
+    v4, v6 = ipaddress.IPv4Address, ipaddress.IPv6Address
+    assert req.addresses == (
+        (v4("10.20.0.9"), v6("fd00:20::9")),
+        (v4("10.20.0.10"), v6("fd00:20::10")),
+        (v4("10.20.0.11"), v6("fd00:20::11")))
+    assert req.addresses_for(2, statefulset="db") == (v4("10.20.0.11"), v6("fd00:20::11"))
+    assert len(req.listed(2)) == 4
+
+
+def test_dual_stack_without_addresses_names_two_pools() -> None:
+    req = read_request({ANN_POOL: "prod-a, prod-a-v6"})
+    assert req.pools == ("prod-a", "prod-a-v6") and req.addresses is None
+    assert pool_of({ANN_POOL: "prod-a,prod-a-v6"}) == "prod-a"
+
+
+@pytest.mark.parametrize(("ann", "needle"), [
+    ({ANN_POOL: "a,a"}, "twice"),
+    ({ANN_POOL: "a,b,c"}, "names 3 pools"),
+    ({ANN_POOL: "a,b", ANN_IPS: "10.0.0.1,fd00::1"}, "give each ordinal a pair"),
+    ({ANN_POOL: "a,b", ANN_IPS: "10.0.0.1+fd00::1,10.0.0.2"}, "mixes dual-stack pairs"),
+    ({ANN_POOL: "a,b", ANN_IPS: "10.0.0.1+10.0.0.2"}, "two IPv4 addresses"),
+    ({ANN_POOL: "a,b", ANN_IPS: "10.0.0.1-10.0.0.3+fd00::1-fd00::2"}, "as long"),
+    ({ANN_POOL: "a", ANN_IPS: "10.0.0.1+fd00::1"}, "one pool per family"),
+    ({ANN_POOL: "a,b", ANN_IPS: "10.0.0.1+fd00::1,10.0.0.1+fd00::2"}, "appears twice"),
+    ({ANN_IPS: "10.0.0.1-fd00::9"}, "mixes IPv4 and IPv6"),
+])
+def test_dual_stack_mistakes_say_how_to_write_it(ann: dict[str, str], needle: str) -> None:
+    with pytest.raises(InvalidAnnotations, match=needle):
+        read_request(ann)
+
+
+def test_ip_annotation_lists_ipv4_first() -> None:
+    v4, v6 = ipaddress.IPv4Address("10.0.0.1"), ipaddress.IPv6Address("fd00::1")
+    assert format_ips([v6, v4]) == "10.0.0.1,fd00::1"
+    assert written_annotations([v6, v4], "n1", 3) == {
+        "stickyip.io/ip": "10.0.0.1,fd00::1", "stickyip.io/node": "n1", "stickyip.io/epoch": "3"}

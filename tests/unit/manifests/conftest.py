@@ -1,4 +1,5 @@
-"""Rendered manifests shared by the manifest tests (rendered once per session)."""
+"""Rendered manifests shared by the manifest tests: rendered once per session by the
+real kustomize (tests/support/kustomize.py), as ``kubectl apply -k`` would."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ KUSTOMIZATIONS = {
     "self-signed": MANIFESTS / "overlays" / "self-signed",
     "sentinel": MANIFESTS / "overlays" / "sentinel",
     "extender": MANIFESTS / "overlays" / "extender",
+    "bgp": MANIFESTS / "overlays" / "bgp",
     "monitoring": MANIFESTS / "monitoring",
 }
 #: The ones that install stickyip itself (monitoring comes on top).
-INSTALLS = ("default", "base", "self-signed", "sentinel", "extender")
+INSTALLS = ("default", "base", "self-signed", "sentinel", "extender", "bgp")
 
 _cache: dict[str, list[dict[str, Any]]] = {}
 
@@ -50,3 +52,13 @@ def find_prefix(objs: list[dict[str, Any]], kind: str, prefix: str) -> dict[str,
     hits = [o for o in objs if o["kind"] == kind and o["metadata"]["name"].startswith(prefix)]
     assert len(hits) == 1, f"expected one {kind}/{prefix}*, found {len(hits)}"
     return hits[0]
+
+
+def agent_cni_install(objs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(pod spec, init container, conflist text) of the agent's CNI install step."""
+    pod: dict[str, Any] = find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (cm_vol,) = [v for v in pod["volumes"] if "configMap" in v]
+    conflist: str = find(objs, "ConfigMap", cm_vol["configMap"]["name"])["data"][
+        "10-stickyip.conflist"]
+    return pod, init, conflist

@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.manifests.conftest import find, rendered
+from tests.unit.manifests.conftest import agent_cni_install, rendered
 
 
 def _script_and_conflist() -> tuple[str, str]:
-    objs = rendered("default")
-    pod = find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"]
-    (init,) = pod["initContainers"]
-    (cm_vol,) = [v for v in pod["volumes"] if "configMap" in v]
-    conflist = find(objs, "ConfigMap", cm_vol["configMap"]["name"])["data"][
-        "10-stickyip.conflist"]
+    _, init, conflist = agent_cni_install(rendered("default"))
     return init["args"][0], conflist
 
 

@@ -12,6 +12,8 @@ import importlib.util
 import ipaddress
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,14 @@ import pytest
 import yaml
 from celpy.adapter import json_to_cel
 
-from tests.unit.manifests.conftest import MANIFESTS, find, find_prefix, rendered
+from tests.unit.manifests.conftest import MANIFESTS, ROOT, find, find_prefix, rendered
 
 NS = "stickyip-system"
-IMAGE = "ghcr.io/stickyip/stickyip:0.1.0"
+#: Images that are not the stickyip image, and why.
+EXTERNAL_IMAGES = {
+    # overlays/self-signed only: the CA/serving-pair generator ingress-nginx uses.
+    "registry.k8s.io/ingress-nginx/kube-webhook-certgen:v1.4.4",
+}
 WEBHOOK_PATHS = {"/mutate-pods", "/validate-statefulsets", "/validate-pods"}
 OPT_IN = "stickyip.io/fixed-ip"
 Objs = list[dict[str, Any]]
@@ -37,6 +43,12 @@ def pod_specs(objs: Objs) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return list(pod.get("initContainers") or []) + list(pod.get("containers") or [])
+
+
+def named_container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (c,) = [c for c in pod["containers"] if c["name"] == name]
+    found: dict[str, Any] = c
+    return found
 
 
 def webhooks(objs: Objs) -> list[tuple[str, dict[str, Any]]]:
@@ -145,13 +157,29 @@ def test_every_namespaced_object_lives_in_stickyip_system(install: tuple[str, Ob
             assert o["metadata"].get("namespace") == NS, o["metadata"]["name"]
 
 
-def test_stickyip_images_are_pinned(install: tuple[str, Objs]) -> None:
+def built_image() -> str:
+    """The reference `make image` gives the image it builds (name:pyproject version)."""
+    return subprocess.run([sys.executable, str(ROOT / "scripts/image/build.py"), "--print-ref"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_every_container_runs_the_built_image(install: tuple[str, Objs]) -> None:
     _, objs = install
+    image = built_image()
     for _, pod in pod_specs(objs):
         for c in containers(pod):
-            assert ":" in c["image"].rsplit("/", 1)[-1], c["image"]
-            if "stickyip/stickyip" in c["image"]:
-                assert c["image"] == IMAGE
+            assert c["image"] == image or c["image"] in EXTERNAL_IMAGES, c["image"]
+
+
+def test_one_kustomize_edit_retags_every_stickyip_container() -> None:
+    k = yaml.safe_load((MANIFESTS / "base" / "kustomization.yaml").read_text())
+    name, tag = built_image().rsplit(":", 1)
+    assert k["images"] == [{"name": name, "newTag": tag}]
+    for path in (MANIFESTS / "base").glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            for _, pod in pod_specs([doc] if doc else []):
+                for c in containers(pod):
+                    assert c["image"] == name, f"{path.name}: {c['name']} names a tag"
 
 
 # ------------------------------------------------------------------ webhooks
@@ -418,7 +446,7 @@ def test_agent_has_the_host_access_it_needs(install: tuple[str, Objs]) -> None:
     assert pod["hostNetwork"] is True
     assert {"operator": "Exists"} in pod["tolerations"]
     host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
-    (agent,) = pod["containers"]
+    agent = named_container(pod, "agent")
     assert agent["securityContext"]["privileged"] is True
     mounted = {host[m["name"]]: m["mountPath"] for m in agent["volumeMounts"]
                if m["name"] in host}
@@ -438,10 +466,10 @@ def test_agent_init_container_installs_the_cni_plugin_and_conflist(
     host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
     script = " ".join(init["args"])
-    for host_dir, target in (("/opt/cni/bin", "stickyip-cni"),
-                             ("/etc/cni/net.d", "10-stickyip.conflist")):
-        (inside,) = [p for p, n in mounts.items() if host.get(n) == host_dir]
-        assert f"{inside}/{target}" in script
+    (cni_bin,) = [p for p, n in mounts.items() if host.get(n) == "/opt/cni/bin"]
+    assert "from datapath.cni import install" in script and cni_bin in script.split()
+    (net_d,) = [p for p, n in mounts.items() if host.get(n) == "/etc/cni/net.d"]
+    assert f"{net_d}/10-stickyip.conflist" in script
     (cm_mount,) = [p for p, n in mounts.items() if n not in host]
     (vol,) = [v for v in pod["volumes"] if v["name"] == mounts[cm_mount]]
     conf = json.loads(find(objs, "ConfigMap", vol["configMap"]["name"])["data"][
@@ -461,8 +489,8 @@ def _redis_url(objs: Objs) -> str:
 
 
 def _agent_redis_url(objs: Objs) -> str:
-    (agent,) = find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"][
-        "containers"]
+    agent = named_container(find(objs, "DaemonSet", "stickyip-agent")["spec"]["template"][
+        "spec"], "agent")
     (url,) = [e["value"] for e in agent["env"] if e["name"] == "STICKYIP_REDIS_URL"]
     return str(url)
 
@@ -632,7 +660,7 @@ def test_agent_hooks_name_existing_factories(install: tuple[str, Objs]) -> None:
     """``--hook MODULE:FACTORY`` must name a function of the product (checked in
     the source: importing it would load bcc)."""
     pod = find(install[1], "DaemonSet", "stickyip-agent")["spec"]["template"]["spec"]
-    (agent,) = pod["containers"]
+    agent = named_container(pod, "agent")
     args = agent["args"]
     hooks = [args[i + 1] for i, a in enumerate(args) if a == "--hook"]
     assert hooks

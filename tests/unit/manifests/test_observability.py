@@ -222,3 +222,14 @@ def test_metrics_the_code_declares_are_documented() -> None:
     if missing:
         warnings.warn(f"metrics declared but not in docs/observability.md: {missing}",
                       stacklevel=1)
+
+
+def test_rules_and_panels_read_only_exported_metrics() -> None:
+    """An alert on a metric nobody exports can never fire: every metric a rule or a
+    panel reads is marked exported (and the component tests scrape it)."""
+    from tests.support.monitoring import named_by_monitoring
+
+    docs = documented()
+    unexported = sorted(n for n in named_by_monitoring()
+                        if docs.get(n, {}).get("status") != "exported")
+    assert not unexported, f"read by the monitoring but not exported: {unexported}"

@@ -43,13 +43,13 @@ def test_sticky_request_from_annotations() -> None:
     req = sticky_request(p)
     assert req is not None
     assert str(req.key) == "prod/db/1" and req.pool == "prod-a"
-    assert req.address == ipaddress.IPv4Address("10.20.0.11")
+    assert req.addresses == (ipaddress.IPv4Address("10.20.0.11"),)
     assert req.request.retain == 86400 and req.request.policy is NodeFailurePolicy.WAIT
 
 
 def test_defaults_and_non_opted_in_pods() -> None:
     req = sticky_request(pod("db-0", sts="db", fixed=True))
-    assert req is not None and req.pool == "default" and req.address is None
+    assert req is not None and req.pool == "default" and req.addresses == ()
     # not given: a new reservation defaults to migrate, a recorded one keeps its own
     assert req.request.retain is None and req.request.policy is None
     assert sticky_request(pod("db-0", sts="db")) is None

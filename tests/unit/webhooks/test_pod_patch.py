@@ -65,7 +65,7 @@ def test_explicit_address_for_ordinal() -> None:
                                  "stickyip.io/node-failure": "wait"})
     t = target_of(pod, namespace="prod", request_name="web-1")
     assert isinstance(t, PodRequest)
-    assert t.address == ipaddress.IPv4Address("10.20.0.11")
+    assert t.addresses == (ipaddress.IPv4Address("10.20.0.11"),)
     assert t.request.pool == "pool-a" and t.request.retain == 86400.0
     assert t.request.policy is not None and t.request.policy.value == "wait"
 

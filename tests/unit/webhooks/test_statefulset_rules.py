@@ -11,6 +11,7 @@ from tests.support.admission import statefulset
 from webhooks.review import AdmissionRequest, Verdict
 from webhooks.validation import (
     Held,
+    PoolFact,
     PoolFacts,
     StatefulSetPlan,
     judge_pod_address,
@@ -33,9 +34,19 @@ def plan_of(**kw: Any) -> StatefulSetPlan:
     return p
 
 
-def facts(**kw: Any) -> PoolFacts:
-    return PoolFacts(exists=True, pools=["pool-a"], geometry=GEO,
-                     excluded=frozenset({0, 255}), **kw)
+GEO6 = geometry("fd00:20::/120", 124)
+
+
+def facts(*, free: int = 250, **kw: Any) -> PoolFacts:
+    """Every pool the tests name exists: IPv4 ones on GEO, pool-v6 on GEO6."""
+    v4 = PoolFact(geometry=GEO, excluded=frozenset({0, 255}), free=free)
+    pools = dict.fromkeys(("default", "pool-a", "pool-b", "pool-c"), v4)
+    pools["pool-v6"] = PoolFact(geometry=GEO6, excluded=frozenset({0}), free=free)
+    return PoolFacts(known=sorted(pools), pools=pools, **kw)
+
+
+def held4(pool: str, address: str) -> Held:
+    return Held(pools=(pool,), addresses={4: address})
 
 
 def refused(v: StatefulSetPlan | Verdict) -> Verdict:
@@ -93,7 +104,7 @@ def test_retain_change_is_allowed() -> None:
 
 
 def test_missing_pool_lists_known_pools() -> None:
-    v = judge_statefulset(plan_of(), PoolFacts(exists=False, pools=["pool-a", "pool-b"]))
+    v = judge_statefulset(plan_of(), PoolFacts(known=["pool-a", "pool-b"]))
     assert not v.allowed and "'default' does not exist" in v.message and "pool-b" in v.message
 
 
@@ -115,20 +126,20 @@ def test_address_held_by_another_owner() -> None:
 
 def test_ordinal_already_holding_another_address() -> None:
     p = plan_of(annotations={"stickyip.io/ips": "10.20.0.10-10.20.0.12"})
-    v = judge_statefulset(p, facts(held={2: Held(pool="default", address="10.20.0.40")}))
+    v = judge_statefulset(p, facts(held={2: held4("default", "10.20.0.40")}))
     assert "ordinal 2 already holds 10.20.0.40" in v.message
 
 
 def test_reservation_left_in_another_pool() -> None:
     p = plan_of(annotations={"stickyip.io/pool": "pool-b"})
-    v = judge_statefulset(p, facts(free=100, held={0: Held(pool="pool-a", address="10.1.0.5")}))
+    v = judge_statefulset(p, facts(free=100, held={0: held4("pool-a", "10.1.0.5")}))
     assert "still holds a reservation in pool 'pool-a'" in v.message
 
 
 def test_capacity_counts_what_is_already_held() -> None:
     p = plan_of(replicas=5)
     assert not judge_statefulset(p, facts(free=2)).allowed
-    held = {i: Held(pool="default", address=f"10.20.0.{i + 1}") for i in range(3)}
+    held = {i: held4("default", f"10.20.0.{i + 1}") for i in range(3)}
     assert judge_statefulset(p, facts(free=2, held=held)).allowed
     v = judge_statefulset(p, facts(free=1, held=held))
     assert not v.allowed and v.code == 403 and "1 free address(es)" in v.message
@@ -161,3 +172,44 @@ def test_scale_down_needs_no_check_and_scale_up_does() -> None:
     grown = with_replicas(sts, 7)
     assert grown["spec"]["replicas"] == 7 and sts["spec"]["replicas"] == 5
     assert grown["spec"]["template"] is sts["spec"]["template"]
+
+
+def test_dual_stack_needs_one_pool_per_family() -> None:
+    p = plan_of(annotations={"stickyip.io/pool": "pool-a,pool-b"})
+    v = judge_statefulset(p, facts())
+    assert not v.allowed and "both IPv4" in v.message
+    ok = plan_of(annotations={"stickyip.io/pool": "pool-a,pool-v6"})
+    assert judge_statefulset(ok, facts()).allowed
+
+
+def test_dual_stack_pairs_are_checked_per_family() -> None:
+    p = plan_of(annotations={"stickyip.io/pool": "pool-a,pool-v6",
+                             "stickyip.io/ips": "10.20.0.10-10.20.0.12+fd00:20::10-fd00:20::12"})
+    assert judge_statefulset(p, facts()).allowed
+    v = judge_statefulset(p, facts(owners={"fd00:20::11": "sts/prod/other/0"}))
+    assert not v.allowed and "fd00:20::11 (ordinal 1) is held by sts/prod/other/0" in v.message
+    outside = plan_of(replicas=1, annotations={"stickyip.io/pool": "pool-a,pool-v6",
+                                               "stickyip.io/ips": "10.20.0.10+fd00:99::1"})
+    v = judge_statefulset(outside, facts())
+    assert not v.allowed and "fd00:99::1 (ordinal 0) is outside pool 'pool-v6'" in v.message
+
+
+def test_an_ipv6_address_needs_an_ipv6_pool() -> None:
+    p = plan_of(replicas=1, annotations={"stickyip.io/pool": "pool-a",
+                                         "stickyip.io/ips": "fd00:20::10"})
+    v = judge_statefulset(p, facts())
+    assert not v.allowed and "names no IPv6 pool" in v.message
+
+
+def test_capacity_counts_both_families() -> None:
+    p = plan_of(replicas=3, annotations={"stickyip.io/pool": "pool-a,pool-v6"})
+    v4_full = facts(free=2)
+    assert not judge_statefulset(p, v4_full).allowed
+    # ordinals 0 and 1 already hold their IPv4 address but no IPv6 one yet
+    held = {i: held4("pool-a", f"10.20.0.{i + 1}") for i in range(2)}
+    roomy4 = facts(free=2, held=held)
+    v = judge_statefulset(p, roomy4)
+    assert not v.allowed and "pool 'pool-v6' has 2 free" in v.message
+    both = {i: Held(pools=("pool-a", "pool-v6"),
+                    addresses={4: f"10.20.0.{i + 1}", 6: f"fd00:20::{i + 1}"}) for i in range(2)}
+    assert judge_statefulset(p, facts(free=1, held=both)).allowed
