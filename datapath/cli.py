@@ -62,11 +62,17 @@ async def run(args: argparse.Namespace) -> int:
     ipam = await open_ipam(url or None, actor=f"agent/{settings.node}",
                            embedded_path=ipam_settings.embedded_path or None)
     kube_pods = None
+    events = None
     if settings.kube:
+        from datapath.events import KubeEvents
         from datapath.podinfo import kube_pod_lookup
+        from plumbing.kube.client import api_client
+        from plumbing.kube.rest import RestClient
 
         kube_pods = kube_pod_lookup(ipam)
-    agent = Agent(settings, ipam, hooks=load_hooks(settings), kube_pods=kube_pods)
+        events = KubeEvents(RestClient(api_client()), node=settings.node)
+    agent = Agent(settings, ipam, hooks=load_hooks(settings), kube_pods=kube_pods,
+                  events=events)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

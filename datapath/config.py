@@ -69,6 +69,20 @@ class AgentSettings(BaseSettings):
     cni_bin_dir: str = Field(
         default="", description="install the CNI plugin here at start-up (e.g. /opt/cni/bin), "
         "as a standalone 'python -S' script; empty: do not install")
+    conflict_probe_wait: float = Field(
+        default=0.2, ge=0, description="seconds ADD listens for another holder of a pod's "
+        "address on the node's links (ARP probe, IPv6 duplicate address detection; "
+        "the probe goes out twice); 0: no probing")
+    conflict_links: list[str] = Field(
+        default_factory=list, description="links to probe and announce on (default: every "
+        "up Ethernet link but loopback and pod veths); in the environment a JSON list")
+    conflict_announce: bool = Field(
+        default=True, description="announce a pod's addresses on the node's links after "
+        "ADD (gratuitous ARP, unsolicited neighbour advertisement), so that neighbours "
+        "holding an entry for a re-homed address update it at once")
+    conflict_recheck_interval: float = Field(
+        default=300.0, ge=0, description="seconds between re-checks of running fixed-IP "
+        "pods' addresses for another holder (jittered by up to a fifth); 0: never")
     kube: bool = Field(default=False, description="read pods from the Kubernetes API to find "
                        "their StatefulSet and pool (see plumbing.kube.client settings)")
     hooks: list[str] = Field(

@@ -5,6 +5,7 @@ start-up. Every change goes through the netlink, program and record interfaces o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -14,6 +15,7 @@ from typing import Any
 from datapath import leases, routing
 from datapath.config import AgentSettings
 from datapath.errors import (
+    AddressConflict,
     CheckFailed,
     DatapathError,
     InterfaceExists,
@@ -25,11 +27,12 @@ from datapath.errors import (
     UnknownContainer,
 )
 from datapath.hooks import PRIO_ANTISPOOF, Endpoint, EndpointHook
-from datapath.interfaces import EndpointProgram, EndpointRecords, NetlinkOps
+from datapath.interfaces import AddressProber, EndpointProgram, EndpointRecords, NetlinkOps
 from datapath.maps import endpoints as endpoints_map
 from datapath.maps import ep_counters
 from datapath.models import EndpointRecord, host_ifname
 from datapath.podinfo import PodLookup
+from datapath.probe import Conflict
 from ipam import (
     InvalidRequest,
     IpamError,
@@ -50,8 +53,10 @@ class EndpointManager:
 
     def __init__(self, settings: AgentSettings, ipam: RedisIpam, *, netlink: NetlinkOps,
                  program: EndpointProgram, records: EndpointRecords, pods: PodLookup,
-                 hooks: Sequence[EndpointHook] = (),
-                 on_removed: Callable[[], None] = lambda: None) -> None:
+                 prober: AddressProber | None = None, hooks: Sequence[EndpointHook] = (),
+                 on_removed: Callable[[], None] = lambda: None,
+                 on_conflict: Callable[[list[Conflict]], None] = lambda _: None,
+                 lock: asyncio.Lock | None = None) -> None:
         self.settings = settings
         self.node = settings.node
         self.ipam = ipam
@@ -59,18 +64,65 @@ class EndpointManager:
         self.program = program
         self.records = records
         self.pods = pods
+        #: conflict detection before ADD, announcements after (None: neither)
+        self.prober = prober
         self.hooks = list(hooks)
+        #: told of the conflicts that refused an ADD (metrics)
+        self.on_conflict = on_conflict
         #: told when an endpoint went away (its /32 route went with its link)
         self.on_removed = on_removed
         self.gateway = ipaddress.IPv4Address(settings.gateway)
         self.gateway6 = ipaddress.IPv6Address(settings.gateway6)
         #: host veth name -> ifindex of every endpoint set up or restored
         self.ifindex: dict[str, int] = {}
+        #: the agent's lock, serializing changes to the node; ADD takes it itself (it
+        #: lets go while it probes the network), DEL and GC run under it
+        self.lock = lock or asyncio.Lock()
+        #: attachments an ADD is setting up -> whether a DEL arrived meanwhile
+        self._adding: dict[tuple[str, str], bool] = {}
 
     # ------------------------------------------------------------------ ADD
 
     async def add(self, req: dict[str, Any]) -> dict[str, Any]:
+        """CNI ADD. Under the agent's lock: the checks and the IPAM call; without it: the
+        conflict probe (it waits on the network, and many pods starting at once must not
+        wait for each other's probes); under the lock again: the plumbing, undone step
+        by step on any failure."""
         cid, ifname = _ids(req)
+        async with self.lock:
+            if (cid, ifname) in self._adding:
+                raise InterfaceExists(f"interface {ifname} of container {cid} is being added")
+            rec = await self._prepare(req, cid, ifname)
+            self._adding[rec.key] = False
+        try:
+            try:
+                await self._no_conflict(rec)
+            except BaseException:
+                async with self.lock:
+                    await self._undo_add(rec)
+                raise
+            async with self.lock:
+                try:
+                    if self._adding[rec.key]:
+                        raise TryAgain(f"container {cid} was deleted while being added")
+                    await self._create(rec)
+                    idx = self.ifindex[rec.host_ifname]
+                    for hook in self.hooks:
+                        await hook.endpoint_added(rec.endpoint(idx))
+                    if self.prober is not None:
+                        await self.prober.announce(rec.addresses)
+                except BaseException:
+                    await self._undo_add(rec)
+                    raise
+        finally:
+            self._adding.pop(rec.key, None)
+        log.info("endpoint added", extra={"container": cid,
+                                          "pod": f"{rec.namespace}/{rec.pod}",
+                                          "address": _text(rec.addresses), "kind": rec.kind})
+        return self._result(rec, rec.netns)
+
+    async def _prepare(self, req: dict[str, Any], cid: str, ifname: str) -> EndpointRecord:
+        """ADD's checks and its one IPAM call: the record of what is to be set up."""
         netns = str(req.get("netns", ""))
         args = req.get("args") or {}
         namespace, pod = args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", "")
@@ -112,22 +164,29 @@ class EndpointManager:
         addresses = leases.addresses_of(lease)
         if not addresses:
             raise TryAgain(f"IPAM gave {lease.owner} no address")
-        rec = EndpointRecord(
+        return EndpointRecord(
             container_id=cid, ifname=ifname, netns=netns, addresses=list(addresses),
             host_ifname=host_ifname(self.settings.host_prefix, cid, ifname), pool=lease.pool,
             owner=lease.owner, kind=kind, epoch=lease.epoch, namespace=namespace, pod=pod,
             pod_uid=uid)
-        try:
-            await self._create(rec)
-            idx = self.ifindex[rec.host_ifname]
-            for hook in self.hooks:
-                await hook.endpoint_added(rec.endpoint(idx))
-        except BaseException:
-            await self._undo_add(rec)
-            raise
-        log.info("endpoint added", extra={"container": cid, "pod": f"{namespace}/{pod}",
-                                          "address": _text(rec.addresses), "kind": kind})
-        return self._result(rec, netns)
+
+    async def _no_conflict(self, rec: EndpointRecord) -> None:
+        """Refuse to bring up addresses another host on the node's links answers for."""
+        if self.prober is None:
+            return
+        found = await self.prober.probe(rec.addresses)
+        if not found:
+            return
+        self.on_conflict(found)
+        where = "; ".join(c.describe() for c in found)
+        log.warning("address conflict: ADD refused", extra={
+            "container": rec.container_id, "pod": f"{rec.namespace}/{rec.pod}",
+            "conflicts": where})
+        raise AddressConflict(
+            f"address conflict: {where}. Another host on the node's network holds "
+            f"{'this address' if len(found) == 1 else 'these addresses'}; pod "
+            f"{rec.namespace}/{rec.pod} was not started. Remove the other holder, or "
+            "exclude the address from its pool", details=where)
 
     def _pools(self, req: dict[str, Any]) -> list[str]:
         """The pools of an ephemeral address: the network config's ``pool`` (one name,
@@ -199,7 +258,10 @@ class EndpointManager:
     # ------------------------------------------------------------------ DEL
 
     async def delete(self, req: dict[str, Any]) -> None:
+        """CNI DEL (run under the agent's lock)."""
         cid, ifname = _ids(req)
+        if (cid, ifname) in self._adding:
+            self._adding[(cid, ifname)] = True  # the ADD undoes itself after its probe
         rec = self.records.get(cid, ifname)
         if rec is None:
             # Unknown to us (never added, already deleted, or state lost): still free
@@ -284,7 +346,8 @@ class EndpointManager:
             if rec.key not in valid:
                 await self.delete({"containerId": rec.container_id, "ifname": rec.ifname})
                 removed.append(f"{rec.container_id}/{rec.ifname}")
-        valid_owners = {f"eph/{c}/{i}" for c, i in valid}
+        # an ADD probing the network has a lease and no record yet: not a leak
+        valid_owners = {f"eph/{c}/{i}" for c, i in valid | set(self._adding)}
         seen: set[str] = set()
         for spec in await self.ipam.pool_specs():
             for lease in await self.ipam.all_records(spec.name):

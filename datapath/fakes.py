@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datapath.errors import BpfFailure, InterfaceExists, NetlinkFailure, UnknownContainer
 from datapath.maps.state import Key, MemoryMaps, Value
 from datapath.models import EndpointRecord, PodLink, TcFilter
+from datapath.probe import Conflict
 from datapath.routing import IPAddress, IPNetwork, Route
 from datapath.store import EndpointStore
 
@@ -227,6 +228,33 @@ class FakeNetlink:
 
     def pod_veths(self, prefix: str) -> list[str]:
         return sorted(n for n in self.links if n.startswith(prefix))
+
+
+class FakeProber:
+    """Conflict detection without links: ``squatters`` answer for their addresses;
+    ``announced`` lists what was announced, in order."""
+
+    def __init__(self, steps: Steps | None = None) -> None:
+        self.steps = steps or Steps()
+        self.squatters: dict[IPAddress, Conflict] = {}
+        self.announced: list[IPAddress] = []
+        self.probed: list[IPAddress] = []
+
+    def squat(self, address: IPAddress, mac: str = "02:5a:5a:5a:5a:5a",
+              link: str = "eth0") -> Conflict:
+        c = Conflict(address, mac, link, "arp-reply" if address.version == 4
+                     else "neighbor-advert")
+        self.squatters[address] = c
+        return c
+
+    async def probe(self, addresses: Sequence[IPAddress]) -> list[Conflict]:
+        self.steps("prober.probe", NetlinkFailure)
+        self.probed.extend(addresses)
+        return [self.squatters[a] for a in addresses if a in self.squatters]
+
+    async def announce(self, addresses: Sequence[IPAddress]) -> None:
+        self.steps("prober.announce", NetlinkFailure)
+        self.announced.extend(addresses)
 
 
 class MemoryEndpointProgram(MemoryMaps):

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from datapath.maps.state import MapWriter
 from datapath.models import EndpointRecord, PodLink, TcFilter
+from datapath.probe import Conflict
 from datapath.routing import IPAddress, Route
 
 
@@ -80,6 +81,18 @@ class NetlinkOps(Protocol):
     async def attach_bpf(self, index: int, fd: int, name: str, prio: int) -> None: ...
 
     async def global_address(self, skip_prefix: str, family: int = 4) -> str: ...
+
+
+class AddressProber(Protocol):
+    """Conflict detection on the node's links (:class:`datapath.conflicts.RawProber`)."""
+
+    async def probe(self, addresses: Sequence[IPAddress]) -> list[Conflict]:
+        """Who else answers for any of ``addresses`` (empty: nobody, within the wait)."""
+        ...
+
+    async def announce(self, addresses: Sequence[IPAddress]) -> None:
+        """Tell the neighbours these addresses live behind this node now."""
+        ...
 
 
 class EndpointProgram(MapWriter, Protocol):

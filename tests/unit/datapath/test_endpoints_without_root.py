@@ -6,7 +6,9 @@ keeps exactly the valid attachments. IPAM is a real store (redis-server)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +16,26 @@ import pytest
 
 from datapath.config import AgentSettings
 from datapath.endpoints import EndpointManager
-from datapath.errors import CheckFailed, DatapathError, InterfaceExists, NotHome
-from datapath.fakes import FakeNetlink, MemoryEndpointProgram, MemoryEndpointRecords, Steps
+from datapath.errors import (
+    AddressConflict,
+    CheckFailed,
+    DatapathError,
+    InterfaceExists,
+    NotHome,
+)
+from datapath.fakes import (
+    FakeNetlink,
+    FakeProber,
+    MemoryEndpointProgram,
+    MemoryEndpointRecords,
+    Steps,
+)
 from datapath.hooks import Endpoint
 from datapath.interfaces import EndpointProgram, EndpointRecords, NetlinkOps
 from datapath.maps import endpoints as endpoints_map
 from datapath.maps import ep_counters
 from datapath.podinfo import name_pod_lookup
+from datapath.probe import Conflict, IPAddress
 from ipam import LeaseKind, PoolSpec, RedisIpam, ReservationKey, ephemeral_owner
 
 NODE = "node-a"
@@ -57,8 +72,10 @@ class Bed:
         self.netlink = netlink or FakeNetlink()
         self.program = program or MemoryEndpointProgram()
         self.records = records or MemoryEndpointRecords()
-        for fake in (self.netlink, self.program, self.records):
+        self.prober = FakeProber()
+        for fake in (self.netlink, self.program, self.records, self.prober):
             fake.steps = self.steps
+        self.conflicts: list[list[object]] = []
         self.hook = RecordingHook(self.steps)
         typed: tuple[NetlinkOps, EndpointProgram, EndpointRecords] = (
             self.netlink, self.program, self.records)
@@ -66,7 +83,10 @@ class Bed:
                                       state_dir=str(tmp), socket=str(tmp / "sock"))
         self.manager = EndpointManager(self.settings, ipam, netlink=typed[0],
                                        program=typed[1], records=typed[2],
-                                       pods=name_pod_lookup(ipam), hooks=[self.hook])
+                                       pods=name_pod_lookup(ipam), prober=self.prober,
+                                       hooks=[self.hook],
+                                       on_conflict=lambda found: self.conflicts.append(
+                                           list(found)))
 
     def netns(self, name: str) -> str:
         path = f"/run/netns/{name}"
@@ -371,3 +391,103 @@ async def test_restore_replaces_a_filter_running_an_older_program(
                 records=after.records)
     await again.manager.restore()  # the same code again: the filter is left alone
     assert "netlink.attach_bpf" not in again.steps.calls
+
+
+async def test_a_squatted_address_refuses_add_naming_it_and_leaves_nothing_behind(
+        ipam: RedisIpam, dual: str, tmp_path: Path) -> None:
+    bed = Bed(ipam, dual, tmp_path)
+    # the address IPAM hands out first, held by another host on the node's network
+    probe_lease = await ipam.allocate(pools=dual.split(","), node=NODE,
+                                      owner=ephemeral_owner("peek", "eth0"))
+    v6 = probe_lease.address6
+    assert v6 is not None
+    await ipam.release(owner=probe_lease.owner)
+    squat = bed.prober.squat(v6, mac="02:de:ad:be:ef:01", link="fab0")
+    with pytest.raises(AddressConflict) as e:
+        await bed.add("c1")
+    assert e.value.code == 104
+    assert f"{v6} answered from 02:de:ad:be:ef:01 on fab0" in str(e.value)
+    assert bed.conflicts == [[squat]]
+    assert bed.prober.announced == []
+    await bed.assert_nothing_left()  # no veth, route, map entry, record, nor lease
+    assert "netlink.create_veth" not in bed.steps.calls  # refused before any plumbing
+
+    del bed.prober.squatters[v6]  # the other host is gone: the retry succeeds
+    result = await bed.manager.add(bed.request("ADD", "c1", netns="/run/netns/ns-c1"))
+    addresses = [ipaddress.ip_address(ip["address"].split("/")[0]) for ip in result["ips"]]
+    assert addresses[1] == v6
+    assert bed.prober.announced == addresses  # announced once it is up
+
+
+async def test_a_squatted_fixed_address_keeps_its_reservation(
+        ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
+    key = ReservationKey.of("prod", "db", 0)
+    held = await ipam.claim(key, pool=pool, node=NODE)
+    assert held.address is not None
+    bed = Bed(ipam, pool, tmp_path)
+    bed.prober.squat(held.address)
+    with pytest.raises(AddressConflict, match=str(held.address)):
+        await bed.add("s1", pod="db-0", namespace="prod")
+    await bed.assert_nothing_left()
+    kept = await ipam.reservation(key)
+    assert kept is not None and kept.address == held.address and kept.holder == ""
+
+
+class GatedProber(FakeProber):
+    """A prober whose probes wait at a gate, as real ones wait on the network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+        self.all_waiting = asyncio.Event()
+        self.expect = 1
+
+    async def probe(self, addresses: Sequence[IPAddress]) -> list[Conflict]:
+        self.waiting += 1
+        if self.waiting >= self.expect:
+            self.all_waiting.set()
+        await self.gate.wait()
+        return await super().probe(addresses)
+
+
+def _gated(bed: Bed) -> GatedProber:
+    gated = GatedProber()
+    gated.steps = bed.steps
+    bed.prober = gated
+    bed.manager.prober = gated
+    return gated
+
+
+async def test_adds_probe_at_the_same_time_without_holding_the_agents_lock(
+        ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
+    bed = Bed(ipam, pool, tmp_path)
+    gated = _gated(bed)
+    gated.expect = 3
+    adds = [asyncio.create_task(bed.add(f"p{i}")) for i in range(3)]
+    await asyncio.wait_for(gated.all_waiting.wait(), 5)  # all three probe at once
+    assert not bed.manager.lock.locked()
+    async with bed.manager.lock:  # e.g. a route sync runs meanwhile
+        pass
+    gated.gate.set()
+    results = await asyncio.gather(*adds)
+    assert len({r["ips"][0]["address"] for r in results}) == 3
+
+
+async def test_a_del_during_the_probe_cancels_the_add(
+        ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
+    bed = Bed(ipam, pool, tmp_path)
+    gated = _gated(bed)
+    adding = asyncio.create_task(bed.add("c1"))
+    await asyncio.wait_for(gated.all_waiting.wait(), 5)
+    with pytest.raises(InterfaceExists, match="being added"):
+        await bed.manager.add(bed.request("ADD", "c1", netns="/run/netns/ns-c1"))
+    out = await bed.manager.gc({"command": "GC", "config": {
+        "cni.dev/valid-attachments": []}})
+    assert out["removed"] == [], "the probing ADD's lease is not a leak"
+    async with bed.manager.lock:
+        await bed.manager.delete(bed.request("DEL", "c1"))
+    gated.gate.set()
+    with pytest.raises(DatapathError, match="deleted while being added"):
+        await adding
+    await bed.assert_nothing_left()
