@@ -50,7 +50,14 @@ def probe(req):
     ip, port, proto, timeout = req["ip"], req["port"], req.get("proto", "tcp"), req["timeout"]
     try:
         if proto == "tcp":
-            s = socket.create_connection((ip, port), timeout=timeout)
+            if req.get("sport"):
+                s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("::" if ":" in ip else "0.0.0.0", req["sport"]))
+                s.settimeout(timeout)
+                s.connect((ip, port))
+            else:
+                s = socket.create_connection((ip, port), timeout=timeout)
             s.settimeout(timeout)
             data = s.recv(100); s.close()
         else:

@@ -240,3 +240,25 @@ def test_policy_applies_to_ipv6_service_traffic_after_dnat(clean: Bed) -> None:
     finally:
         clean.pol.set_pod(PodInfo(namespace="x", name="other",
                                   addresses=clean.other.addresses, labels={}))
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_direct_connection_reusing_a_service_flows_port_is_not_reverse_natted(
+        clean: Bed, family: int) -> None:
+    """The client's kernel may reuse a source port a service flow used: the replies of
+    a new direct connection to the backend must not be rewritten to come from the VIP
+    by that old flow's reverse entry (it would time out)."""
+    b1 = clean.pod("b1")
+    if family == 4:
+        clean.service(clusterIP=VIP4, clusterIPs=[VIP4], ipFamilies=["IPv4"])
+    else:
+        clean.service(clusterIP=VIP6, clusterIPs=[VIP6], ipFamilies=["IPv6"])
+    clean.endpoints(["b1"], family)
+    vip, direct = (VIP4, str(b1.address)) if family == 4 else (VIP6, str(b1.address6))
+    sport = 40500 + family
+    via = clean.topo.probe_expecting([(clean.client, vip, 8080, "tcp")], [True],
+                                     timeout=1.0, sport=sport)
+    assert via == [(True, "b1")]
+    again = clean.topo.probe_expecting([(clean.client, direct, 80, "tcp")], [True],
+                                       timeout=1.0, sport=sport)
+    assert again == [(True, "b1")]

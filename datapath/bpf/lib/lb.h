@@ -76,6 +76,28 @@ static __always_inline __u32 lb_choose(struct lb_svc_val *svc, struct feat_tuple
     return bid;
 }
 
+/* A new TCP connection that no service translates (a pod reaching another pod's
+ * address directly) must not have its replies rewritten by the reverse entry of an
+ * older service flow that used the same ports (the client's kernel reuses source
+ * ports): on its SYN, that stale entry goes. */
+static __always_inline int lb_is_syn(struct __sk_buff *skb, int l4_off, __u8 proto)
+{
+    __u8 flags = 0;
+
+    if (proto != IPPROTO_TCP || bpf_skb_load_bytes(skb, l4_off + 13, &flags, 1) < 0)
+        return 0;
+    return (flags & 0x12) == 0x02;  /* SYN without ACK */
+}
+
+static __always_inline void lb_forget_reverse(struct __sk_buff *skb, struct feat_tuple *t)
+{
+    struct lb_ct_key rk = {.saddr = t->daddr, .daddr = t->saddr, .sport = t->dport,
+                           .dport = t->sport, .proto = t->proto, .dir = CT_DIR_REV};
+
+    if (lb_is_syn(skb, L4_OFF, t->proto))
+        stickyip_lbct.delete(&rk);
+}
+
 /* Reply of a hairpinned flow: the pod answered the hairpin address; restore
  * the service as source and the pod itself as destination, send it back. */
 static __always_inline int lb_hairpin_reply(struct __sk_buff *skb, struct feat_tuple *t)
@@ -123,8 +145,10 @@ static __always_inline int lb_from_pod(struct __sk_buff *skb)
     sk.port = t.dport;
     sk.proto = t.proto;
     svc = stickyip_svc.lookup(&sk);
-    if (!svc)
+    if (!svc) {
+        lb_forget_reverse(skb, &t);
         return TC_ACT_UNSPEC;
+    }
     if (svc->count == 0) {
         if (t.proto == IPPROTO_TCP)
             return feat_reject_tcp(skb, &t);
@@ -312,8 +336,17 @@ static __always_inline int lb6_from_pod(struct __sk_buff *skb)
     sk.port = t.dport;
     sk.proto = t.proto;
     svc = stickyip_svc6.lookup(&sk);
-    if (!svc)
+    if (!svc) {
+        /* as lb_forget_reverse, for IPv6 */
+        if (lb_is_syn(skb, L4_6_OFF, t.proto)) {
+            struct lb_ct6_key rk = {.sport = t.dport, .dport = t.sport, .proto = t.proto,
+                                    .dir = CT_DIR_REV};
+            feat_addr6_copy(rk.saddr, t.daddr);
+            feat_addr6_copy(rk.daddr, t.saddr);
+            stickyip_lbct6.delete(&rk);
+        }
         return TC_ACT_UNSPEC;
+    }
     if (svc->count == 0) {
         if (t.proto == IPPROTO_TCP)
             return feat_reject_tcp6(skb, &t);
