@@ -153,16 +153,7 @@ static __always_inline void feat_nat_addr6(struct __sk_buff *skb, int off, __be3
 static __always_inline void feat_nat_port6(struct __sk_buff *skb, int off, __be16 from,
                                            __be16 to, __u8 proto)
 {
-    int csum = feat_l4_csum_off6(proto);
-    __u64 flags = sizeof(to);
-
-    if (from == to)
-        return;
-    if (proto == IPPROTO_UDP)
-        flags |= BPF_F_MARK_MANGLED_0;
-    if (csum)
-        bpf_l4_csum_replace(skb, csum, from, to, flags);
-    bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+    feat_nat_port_at(skb, off, feat_l4_csum_off6(proto), from, to, proto);
 }
 
 static __always_inline void feat_ip6_header(struct ipv6hdr *ip6, __be32 *saddr, __be32 *daddr,
