@@ -11,14 +11,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from datapath import routing
 from datapath.birdctl import BirdControl
 from datapath.config import AgentSettings, feed_addresses
+from datapath.conflicts import RawProber
 from datapath.deletions import DeleteQueue
 from datapath.endpoints import EndpointManager
 from datapath.errors import InvalidConfig, NotAvailable
+from datapath.events import PodEvents
 from datapath.heartbeat import Heartbeat
 from datapath.hooks import EndpointHook
 from datapath.interfaces import (
+    AddressProber,
     EndpointProgram,
     EndpointRecords,
     NetlinkOps,
@@ -31,7 +35,9 @@ from datapath.netlink import Netlink, enable_forwarding
 from datapath.nodes import NodeDirectory
 from datapath.peers import PeerSource, StorePeers
 from datapath.podinfo import PodLookup, name_pod_lookup
-from datapath.reassert import EventSink, Reasserter
+from datapath.probe import Conflict
+from datapath.reassert import Reasserter
+from datapath.recheck import ConflictMonitor
 from datapath.routes import RouteManager
 from datapath.server import CniServer, Handler, StatusServer
 from datapath.store import EndpointStore
@@ -42,17 +48,18 @@ log = logging.getLogger("stickyip.datapath")
 
 
 class Agent:
-    """One node's agent. ``netlink``, ``program`` and ``records`` default to the real
-    adapters; tests pass the fakes of :mod:`datapath.fakes`."""
+    """One node's agent. ``netlink``, ``program``, ``records`` and ``prober`` default to
+    the real adapters; tests pass the fakes of :mod:`datapath.fakes`. ``events``: where
+    pod Events go (None without Kubernetes access)."""
 
     def __init__(self, settings: AgentSettings, ipam: RedisIpam, *,
                  hooks: Sequence[EndpointHook] = (), kube_pods: PodLookup | None = None,
                  netlink: NetlinkOps | None = None, program: EndpointProgram | None = None,
-                 records: EndpointRecords | None = None, events: EventSink | None = None,
-                 source: ChangeSource | None = None) -> None:
+                 records: EndpointRecords | None = None, prober: AddressProber | None = None,
+                 events: PodEvents | None = None, source: ChangeSource | None = None) -> None:
         """``source``: where the routing state comes from (default: the feed when
-        ``settings.feed`` names one, else the store); ``events``: where address
-        conflicts are reported as Events (the API, when the agent reads it)."""
+        ``settings.feed`` names one, else the store); ``events``: where conflicts are
+        reported as Events on pods (the API, when the agent reads it)."""
         if not settings.node:
             raise InvalidConfig("the agent needs --node NAME")
         self.settings = settings
@@ -65,13 +72,19 @@ class Agent:
             program = AntispoofProgram(settings.pin_root)
         if records is None:
             records = EndpointStore(settings.state_dir)
+        if prober is None:
+            prober = RawProber(skip_prefix=settings.host_prefix,
+                               wait=settings.conflict_probe_wait,
+                               links=settings.conflict_links,
+                               announce=settings.conflict_announce)
         self.netlink = netlink
         self.program = program
         self.nodes = NodeDirectory(ipam.redis)
         self.endpoints = EndpointManager(
             settings, ipam, netlink=netlink, program=program, records=records,
-            pods=kube_pods or name_pod_lookup(ipam), hooks=hooks,
-            on_removed=lambda: self.routes.invalidate())
+            pods=kube_pods or name_pod_lookup(ipam), prober=prober, hooks=hooks,
+            on_removed=lambda: self.routes.invalidate(), on_conflict=self._count_conflicts,
+            lock=self.lock)
         self.metrics = AgentMetrics(
             self.endpoints.drop_counters,
             drops=[h.drops for h in hooks if isinstance(h, ReportsDrops)],
@@ -103,8 +116,11 @@ class Agent:
         self.deletions = DeleteQueue(settings.delete_queue_dir)
         self.heartbeat = Heartbeat(ipam, node=self.node, nodes=self.nodes,
                                    address=lambda: self.routes.address,
+                                   address6=lambda: self.routes.address6,
                                    interval=settings.heartbeat_interval, metrics=self.metrics,
                                    lock=self.lock, then=self._after_heartbeat)
+        self.conflicts = ConflictMonitor(settings, prober=prober, endpoints=self.endpoints,
+                                         metrics=self.metrics, events=events)
         self.cni_server = CniServer(settings.socket, self._handlers(), metrics=self.metrics)
         self.status_server = StatusServer(settings.metrics_host, settings.metrics_port,
                                           metrics=self.metrics, health=self.health,
@@ -127,7 +143,7 @@ class Agent:
     async def _start(self) -> None:
         t0 = time.monotonic()
         await self.netlink.open()
-        enable_forwarding()
+        enable_forwarding(ipv6=self.settings.ipv6)
         if self.settings.cni_bin_dir:
             from datapath import cni
 
@@ -135,8 +151,11 @@ class Agent:
                      extra={"path": cni.install(self.settings.cni_bin_dir)})
         if not self.routes.address:
             self.routes.address = await self.netlink.global_address(self.settings.host_prefix)
-        if self.routes.address:
-            await self.nodes.publish(self.node, self.routes.address)
+        if not self.routes.address6 and self.settings.ipv6:
+            self.routes.address6 = await self.netlink.global_address(
+                self.settings.host_prefix, family=6)
+        if self.routes.address or self.routes.address6:
+            await self.nodes.publish(self.node, self.routes.address, self.routes.address6)
         await self.endpoints.restore(asyncio.ensure_future(asyncio.to_thread(self.program.load)))
         # Queued DELs after the restore: records and programs are loaded, so a queued
         # deletion undoes exactly what ADD did (and an unknown one frees its lease).
@@ -151,8 +170,11 @@ class Agent:
         self._tasks = [self.routes.follow_task,
                        asyncio.create_task(self.routes.run(), name="route-sync"),
                        asyncio.create_task(self.heartbeat.run(), name="heartbeat")]
+        if self.settings.conflict_recheck_interval > 0:
+            self._tasks.append(asyncio.create_task(self.conflicts.run(), name="recheck"))
         self.started.set()
         log.info("agent started", extra={"node": self.node, "address": self.routes.address,
+                                         "address6": self.routes.address6,
                                          "endpoints": len(self.endpoints.records.all()),
                                          "seconds": round(time.monotonic() - t0, 3)})
 
@@ -191,9 +213,11 @@ class Agent:
         async def check(req: dict[str, Any]) -> None:
             await self.endpoints.check(req)
 
-        return {"ADD": locked(add), "DEL": locked(delete), "CHECK": check,
+        # ADD takes the lock itself: it lets go of it while it probes for conflicts
+        return {"ADD": add, "DEL": locked(delete), "CHECK": check,
                 "GC": locked(self.endpoints.gc), "STATUS": self._status,
-                "ENDPOINTS": self._list_endpoints, "SYNC": self._sync}
+                "ENDPOINTS": self._list_endpoints, "SYNC": self._sync,
+                "RECHECK": self._recheck}
 
     def _on_update(self, update: Update) -> None:
         self.metrics.follow_updates.labels("snapshot" if update.fresh else "batch").inc()
@@ -223,10 +247,21 @@ class Agent:
         return {"endpoints": [r.model_dump(mode="json") for r in self.endpoints.records.all()],
                 "counters": self.endpoints.drop_counters()}
 
+    async def _recheck(self, _: dict[str, Any]) -> dict[str, Any]:
+        """Re-check the running fixed-IP pods for address conflicts now."""
+        found = await self.conflicts.check()
+        return {"conflicts": [{"address": str(c.address), "mac": c.mac, "link": c.link,
+                               "how": c.how} for c in found]}
+
+    def _count_conflicts(self, found: list[Conflict]) -> None:
+        for c in found:
+            self.metrics.conflicts.labels("add", str(c.address.version)).inc()
+
     async def _sync(self, _: dict[str, Any]) -> dict[str, Any]:
         async with self.lock:
             await self.routes.sync(force=True)
-        return {"routes": [str(r.dst) for r in sorted(self.routes.last_desired or set())]}
+        routes = sorted(self.routes.last_desired or set(), key=routing.Route.order)
+        return {"routes": [str(r.dst) for r in routes]}
 
     # --------------------------------------------------------------- health
 

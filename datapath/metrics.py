@@ -122,8 +122,21 @@ class AgentMetrics:
                                   "endpoints re-asserted after the store changed identity, "
                                   "by result (ok, restored, moved, conflict)", ["result"],
                                   registry=r)
-        self.conflicts = Gauge("stickyip_datapath_address_conflicts",
-                               "this node's endpoints whose address the store gives another "
-                               "owner (found at the last re-assert)", registry=r)
+        self.reassert_conflicts = Gauge(
+            "stickyip_datapath_reassert_conflicts",
+            "this node's endpoints whose address the store gives another owner (found at "
+            "the last re-assert, after the store changed identity)", registry=r)
+        self.conflicts = Counter(
+            "stickyip_datapath_address_conflicts",
+            "another host answered for a pod's address on the node's links: at ADD "
+            "(refused) or at a re-check of a running fixed-IP pod", ["phase", "family"],
+            registry=r)
+        self.conflicts_now = Gauge(
+            "stickyip_datapath_conflicting_endpoints",
+            "running fixed-IP pods whose address another host answered for at the last "
+            "re-check", registry=r)
+        for phase in ("add", "recheck"):
+            for family in ("4", "6"):
+                self.conflicts.labels(phase, family)  # exported from the start, at 0
         r.register(_DropCollector(drop_counts, drops))
         r.register(_MapFillCollector(map_fill))

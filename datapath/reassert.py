@@ -9,17 +9,16 @@ its record as recorded (``ok``), restores a missing one for its owner only
 seen in the change log would have), or finds a ``conflict``: an address now held by
 another owner. A conflict is never resolved here — which of two live pods keeps the
 address is an operator's call: it is logged, counted
-(``stickyip_datapath_address_conflicts``, and ``..._reasserted_total{result}``),
+(``stickyip_datapath_reassert_conflicts``, ``stickyip_datapath_reasserted_total``),
 and, when the agent reads the Kubernetes API, reported as a Warning Event on the pod.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 
 from datapath.endpoints import EndpointManager
+from datapath.events import PodEvents
 from datapath.metrics import AgentMetrics
 from datapath.models import EndpointRecord
 from ipam import RedisIpam
@@ -27,47 +26,17 @@ from ipam.reassert import Asserted, Reasserted, reassert
 
 log = logging.getLogger("stickyip.datapath")
 
-#: (namespace, pod, reason, message): report a Warning Event on a pod
-EventSink = Callable[[str, str, str, str], None]
-
-
-def kube_events(component: str = "stickyip-agent") -> EventSink:
-    """Warning Events on pods through the Kubernetes API (blocking: run in a thread)."""
-    from datetime import UTC, datetime
-
-    from plumbing.kube import errors
-    from plumbing.kube.client import api_client
-    from plumbing.kube.rest import RestClient
-
-    rest = RestClient(api_client())
-
-    def post(namespace: str, pod: str, reason: str, message: str) -> None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {"apiVersion": "v1", "kind": "Event",
-                "metadata": {"generateName": f"{pod}.", "namespace": namespace},
-                "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod,
-                                   "namespace": namespace},
-                "reason": reason, "message": message[:1024], "type": "Warning",
-                "source": {"component": component}, "reportingComponent": component,
-                "firstTimestamp": now, "lastTimestamp": now, "count": 1}
-        try:
-            rest.request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
-        except errors.KubeError as e:  # the metric and the log still say it
-            log.warning("cannot report an Event", extra={"pod": f"{namespace}/{pod}",
-                                                         "error": str(e)})
-
-    return post
-
-
 def asserted(rec: EndpointRecord) -> Asserted:
-    return Asserted(owner=rec.owner, kind=rec.kind, addresses=(rec.address,),
-                    pools=(rec.pool,), holder=rec.pod_uid,
-                    pod=f"{rec.namespace}/{rec.pod}" if rec.pod else "", epoch=rec.epoch)
+    """An endpoint record as the store is asked to find it (each address's pool is
+    looked up by address: one record may draw on a pool per family)."""
+    return Asserted(owner=rec.owner, kind=rec.kind, addresses=tuple(rec.addresses),
+                    holder=rec.pod_uid, pod=f"{rec.namespace}/{rec.pod}" if rec.pod else "",
+                    epoch=rec.epoch)
 
 
 class Reasserter:
     def __init__(self, ipam: RedisIpam, *, node: str, endpoints: EndpointManager,
-                 metrics: AgentMetrics, events: EventSink | None = None) -> None:
+                 metrics: AgentMetrics, events: PodEvents | None = None) -> None:
         self.ipam = ipam
         self.node = node
         self.endpoints = endpoints
@@ -90,28 +59,30 @@ class Reasserter:
         for res in results:
             self.metrics.reasserted.labels(res.status).inc()
             rec = by_owner[res.endpoint.owner]
+            shown = ",".join(str(a) for a in rec.addresses)
             if res.status == "restored":
                 log.warning("restored a record the store had lost",
-                            extra={"owner": rec.owner, "address": str(rec.address),
+                            extra={"owner": rec.owner, "address": shown,
                                    "pod": f"{rec.namespace}/{rec.pod}"})
             elif res.status == "moved":
-                self.endpoints.fence(rec.address)
+                self.endpoints.fence(rec.addresses[0])
             elif res.status == "conflict":
                 conflicts[rec.owner] = res
                 log.error("address conflict after the store changed identity: this node's "
                           "pod holds an address the store now gives another owner; "
                           "nothing was changed — decide which pod keeps it",
-                          extra={"owner": rec.owner, "address": str(rec.address),
+                          extra={"owner": rec.owner, "address": shown,
                                  "other": res.other, "pod": f"{rec.namespace}/{rec.pod}"})
                 if self.events is not None and rec.pod:
-                    message = (f"{rec.address} ({rec.owner}) is held by {res.other} in the "
-                               "IPAM after a store restart or failover; this pod keeps "
-                               "serving it until an operator decides (stickyip ipam "
-                               f"history {rec.address})")
-                    await asyncio.to_thread(self.events, rec.namespace, rec.pod,
-                                            "AddressConflict", message)
+                    message = (f"{shown} ({rec.owner}) is held by {res.other} in the IPAM "
+                               "after a store restart or failover; this pod keeps serving "
+                               "it until an operator decides (stickyip ipam history "
+                               f"{rec.addresses[0]})")
+                    await self.events.post(namespace=rec.namespace, pod=rec.pod,
+                                           uid=rec.pod_uid, reason="AddressConflict",
+                                           message=message)
         self.conflicts = conflicts
-        self.metrics.conflicts.set(len(conflicts))
+        self.metrics.reassert_conflicts.set(len(conflicts))
         self.runs += 1
         self.last = results
         return results

@@ -17,12 +17,11 @@ drift repair, from the view in memory. Decisions are :mod:`datapath.routing`'s.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
-from datapath import bird, routing
+from datapath import bird, leases, routing
 from datapath.birdctl import BirdControl
 from datapath.config import AgentSettings
 from datapath.endpoints import EndpointManager
@@ -38,7 +37,7 @@ log = logging.getLogger("stickyip.datapath")
 
 #: called with the reason when a fresh snapshot shows another store (restart, failover)
 OnNewStore = Callable[[str], Awaitable[object]]
-Announced = tuple[list[ipaddress.IPv4Network], list[ipaddress.IPv4Address]]
+Announced = tuple[list[routing.IPNetwork], list[routing.IPAddress]]
 
 
 class RouteManager:
@@ -56,8 +55,10 @@ class RouteManager:
         self.bird_control = bird_control
         self.metrics = metrics
         self.lock = lock
-        #: this node's address (BIRD's router id); set by the agent once known
+        #: this node's IPv4 address (BIRD's router id); set by the agent once known
         self.address = settings.node_address
+        #: this node's IPv6 address ("" when it has none: no IPv6 BGP sessions)
+        self.address6 = settings.node_address6
         #: the routes last applied; None: the next sync diffs the kernel in full
         self.last_desired: set[routing.Route] | None = None
         self.healthy = False
@@ -108,10 +109,6 @@ class RouteManager:
         """An endpoint was added or fenced: recompute the routes soon."""
         self._wake.set()
 
-    def routing_peers(self) -> Mapping[str, str]:
-        """The IPv4 address of each node, as :mod:`datapath.routing` takes them."""
-        return {n: a[4] for n, a in self.peers.items() if 4 in a}
-
     # ---------------------------------------------------------------- work
 
     async def sync(self, *, force: bool = False) -> None:
@@ -127,7 +124,7 @@ class RouteManager:
                 self._reset_due = self._epochs_due = True
             if u.identity_changed:
                 self._new_store = u.reason
-        peers = self.routing_peers()
+        peers = self.peers
         local = self.endpoints.local()
         touched: Touched | None = None
         if self._reset_due or self._peers_changed:
@@ -138,7 +135,7 @@ class RouteManager:
             touched = self.state.apply(view, [b for u in updates for b in u.batches], peers)
             fences = self.state.to_fence(local, touched) if not touched.empty() else []
         for ep in fences:
-            self.endpoints.fence(ep.address)
+            self.endpoints.fence(ep.addresses[0])
         if self._epochs_due:
             # a snapshot carries no re-homes: read this node's sticky leases once
             await self._check_epochs()
@@ -191,13 +188,13 @@ class RouteManager:
         log.info("routes synced", extra={"add": len(plan.add), "replace": len(plan.replace),
                                          "delete": len(plan.delete)})
 
-    async def _sync_bird(self, peers: Mapping[str, str]) -> None:
+    async def _sync_bird(self, peers: routing.Peers) -> None:
         assert self._announced is not None
         blocks, migrated = self._announced
-        served = {ep.address for ep in self.endpoints.local() if not ep.fenced}
+        served = {a for ep in self.endpoints.local() if not ep.fenced for a in ep.addresses}
         cfg = bird.config_of(router_id=self.address or "0.0.0.0", asn=self.settings.bgp_asn,
                              blocks=blocks, migrated=[a for a in migrated if a in served],
-                             peers=peers, self_node=self.node,
+                             peers=peers, self_node=self.node, ipv6=bool(self.address6),
                              external=[bird.parse_peer(p) for p in self.settings.bgp_peers])
         text = bird.render(cfg)
         if text == self._bird_text and self.bird_ok:
@@ -224,12 +221,12 @@ class RouteManager:
         on while this node was not following (newer epoch, other home) — the re-homes
         themselves are not in a snapshot. One lease read per sticky endpoint, once."""
         sticky = [r for r in self.endpoints.records.all() if r.kind == "sticky" and not r.fenced]
-        leases = await self.ipam.gather_limited(
+        leased = await self.ipam.gather_limited(
             [self.ipam.lease(owner=OwnerKey(rec.owner)) for rec in sticky], limit=16)
-        placements = {rec.owner: routing.Placement(lease.address4, lease.node, lease.epoch)
-                      for rec, lease in zip(sticky, leases, strict=True) if lease is not None}
+        placements = {rec.owner: leases.placement_of(lease)
+                      for rec, lease in zip(sticky, leased, strict=True) if lease is not None}
         for ep in routing.to_fence_by_epoch(self.node, self.endpoints.local(), placements):
-            self.endpoints.fence(ep.address)
+            self.endpoints.fence(ep.addresses[0])
 
     # ---------------------------------------------------------------- tasks
 

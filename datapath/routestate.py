@@ -14,8 +14,7 @@ likewise :func:`datapath.routing.to_fence` on restricted views, and
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,8 +29,7 @@ _MIG_OPS = (ChangeOp.MIG_SET, ChangeOp.MIG_CLEAR)
 _POOL_OPS = (ChangeOp.POOL_PUT, ChangeOp.POOL_DELETE)
 
 
-def host_network(address: IPAddress) -> IPNetwork:
-    return ipaddress.ip_network(address)
+host_network = routing.host_network
 
 
 @dataclass(slots=True)
@@ -109,7 +107,7 @@ class RouteState:
 
     # ---------------------------------------------------------------- routes
 
-    def reset(self, view: RoutingSnapshot, peers: Mapping[str, str]) -> None:
+    def reset(self, view: RoutingSnapshot, peers: routing.Peers) -> None:
         """Compute every route from ``view`` (a fresh snapshot, a pool change, new
         node addresses)."""
         self._view = view
@@ -130,14 +128,11 @@ class RouteState:
                     t.addresses.add((c.pool, c.address))
                     t.own = True  # cheap to recheck; the old server is not in the change
                 elif c.op is ChangeOp.RES_HOME:
-                    v4 = next((a for a in c.addresses if a.version == 4), None)
-                    t.homes[c.owner] = routing.Placement(
-                        v4 if isinstance(v4, ipaddress.IPv4Address) else None, c.node,
-                        c.epoch)
+                    t.homes[c.owner] = routing.Placement(c.addresses, c.node, c.epoch)
         return t
 
     def apply(self, view: RoutingSnapshot, batches: Sequence[ChangeBatch],
-              peers: Mapping[str, str]) -> Touched:
+              peers: routing.Peers) -> Touched:
         """``batches`` were applied to ``view``: recompute the routes they touched."""
         t = self.touched(batches)
         if t.full or self._view is not view:
@@ -168,7 +163,7 @@ class RouteState:
         return t
 
     def desired(self, endpoints: Iterable[routing.LocalEndpoint],
-                peers: Mapping[str, str]) -> set[routing.Route]:
+                peers: routing.Peers) -> set[routing.Route]:
         """The node's routes: the store's, with every unfenced local endpoint's on top
         (as :func:`datapath.routing.desired_routes` ranks them)."""
         out = dict(self.routes)
@@ -188,13 +183,11 @@ class RouteState:
         for ep in endpoints:
             if ep.fenced:
                 continue
-            where = self.locate(ep.address)
-            if where is None:
+            found = [(where, a) for a in ep.addresses if (where := self.locate(a))]
+            if t is not None and not t.full and not any(
+                    where in t.blocks or (where[0], a) in t.addresses for where, a in found):
                 continue
-            if t is not None and not t.full and where not in t.blocks and (
-                    where[0], ep.address) not in t.addresses:
-                continue
-            mini = self.restricted([where], [(where[0], ep.address)])
+            mini = self.restricted([w for w, _ in found], [(w[0], a) for w, a in found])
             out += routing.to_fence(self.node, mini, [ep])
         if t is not None and t.homes:
             chosen = {id(e) for e in out}
@@ -202,7 +195,7 @@ class RouteState:
                     if id(e) not in chosen]
         return out
 
-    def announced(self) -> tuple[list[ipaddress.IPv4Network], list[ipaddress.IPv4Address]]:
+    def announced(self) -> tuple[list[IPNetwork], list[IPAddress]]:
         """What this node announces in BGP (:func:`datapath.routing.announced`) from its
         own blocks and the addresses migrated to it."""
         snap = self._view

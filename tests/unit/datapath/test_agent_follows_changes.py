@@ -17,10 +17,15 @@ import pytest
 
 from datapath.agent import Agent
 from datapath.config import AgentSettings
-from datapath.fakes import FakeNetlink, MemoryEndpointProgram, MemoryEndpointRecords
+from datapath.events import PodEvents
+from datapath.fakes import (
+    FakeNetlink,
+    FakeProber,
+    MemoryEndpointProgram,
+    MemoryEndpointRecords,
+)
 from datapath.feed import FeedServer
 from datapath.peers import StorePeers, publish
-from datapath.reassert import EventSink
 from datapath.routing import Route
 from ipam import OwnerKey, PoolSpec, RedisIpam, ReservationKey, layout
 from ipam.connection import open_redis
@@ -69,7 +74,7 @@ class Node:
     def __init__(self, ipam: RedisIpam, tmp: Path, *, feed: str = "",
                  netlink: FakeNetlink | None = None,
                  records: MemoryEndpointRecords | None = None,
-                 events: EventSink | None = None) -> None:
+                 events: PodEvents | None = None) -> None:
         self.settings = AgentSettings(node=NODE, default_pool=POOL.name, state_dir=str(tmp),
                                       socket=str(tmp / "sock"), metrics_port=0, feed=feed,
                                       resnapshot_spread=0.0, sync_interval=0.01)
@@ -77,7 +82,7 @@ class Node:
         self.records = records or MemoryEndpointRecords()
         self.agent = Agent(self.settings, ipam, netlink=self.netlink,
                            program=MemoryEndpointProgram(), records=self.records,
-                           events=events)
+                           prober=FakeProber(), events=events)
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -104,11 +109,11 @@ class Node:
     async def add_pod(self, cid: str, namespace: str, pod: str) -> dict[str, Any]:
         netns = f"/run/netns/{cid}"
         self.netlink.namespaces.add(netns)
-        async with self.agent.lock:
-            return await self.agent.endpoints.add(
-                {"command": "ADD", "containerId": cid, "ifname": "eth0", "netns": netns,
-                 "args": {"K8S_POD_NAMESPACE": namespace, "K8S_POD_NAME": pod,
-                          "K8S_POD_UID": f"uid-{cid}"}, "config": {}})
+        # ADD takes the agent's lock itself
+        return await self.agent.endpoints.add(
+            {"command": "ADD", "containerId": cid, "ifname": "eth0", "netns": netns,
+             "args": {"K8S_POD_NAMESPACE": namespace, "K8S_POD_NAME": pod,
+                      "K8S_POD_UID": f"uid-{cid}"}, "config": {}})
 
 
 @pytest.fixture(params=["store", "feed"])
@@ -170,6 +175,7 @@ async def test_a_node_address_change_reaches_the_routes(ipam: RedisIpam, feed: s
     node = Node(ipam, tmp_path, feed=feed)
     await node.start()
     try:
+        await node.caught_up(ipam)
         [block] = await ipam.blocks(POOL.name)
         assert node.routes()[block.cidr].target == PEERS["node-b"]
         assert await publish(ipam.redis, "node-b", "192.0.2.22")
@@ -295,10 +301,10 @@ async def test_after_the_store_changed_identity_a_lost_record_is_restored(
             await node.agent.routes.wait_until(lambda: node.agent.reasserter.runs >= 1)
         assert sorted(r.status for r in node.agent.reasserter.last) == ["ok", "restored"]
         back = await ipam.lease(owner=OwnerKey(eph.owner))
-        assert back is not None and back.address == eph.address and back.node == NODE
+        assert back is not None and back.address == eph.addresses[0] and back.node == NODE
         get = node.agent.metrics.registry.get_sample_value
         assert get("stickyip_datapath_reasserted_total", {"result": "restored"}) == 1
-        assert get("stickyip_datapath_address_conflicts") == 0
+        assert get("stickyip_datapath_reassert_conflicts") == 0
     finally:
         await node.stop()
 
@@ -307,8 +313,13 @@ async def test_after_the_store_changed_identity_a_taken_address_is_reported(
         restartable: tuple[RedisIpam, str], own_server: RedisServer, tmp_path: Path) -> None:
     ipam, feed = restartable
     reported: list[tuple[str, str, str, str]] = []
-    node = Node(ipam, tmp_path, feed=feed,
-                events=lambda ns, pod, reason, msg: reported.append((ns, pod, reason, msg)))
+
+    class Events:
+        async def post(self, *, namespace: str, pod: str, uid: str, reason: str,
+                       message: str, warning: bool = True) -> None:
+            reported.append((namespace, pod, reason, message))
+
+    node = Node(ipam, tmp_path, feed=feed, events=Events())
     await node.start()
     try:
         await node.add_pod("e1", "default", "web")
@@ -317,7 +328,7 @@ async def test_after_the_store_changed_identity_a_taken_address_is_reported(
         async def hand_it_out() -> None:
             other = await ipam.allocate(pool=POOL.name, node=NODE,
                                         owner=OwnerKey("eph/other/eth0"))
-            assert other.address == eph.address
+            assert other.address == eph.addresses[0]
 
         await lose_and_restart(ipam, own_server, OwnerKey(eph.owner), then=hand_it_out)
         async with asyncio.timeout(30):
@@ -326,10 +337,10 @@ async def test_after_the_store_changed_identity_a_taken_address_is_reported(
         assert (res.status, res.other) == ("conflict", "eph/other/eth0")
         # nothing changed in the store: the other owner keeps it, ours is not re-created
         assert await ipam.lease(owner=OwnerKey(eph.owner)) is None
-        held = await ipam.owner_of(eph.address)
+        held = await ipam.owner_of(eph.addresses[0])
         assert held is not None and held.owner == "eph/other/eth0"
         get = node.agent.metrics.registry.get_sample_value
-        assert get("stickyip_datapath_address_conflicts") == 1
+        assert get("stickyip_datapath_reassert_conflicts") == 1
         assert [(ns, pod, reason) for ns, pod, reason, _ in reported] == [
             ("default", "web", "AddressConflict")]
         # the endpoint still serves (which pod keeps it is an operator's call)

@@ -19,7 +19,7 @@ from ipam.models import PoolSpec
 
 NODE = "n1"
 NODES = ["n1", "n2", "n3", "n4"]
-PEERS = {n: f"192.0.2.{i + 1}" for i, n in enumerate(NODES)}
+PEERS = {n: {4: f"192.0.2.{i + 1}"} for i, n in enumerate(NODES)}
 SPEC = PoolSpec(name="p", cidr="10.60.0.0/26", block_size=29)  # 8 blocks of 8
 GEO = SPEC.geometry()
 OWNERS = [f"sts/ns/db/{i}" for i in range(4)]
@@ -71,7 +71,7 @@ def to_change(view: RoutingSnapshot, o: tuple[str, int, str], epoch: int) -> Cha
 
 
 def local(fenced: set[int]) -> list[routing.LocalEndpoint]:
-    return [routing.LocalEndpoint(addr(off), f"sip{i}", i in fenced, owner=owner, epoch=1)
+    return [routing.LocalEndpoint((addr(off),), f"sip{i}", i in fenced, owner=owner, epoch=1)
             for i, (off, owner) in enumerate(ENDPOINTS)]
 
 
@@ -101,12 +101,12 @@ def test_incremental_equals_whole(ops: list[list[tuple[str, int, str]]], mode: s
         touched = state.apply(view, [batch], PEERS)
         # fencing, change by change vs the whole view
         for ep in state.to_fence(local(fenced_inc), touched):
-            fenced_inc |= {i for i, e in enumerate(local(set())) if e.address == ep.address}
+            fenced_inc |= {i for i, e in enumerate(local(set())) if e.addresses == ep.addresses}
         whole = view.view()
         eps = local(fenced_all)
         for ep in routing.to_fence(NODE, whole, eps) + routing.to_fence_by_epoch(
                 NODE, eps, touched.homes):
-            fenced_all |= {i for i, e in enumerate(local(set())) if e.address == ep.address}
+            fenced_all |= {i for i, e in enumerate(local(set())) if e.addresses == ep.addresses}
         assert fenced_inc == fenced_all
         # routes, with the endpoints on top
         eps = local(fenced_inc)
@@ -121,7 +121,7 @@ def test_a_pool_change_recomputes_everything() -> None:
                            blocks={("p", 0): "n2"})
     state = RouteState(NODE, "direct")
     state.reset(view, PEERS)
-    assert state.routes[cidr(0)] == routing.Route(cidr(0), "via", PEERS["n2"])
+    assert state.routes[cidr(0)] == routing.Route(cidr(0), "via", PEERS["n2"][4])
     gone = ChangeBatch(2, (Change(op=ChangeOp.POOL_DELETE, pool="p"),))
     view.apply(gone)
     assert state.apply(view, [gone], PEERS).full
