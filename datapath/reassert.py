@@ -79,7 +79,7 @@ class Reasserter:
                                "it until an operator decides (stickyip ipam history "
                                f"{rec.addresses[0]})")
                     await self.events.post(namespace=rec.namespace, pod=rec.pod,
-                                           uid=rec.pod_uid, reason="AddressConflict",
+                                           uid=rec.pod_uid, reason="StoreAddressConflict",
                                            message=message)
         self.conflicts = conflicts
         self.metrics.reassert_conflicts.set(len(conflicts))

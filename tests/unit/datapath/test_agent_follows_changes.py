@@ -342,7 +342,7 @@ async def test_after_the_store_changed_identity_a_taken_address_is_reported(
         get = node.agent.metrics.registry.get_sample_value
         assert get("stickyip_datapath_reassert_conflicts") == 1
         assert [(ns, pod, reason) for ns, pod, reason, _ in reported] == [
-            ("default", "web", "AddressConflict")]
+            ("default", "web", "StoreAddressConflict")]
         # the endpoint still serves (which pod keeps it is an operator's call)
         [rec] = node.records.all()
         assert not rec.fenced
