@@ -585,8 +585,30 @@ async def large_cluster(d: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+NOTES = {
+    "followers": "5,000 production followers (ipam.follow.Follower over datapath.feed."
+                 "FeedSource, own connection and view each) in 4 processes, behind 3 "
+                 "'stickyip feed' processes; all on this machine's 2 cores with Redis and "
+                 "the driver, so fan-out times include all followers' work queued on 2 "
+                 "cores (an upper bound of a cluster's, where each has its node)",
+    "owners": "each follower is the agent of a node serving none of the re-homed "
+              "reservations (nearly every node is): it skips their re-home records "
+              "unread, as the agent does",
+    "fanout": "block re-homes 3 s apart, each timed from before the script until the "
+              "last follower applied it; p99 over 20 (= the maximum)",
+    "polling": "the old reader's store commands (routing_view's pipeline and HGETALL of "
+               "node addresses) every 0.5 s from 1,000 connections, replies not decoded; "
+               "the machine cannot issue the full rate: the ratio divides by the Redis "
+               "CPU actually consumed (an understatement of polling's cost); "
+               "redis_cores_wanted is the full rate's",
+    "direct": "500 followers reading the store directly, scaled linearly to 5,000 (each "
+              "waiting reader costs the store the same per change)",
+}
+
+
 async def run(report: Report) -> None:
     d: dict[str, Any] = report.detail.setdefault("follow", {})
+    d["notes"] = NOTES
     idle_small, polling = await small_cluster(d)
     big = await large_cluster(d)
     report.row("redis_cores_idle_5000_nodes", big["idle"], "cores", 0.05, "lower")
