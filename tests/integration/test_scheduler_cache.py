@@ -56,7 +56,9 @@ async def replica(api: KubeStandIn, redis_url: str, *, clock: SkewClock | None =
 
 @asynccontextmanager
 async def standin(nodes: int = 3, **node_kw: Any) -> AsyncIterator[KubeStandIn]:
-    async with KubeStandIn(statefulset_controller=True, auto_ready=True) as api:
+    # Bookmarks often: the GC waits until its watch cache caught up with the API.
+    async with KubeStandIn(statefulset_controller=True, auto_ready=True,
+                           bookmark_interval=0.1) as api:
         for i in range(nodes):
             await api.create(objects.node(f"node-{i}", **node_kw))
         yield api
