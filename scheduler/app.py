@@ -25,6 +25,7 @@ from scheduler.extender import Extender
 from scheduler.kubeapi import KubeApi
 from scheduler.leader import LeaderElector
 from scheduler.metrics import Metrics
+from scheduler.reconciler import Reconciler
 from scheduler.scheduling import Scheduler
 
 log = logging.getLogger("stickyip.scheduler.app")
@@ -49,6 +50,8 @@ class SchedulerApp:
         self.gc = GcController(settings, ipam, kube, self.cache, metrics=self.metrics,
                                fresh=self.cache_caught_up)
         self.extender = Extender(self.cache, ipam, self.scheduler, metrics=self.metrics)
+        self.reconciler = Reconciler(settings, self.cache, ipam, self.scheduler,
+                                     metrics=self.metrics, is_leader=self.is_leader)
         self._reflectors: list[Reflector] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._threads: list[threading.Thread] = []
@@ -61,6 +64,8 @@ class SchedulerApp:
     def _on_leader(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)
         if leading:
+            # The store may have changed while another replica led (or none did).
+            self.reconciler.request("became leader", hold=True)
             self.scheduler.enqueue_pending()
 
     def _on_renew(self) -> None:
@@ -93,6 +98,8 @@ class SchedulerApp:
                     "failover")
         self._spawn(self._periodic(self.gc.run_once, self.settings.gc_period), "gc")
         self._spawn(self._stats(), "ipam-stats")
+        self._spawn(self.reconciler.run(), "reconcile")
+        self._spawn(self.reconciler.follow_store(), "store-identity")
 
     async def _stats(self) -> None:
         """IPAM gauges on every replica (not only the leader): each scrape target then

@@ -217,6 +217,12 @@ class Extender:
             if body.get("PodUID") and pod.uid != body["PodUID"]:
                 return {"Error": f"pod {ns}/{name} was replaced (UID changed)"}
             req = sticky_request(pod)
+            if req is not None and self.scheduler.allocation_hold:
+                seen = await self.ipam.claim(req.key, pools=list(req.pools),
+                                             addresses=list(req.addresses), dry_run=True)
+                if len(seen.addresses) < len(req.pools):
+                    return {"Error": f"waiting to take a new address: "
+                                     f"{self.scheduler.allocation_hold}"}
             if req is not None:
                 res = await self.ipam.claim(req.key, pools=list(req.pools),
                                             addresses=list(req.addresses),

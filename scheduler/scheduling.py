@@ -134,6 +134,11 @@ class Scheduler:
         self._next_start = 0
         self._binds: set[asyncio.Task[None]] = set()
         self._bind_slots = asyncio.Semaphore(16)
+        #: Why no new address may be handed out now (empty: none). Set while the IPAM
+        #: is reconciled with the running pods (``scheduler.reconciler``): an address a
+        #: lost reservation's pod still uses must be restored before anything else
+        #: could take it. Pods going back to an existing reservation are not held.
+        self.allocation_hold = ""
         cache.pod_listeners.append(self._on_pod)
         cache.node_listeners.append(self._on_node)
         cache.sync_listeners.append(self._on_synced)
@@ -256,6 +261,9 @@ class Scheduler:
             return Decision(None, message=str(e), reason="InvalidStickyIPAnnotation",
                             retry=False)
         complete = len(seen.addresses) == len(pools)
+        if not complete and self.allocation_hold:
+            return Decision(None, seen, message=f"waiting to take a new address: "
+                            f"{self.allocation_hold}", reason="IPAMReconciling")
         home = seen.node if seen.addresses and seen.node else None
         if home is not None:
             node = self.cache.nodes.get(home)
