@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing: results in DESIGN.md §9 format, a table, percentiles."""
+"""Shared benchmark plumbing: results in docs/design.md §9 format, a table, percentiles."""
 
 from __future__ import annotations
 

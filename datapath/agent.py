@@ -14,6 +14,7 @@ from typing import Any
 
 from datapath.birdctl import BirdControl
 from datapath.config import AgentSettings
+from datapath.deletions import DeleteQueue
 from datapath.endpoints import EndpointManager
 from datapath.errors import InvalidConfig, NotAvailable
 from datapath.heartbeat import Heartbeat
@@ -74,13 +75,16 @@ class Agent:
             bird_control=BirdControl(config_path=settings.bird_config,
                                      socket_path=settings.bird_socket, birdc=settings.birdc),
             metrics=self.metrics, lock=self.lock)
+        #: DELs the plugin queued while this agent was unreachable
+        self.deletions = DeleteQueue(settings.delete_queue_dir)
         self.heartbeat = Heartbeat(ipam, node=self.node, nodes=self.nodes,
                                    address=lambda: self.routes.address,
                                    interval=settings.heartbeat_interval, metrics=self.metrics,
-                                   lock=self.lock, then=self.routes.check_epochs)
+                                   lock=self.lock, then=self._after_heartbeat)
         self.cni_server = CniServer(settings.socket, self._handlers(), metrics=self.metrics)
         self.status_server = StatusServer(settings.metrics_host, settings.metrics_port,
                                           metrics=self.metrics, health=self.health,
+                                          alive=self.alive,
                                           before_scrape=self._count_endpoints)
         self._tasks: list[asyncio.Task[None]] = []
         self.started = asyncio.Event()
@@ -88,6 +92,15 @@ class Agent:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        # The deletion queue is ours from before it is read until the CNI socket serves:
+        # a DEL meanwhile waits, then reaches this agent instead of the queue.
+        await self.deletions.hold()
+        try:
+            await self._start()
+        finally:
+            self.deletions.release()
+
+    async def _start(self) -> None:
         t0 = time.monotonic()
         await self.netlink.open()
         enable_forwarding()
@@ -101,6 +114,9 @@ class Agent:
         if self.routes.address:
             await self.nodes.publish(self.node, self.routes.address)
         await self.endpoints.restore(asyncio.ensure_future(asyncio.to_thread(self.program.load)))
+        # Queued DELs after the restore: records and programs are loaded, so a queued
+        # deletion undoes exactly what ADD did (and an unknown one frees its lease).
+        await self.deletions.replay(self.endpoints.delete)
         await self.routes.sync(force=True)
         await self.cni_server.start()
         if self.settings.metrics_port:
@@ -144,6 +160,13 @@ class Agent:
                 "GC": locked(self.endpoints.gc), "STATUS": self._status,
                 "ENDPOINTS": self._list_endpoints, "SYNC": self._sync}
 
+    async def _after_heartbeat(self) -> None:
+        """Under the lock, with the store just reached: the epoch check, and any queued
+        DEL still left (one failed at start, or was queued during a slow start)."""
+        await self.routes.check_epochs()
+        if self.deletions.entries():
+            await self.deletions.replay(self.endpoints.delete)
+
     async def _status(self, _: dict[str, Any]) -> None:
         if not await self.ipam.ping():
             raise NotAvailable("IPAM store unreachable: cannot allocate addresses")
@@ -164,6 +187,11 @@ class Agent:
         return ok, {"ok": ok, "store": store, "routes_synced": self.routes.healthy,
                     "endpoints": len(self.endpoints.records.all()),
                     "bird": self.routes.bird_ok if self.settings.routing == "bgp" else None}
+
+    def alive(self) -> bool:
+        """Started, and none of the agent's long-running tasks has died (the store
+        answering or not: readiness says that)."""
+        return self.started.is_set() and not any(t.done() for t in self._tasks)
 
     def _count_endpoints(self) -> None:
         records = self.endpoints.records.all()

@@ -23,6 +23,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--socket", help="CNI unix socket path")
     p.add_argument("--pin-root", help="bpffs directory of pinned maps")
     p.add_argument("--state-dir", help="directory of endpoint records")
+    p.add_argument("--delete-queue-dir", help="the CNI deletion queue replayed at start")
     p.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (0: off)")
     p.add_argument("--default-pool", help="pool of ephemeral addresses")
     p.add_argument("--bird-config", help="generated BIRD config path (bgp)")
@@ -52,13 +53,11 @@ def load_hooks(settings: AgentSettings) -> list[Any]:
 async def run(args: argparse.Namespace) -> int:
     from datapath.agent import Agent
     from ipam import open_ipam
-    from ipam.config import IpamSettings
 
     settings = settings_from(args)
-    ipam_settings = IpamSettings()
-    url = args.redis_url if args.redis_url is not None else ipam_settings.redis_url
-    ipam = await open_ipam(url or None, actor=f"agent/{settings.node}",
-                           embedded_path=ipam_settings.embedded_path or None)
+    # The store the stickyip command chose (never a private one unless --embedded).
+    ipam = await open_ipam(args.redis_url or None, actor=f"agent/{settings.node}",
+                           embedded_path=args.embedded_path, settings=args.ipam_settings)
     kube_pods = None
     if settings.kube:
         from datapath.podinfo import kube_pod_lookup

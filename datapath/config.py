@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from datapath.bird import parse_peer
@@ -24,6 +25,11 @@ class AgentSettings(BaseSettings):
                           description="bpffs directory holding the pinned eBPF maps")
     state_dir: str = Field(default="/var/lib/stickyip/agent",
                            description="directory of the endpoint records kept across restarts")
+    delete_queue_dir: str = Field(
+        default="", description="the CNI deletion queue on the node's disk: DELs the plugin "
+        "could not hand to the agent, replayed at start (default: 'cni-delete-queue' beside "
+        "state_dir, /var/lib/stickyip/cni-delete-queue, the plugin's default; its "
+        "'deleteQueueDir' network config key names another)")
     routing: Literal["direct", "bgp"] = Field(
         default="direct", description="direct: kernel routes to other nodes' blocks; "
         "bgp: announce this node's blocks with BIRD 2")
@@ -31,7 +37,8 @@ class AgentSettings(BaseSettings):
                               description="pool of ephemeral addresses unless the network "
                               "config names one ('pool')")
     metrics_host: str = Field(default="0.0.0.0", description="address of /metrics and /healthz")
-    metrics_port: int = Field(default=9402, description="port of /metrics and /healthz (0: off)")
+    metrics_port: int = Field(default=9402, ge=0, le=65535,
+                              description="port of /metrics and /healthz (0: off)")
     sync_interval: float = Field(default=0.5, description="seconds between route syncs with IPAM")
     full_resync_interval: float = Field(
         default=10.0, description="seconds between full kernel route diffs even if IPAM "
@@ -68,3 +75,10 @@ class AgentSettings(BaseSettings):
         for p in peers:
             parse_peer(p)
         return peers
+
+    @model_validator(mode="after")
+    def _queue_beside_state(self) -> AgentSettings:
+        if not self.delete_queue_dir:
+            parent = os.path.dirname(self.state_dir.rstrip("/")) or "."
+            self.delete_queue_dir = os.path.join(parent, "cni-delete-queue")
+        return self

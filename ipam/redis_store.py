@@ -23,6 +23,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ipam import layout, ranges, scripts
 from ipam.changes import ChangeBatch, Gap, RoutingSnapshot, decode_entry, parse_snapshot
+from ipam.config import IpamSettings
 from ipam.errors import (
     AddressTaken,
     InvalidAddress,
@@ -144,9 +145,11 @@ class RedisIpam:
         """Close the client: wait briefly for pipelines still in flight, then close the
         connections (bounded: a close must never hang a shutdown)."""
         await self.runner.settle(within=2.0)
+        from ipam.connection import close_client
+
         try:
             async with asyncio.timeout(5.0):
-                await self._r.aclose()
+                await close_client(self._r)
         except (TimeoutError, RedisError, OSError) as e:
             log.warning("closing the Redis client did not finish cleanly",
                         extra={"error": repr(e)})
@@ -1066,11 +1069,18 @@ async def check_and_repair(ipam: RedisIpam, *, repair: bool = False,
 
 
 async def open_ipam(url: str | None, *, actor: str = "stickyip",
-                    embedded_path: str | None = None) -> RedisIpam:
-    """Connect to the store at ``url`` (or the embedded one) and return the IPAM."""
+                    embedded_path: str | None = None,
+                    settings: IpamSettings | None = None) -> RedisIpam:
+    """Connect to the store at ``url`` (or the embedded one) and return the IPAM.
+    ``settings`` (built by the entry point) set how many replicas must confirm each
+    write and the per-call deadline; without them writes wait for no replica."""
     from ipam.connection import open_redis
 
     client, embedded = await open_redis(url, embedded_path=embedded_path)
-    ipam = RedisIpam(client, actor=actor)
+    s = settings or IpamSettings.model_construct(
+        redis_replicas=0, redis_replica_timeout=1.0, redis_call_timeout=0.0)
+    ipam = RedisIpam(client, actor=actor, replicas=s.redis_replicas,
+                     replica_timeout=s.redis_replica_timeout,
+                     call_timeout=s.redis_call_timeout or None)
     ipam.embedded = embedded
     return ipam

@@ -68,6 +68,11 @@ class Node(FabricNode):
     def log(self) -> Path:
         return self.dir / "agent.log"
 
+    @property
+    def delete_queue(self) -> Path:
+        """The node's CNI deletion queue (the agent's default: beside its state dir)."""
+        return self.dir / "cni-delete-queue"
+
 
 @dataclass
 class Pod:
@@ -275,6 +280,7 @@ class Testbed:
     def netconf(self, name: str, **extra: Any) -> dict[str, Any]:
         conf: dict[str, Any] = {"cniVersion": self.cni_version, "name": "stickyip",
                                 "type": "stickyip-cni", "agentSocket": self.nodes[name].socket,
+                                "deleteQueueDir": str(self.nodes[name].delete_queue),
                                 "pool": self.pool}
         conf.update(extra)
         return conf

@@ -1,4 +1,4 @@
-"""Node failure: deciding that a node is *confirmed* gone (DESIGN.md §2), and
+"""Node failure: deciding that a node is *confirmed* gone (docs/design.md §2), and
 planning where its sticky reservations go. Pure: returns verdicts and a plan.
 
 A node is gone when its Node object is deleted, when it carries the
