@@ -970,6 +970,39 @@ class RedisIpam:
         out = [await self._decode(raw) for raw in values]
         return int(nxt), out
 
+    async def homed_on(self, node: str, *, chunk: int = 500) -> list[Lease]:
+        """Every sticky record homed on ``node``, from the home index: O(log N + k) for
+        k reservations there, never a scan. A store whose index predates it (no
+        ``byhome`` mark on the layout) is walked in bounded pages instead; ``stickyip
+        ipam check --repair`` builds the index."""
+        if not self._layout_checked:
+            await self.check_layout()
+        check_name("node", node)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hget(layout.LAYOUT, "byhome")
+            pipe.zrangebylex(layout.BYHOME, f"[{node}|", f"({node}}}")
+            mark, members = await self._guard(pipe.execute())
+        if mark is None:
+            return await self._homed_on_by_scan(node)
+        owners = [_s(m).split("|", 1)[1] for m in members]
+        out: list[Lease] = []
+        refs: dict[str, PoolRef] = {}
+        for i in range(0, len(owners), chunk):
+            for lease in await self._records_of(refs, owners[i:i + chunk]):
+                if lease.node == node and lease.kind is LeaseKind.STICKY:
+                    out.append(lease)
+        return out
+
+    async def _homed_on_by_scan(self, node: str) -> list[Lease]:
+        seen: dict[OwnerKey, Lease] = {}
+        cursor = 0
+        while True:
+            cursor, page = await self.scan_records(cursor, count=1000)
+            seen.update((r.owner, r) for r in page
+                        if r.node == node and r.kind is LeaseKind.STICKY)
+            if cursor == 0:
+                return list(seen.values())
+
     async def free_in_node_blocks(self, pool: str) -> dict[NodeName, int]:
         """Free addresses per node inside the blocks it already holds (exact)."""
         return (await self.address_view(pool)).free_in_node_blocks

@@ -58,6 +58,7 @@ PRELUDE = """
 local T = 'sip:{stickyip}:'
 local LAYOUT, POOLS, SPECS, SPANS = T..'layout', T..'pools', T..'specs', T..'spans'
 local REC, EXP, COUNTS, HOMES = T..'rec', T..'exp', T..'count', T..'homes'
+local BYHOME = T..'byhome'
 local LOG, TOUCH, FENCED = T..'log', T..'touch', T..'fenced'
 local FAMS = {'ip4', 'ip6'}
 local HEX = '0123456789abcdef'
@@ -313,6 +314,7 @@ local function entries(r)
     local c = 'e'
     if r.kind == 'sticky' then c = (r.policy == 'wait') and 'w' or 'm' end
     e[#e + 1] = {'h', HOMES, r.node..'|'..c}
+    if r.kind == 'sticky' then e[#e + 1] = {'z', BYHOME, r.node..'|'..r.owner, 0} end
   end
   if r.kind == 'sticky' and r.state == 'retained' and r.expires >= 0 then
     e[#e + 1] = {'z', EXP, r.owner, r.expires}
@@ -795,7 +797,7 @@ end
 if dry then return {'ok', cjson.encode(out)} end
 if not ver then
   redis.call('HSET', LAYOUT, 'version', '%(version)s', 'gen', newgen, 'created', now,
-             'rev', 0, 'poolseq', 0)
+             'rev', 0, 'poolseq', 0, 'byhome', '1')
 end
 for _, it in ipairs(items) do
   local p = pool(it.name)
@@ -1140,7 +1142,8 @@ for _, name in ipairs(names) do
   end
   redis.call('HSET', p.K..'m', 'used', used, 'exheld', exheld)
 end
-redis.call('DEL', COUNTS, HOMES, EXP)
+redis.call('DEL', COUNTS, HOMES, EXP, BYHOME)
+redis.call('HSET', LAYOUT, 'byhome', '1')
 local cursor = '0'
 repeat
   local page = redis.call('HSCAN', REC, cursor, 'COUNT', 1000)
@@ -1159,7 +1162,7 @@ return {'ok'}
 DELETE_ORPHANS = PRELUDE + """
 local known = {m=1, blk=1, bf=1, bu=1, ex=1, mig=1, fb=1, free=1, nodes=1, ow=1, aud=1}
 local global = {[LAYOUT]=1, [POOLS]=1, [SPECS]=1, [SPANS]=1, [REC]=1, [EXP]=1, [COUNTS]=1,
-                [HOMES]=1, [LOG]=1, [TOUCH]=1, [FENCED]=1, [T..'hb']=1}
+                [HOMES]=1, [BYHOME]=1, [LOG]=1, [TOUCH]=1, [FENCED]=1, [T..'hb']=1}
 local n = 0
 for _, key in ipairs(ARGV) do
   local keep = global[key] ~= nil
