@@ -3,8 +3,9 @@
 
 Neither reads every record on a timer. Failover looks at the nodes the cluster shows
 unhealthy (or gone) and at the IPAM's per-node counters, and reads only the records of
-a node it confirmed gone; GC takes expired reservations from the IPAM's expiry index
-and walks the records in bounded pages, resuming where the last pass stopped."""
+a node it confirmed gone (the IPAM's home index); GC takes expired reservations from
+the IPAM's expiry index and walks the records in bounded pages, resuming where the
+last pass stopped."""
 
 from __future__ import annotations
 
@@ -47,22 +48,6 @@ SCAN_PAGE = 1000
 MIN_GC_RECORDS = 1000
 #: Expired reservations handled per GC pass (the rest wait for the next pass).
 EXPIRE_BATCH = 500
-
-
-async def homed_on(ipam: RedisIpam, node: NodeName) -> list[Lease]:
-    """The sticky reservations homed on ``node``. Called only for a node confirmed gone
-    (rare), never on a timer: until the IPAM indexes records by home node, this walks
-    every record in bounded pages."""
-    out: list[Lease] = []
-    cursor, seen = 0, set()
-    while True:
-        cursor, page = await ipam.scan_records(cursor, count=SCAN_PAGE)
-        for r in page:
-            if r.owner not in seen and r.node == node:
-                seen.add(r.owner)
-                out.append(r)
-        if cursor == 0:
-            return failover.homed_on(out, node)
 
 
 @dataclass
@@ -173,7 +158,7 @@ class FailoverController:
 
     async def _rehome(self, gone: NodeName, why: str, report: FailoverReport, *,
                       fenced: bool) -> None:
-        mine = await homed_on(self.ipam, gone)
+        mine = failover.homed_on(await self.ipam.homed_on(gone), gone)
         if not mine:
             return
         healthy = [n for n in self.cache.node_list()

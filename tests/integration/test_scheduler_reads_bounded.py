@@ -97,6 +97,14 @@ async def test_failover_reads_nothing_while_every_node_is_ready(
     report = await ctl.run_once()
     assert set(report.slow) == {"n1"}
 
+    # n1 is confirmed gone: only its reservations are read (the home index), no scan
+    clock.advance(settings.node_grace + settings.heartbeat_ttl)
+    before = await commands(ipam)
+    report = await ctl.run_once()
+    assert set(report.gone) == {"n1"} and [str(k) for k in report.moved] == ["ns/db/0"]
+    used = spent(before, await commands(ipam))
+    assert "zrangebylex" in used and not {"hscan", "sscan", "scan"} & set(used), used
+
 
 async def test_gc_walks_a_bounded_page_per_pass_and_frees_every_leak_within_cycles(
         ipam: RedisIpam) -> None:
