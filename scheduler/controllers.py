@@ -331,6 +331,8 @@ class GcController:
             self._missing_this_cycle = set()
         for a in plan.actions:
             await self._act(a, page.get(a.owner), done)
+        log.info("gc pass", extra={"visited": len(page), "cycle_done": wrapped,
+                                   "actions": len(done), "missing": len(self.missing_since)})
         return done
 
     async def _act(self, a: gc.GcAction, seen: Lease | None, done: list[gc.GcAction]

@@ -77,6 +77,9 @@ class Reconciler:
         self.metrics = metrics or scheduler.metrics
         self.is_leader = is_leader
         self._wanted = asyncio.Event()
+        #: Something that may let a wanted pass run changed (leadership, caches).
+        self._poke = asyncio.Event()
+        cache.sync_listeners.append(lambda _kind: self._poke.set())
         self._why = "start"
         #: Passes completed (tests wait on it).
         self.passes = 0
@@ -104,6 +107,7 @@ class Reconciler:
             self.scheduler.allocation_hold = (
                 f"the IPAM is being reconciled with the running pods ({why})")
         self._wanted.set()
+        self._poke.set()
 
     async def wait_passes(self, n: int) -> ReconcileReport | None:
         """Wait until ``n`` passes completed (tests)."""
@@ -122,9 +126,12 @@ class Reconciler:
             except TimeoutError:
                 self._why = "periodic"
             if not self.is_leader() or not self.cache.is_synced("nodes", "pods"):
-                # the pass stays wanted; the leader loop (or the cache) comes back here
+                # the pass stays wanted until this replica leads with synced caches
                 self._wanted.set()
-                await asyncio.sleep(self.settings.renew_period)
+                self._poke.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.renew_period):
+                        await self._poke.wait()
                 continue
             self._wanted.clear()
             why = self._why
