@@ -8,12 +8,15 @@ turned out free. Nothing is written."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ipam.models import Lease, OwnerKey
 from ipam.ranges import IPAddress
 from ipam.redis_store import RedisIpam
-from scheduler.reconcile import Finding, LivePod, compare
+from plumbing.kube.rest import RestClient
+from scheduler.reconcile import Finding, LivePod, compare, live_pod
 
 #: Addresses per ``owners_of`` call.
 CHUNK = 500
@@ -46,3 +49,18 @@ async def check_against_cluster(ipam: RedisIpam, pods: Sequence[LivePod]) -> lis
     records = await ipam.gather_limited([ipam.lease(owner=o) for o in free_owners])
     own: dict[OwnerKey, Lease | None] = dict(zip(free_owners, records, strict=True))
     return compare(pods, holders, own)
+
+
+async def check_cluster(ipam: RedisIpam, rest: RestClient) -> list[Finding]:
+    """Every running pod of the cluster (listed in pages) against the IPAM."""
+    items, _ = await asyncio.to_thread(rest.list, "/api/v1/pods")
+    pods = [p for p in (live_pod(o) for o in items) if p is not None]
+    return await check_against_cluster(ipam, pods)
+
+
+def finding_row(f: Finding) -> dict[str, Any]:
+    """One finding as a row of ``stickyip ipam check --against-cluster``."""
+    held = f.record
+    return {"verdict": f.verdict.value, "address": str(f.address), "pod": f.pod.ref,
+            "node": f.pod.node, "owner": str(held.owner) if held is not None else "",
+            "detail": f.message}
