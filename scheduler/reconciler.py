@@ -15,8 +15,11 @@ A pass runs when this replica starts leading, whenever the store's identity chan
 (a restart or failover of Redis: ``follow_store`` reads the IPAM's change log and
 sees a Gap), and every ``reconcile_period`` (slow: it reads a record per pod). Until
 the first pass after a start or an identity change succeeded, the scheduler hands
-out no new address (``Scheduler.allocation_hold``): a lost reservation's address
-must be restored before anything could allocate it.
+out no new address (``Scheduler.allocation_hold``), and neither does the store
+(``RedisIpam.open_allocation``, written by each successful pass, names the server
+process the pods were reconciled with; a restarted or promoted one refuses new
+addresses with ``AllocationPaused``): a lost reservation's address is restored
+before anything can allocate it.
 """
 
 from __future__ import annotations
@@ -220,6 +223,9 @@ class Reconciler:
                 report.restored.append(owner)
         for f in report.conflicts:
             await self._conflict(f, report)
+        # Every lost reservation of a running pod is back (or reported): the store may
+        # hand out new addresses again, until it next restarts or fails over.
+        await self.ipam.open_allocation()
         self.metrics.reconcile_conflicts.set(len({(f.pod.ref, f.address)
                                                   for f in report.conflicts}))
         self.metrics.reconcile_passes.inc()
@@ -253,14 +259,16 @@ class Reconciler:
         try:
             try:
                 got = await self.ipam.claim(key, pools=pools, addresses=addresses,
-                                            node=live.node, holder=live.uid, pod=live.ref, **kw)
+                                            node=live.node, holder=live.uid, pod=live.ref,
+                                            restore=True, **kw)
             except ReservationConflict as e:
                 if "homed on node" not in str(e):
                     raise
                 # The address's block belongs to another node (the pod's address was a
                 # migrated /32 there): take it homed with its block, then move the home
                 # to where the pod runs, then bind it.
-                got = await self.ipam.claim(key, pools=pools, addresses=addresses, **kw)
+                got = await self.ipam.claim(key, pools=pools, addresses=addresses,
+                                            restore=True, **kw)
                 if got.node != live.node:
                     await self.ipam.rehome_reservation(key, to_node=live.node,
                                                        expect_epoch=got.epoch)

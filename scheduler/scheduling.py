@@ -26,6 +26,7 @@ from ipam import (
     StoreUnavailable,
 )
 from ipam.contract import PodRequest, format_ips, pool_of, written_annotations
+from ipam.errors import AllocationPaused
 from plumbing.kube.errors import Conflict, KubeError, NotFound
 from scheduler import filtering, scoring
 from scheduler.cache import ClusterCache
@@ -216,6 +217,9 @@ class Scheduler:
         except PoolNotFound as e:
             return Decision(None, message=f"{e}; create it with 'stickyip pool apply'",
                             reason="PoolNotFound")
+        except AllocationPaused as e:
+            return Decision(None, message=f"waiting to take a new address: {e}",
+                            reason="IPAMReconciling")
         except StoreUnavailable as e:
             return Decision(None, message=f"IPAM store unavailable: {e}",
                             reason="IPAMUnavailable")

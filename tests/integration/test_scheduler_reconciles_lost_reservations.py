@@ -2,18 +2,29 @@
 without the reservation of a running pod (restarted from a state that lacks it) is
 reconciled by the scheduler: the reservation is restored for that pod, and the
 address is never handed to anyone else — not to the new pods the scheduler places
-meanwhile, not to a later claim. An address the store gives to another pod is a
-conflict: quarantined, and reported as an Event and a metric."""
+meanwhile, not to other writers allocating on that node or claiming exactly that
+address while it is reconciled (the store pauses new addresses until then), not to
+a later claim. An address the store gives to another pod is a conflict:
+quarantined, and reported as an Event and a metric."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from ipam import AddressTaken, PoolSpec, RedisIpam, ReservationKey, ReservationState
+from ipam import (
+    AddressTaken,
+    PoolSpec,
+    RedisIpam,
+    ReservationKey,
+    ReservationState,
+    ephemeral_owner,
+)
+from ipam.errors import AllocationPaused
 from tests.integration.test_scheduler_cache import placement, replica, standin, sts, wait_bound
 from tests.integration.test_scheduler_failover import events_for, has_ip
 from tests.support.redis_server import RedisServer
@@ -68,9 +79,38 @@ async def test_a_lost_reservation_is_restored_for_its_pod_and_never_handed_out(
         await ipam.aclose()
         ipam = await store(server.url)  # the test's own connections died with the server
 
+        # Meanwhile other writers want addresses on that node: an agent's ephemeral
+        # leases, a claim of exactly that address for another ordinal.
+        got: list[str] = []
+        paused = 0
+        stop = asyncio.Event()
+
+        async def others() -> None:
+            nonlocal paused
+            i = 0
+            while not stop.is_set() and len(got) < 3:
+                try:
+                    lease = await ipam.allocate(pool="pool-a", node=node,
+                                                owner=ephemeral_owner(f"c{i}"))
+                    got.append(str(lease.address))
+                    i += 1
+                except AllocationPaused:
+                    paused += 1
+                with contextlib.suppress(AllocationPaused, AddressTaken):
+                    taken = await ipam.claim(ReservationKey.parse("default/thief/0"),
+                                             pool="pool-a", address=lost_ip)
+                    got.append(f"claimed {taken.address}")
+
+        writers = asyncio.create_task(others())
+
         # The scheduler noticed the new identity, restored db-1 for its pod, and only
         # then placed the new pods, on the same node, without that address.
         new = await wait_bound(api, "new", 4, within=20, check=has_ip)
+        await asyncio.wait_for(writers, 20)
+        stop.set()
+        assert paused > 0, "the other writers were held while the store was reconciled"
+        assert len(got) == 3 and lost_ip not in got and not any(
+            g.startswith("claimed") for g in got), got
         res = await ipam.reservation(key)
         assert res is not None and str(res.address) == lost_ip and res.node == node
         assert res.holder == uid and res.state is ReservationState.BOUND
