@@ -294,6 +294,10 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | Non
         result = reply.get("result")
         if command == "ADD" and isinstance(result, dict):
             result["cniVersion"] = version
+            if _vtuple(version) < (1, 0, 0):
+                # 0.3/0.4 results name each address's family
+                for ip in result.get("ips") or []:
+                    ip["version"] = "6" if ":" in str(ip.get("address", "")) else "4"
             return 0, result
         return 0, None
     except CniFailure as f:
