@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,6 +27,8 @@ from ipam import (
     ephemeral_owner,
 )
 from ipam.errors import AllocationPaused
+from kubestandin import KubeStandIn
+from scheduler.app import SchedulerApp
 from tests.integration.test_scheduler_cache import placement, replica, standin, sts, wait_bound
 from tests.integration.test_scheduler_failover import events_for, has_ip
 from tests.support.redis_server import RedisServer
@@ -49,13 +53,23 @@ def offline(server: RedisServer) -> RedisServer:
     return side
 
 
-async def test_a_lost_reservation_is_restored_for_its_pod_and_never_handed_out(
-        server: RedisServer) -> None:
+@asynccontextmanager
+async def running_db(server: RedisServer, replicas: int
+                     ) -> AsyncIterator[tuple[RedisIpam, KubeStandIn, SchedulerApp, Any]]:
+    """A pool, one node, a scheduler and StatefulSet db running with its addresses."""
     ipam = await store(server.url)
     await ipam.apply_pool(PoolSpec(name="pool-a", cidr="10.20.0.0/24", block_size=28))
-    async with standin(1) as api, replica(api, server.url) as app:
-        await api.create(sts("db", 3))
-        pods = await wait_bound(api, "db", 3, check=has_ip)
+    try:
+        async with standin(1) as api, replica(api, server.url) as app:
+            await api.create(sts("db", replicas))
+            yield ipam, api, app, await wait_bound(api, "db", replicas, check=has_ip)
+    finally:
+        await ipam.aclose()
+
+
+async def test_a_lost_reservation_is_restored_for_its_pod_and_never_handed_out(
+        server: RedisServer) -> None:
+    async with running_db(server, 3) as (_, api, app, pods):
         before = placement(pods)
         node, lost_ip = before["db-1"]
         uid = pods["db-1"]["metadata"]["uid"]
@@ -76,8 +90,7 @@ async def test_a_lost_reservation_is_restored_for_its_pod_and_never_handed_out(
         finally:
             side.stop()
         server.start()  # same port, same data: another identity, db-1's record missing
-        await ipam.aclose()
-        ipam = await store(server.url)  # the test's own connections died with the server
+        fresh = await store(server.url)  # the test's own connections died with the server
 
         # Meanwhile other writers want addresses on that node: an agent's ephemeral
         # leases, a claim of exactly that address for another ordinal.
@@ -90,15 +103,15 @@ async def test_a_lost_reservation_is_restored_for_its_pod_and_never_handed_out(
             i = 0
             while not stop.is_set() and len(got) < 3:
                 try:
-                    lease = await ipam.allocate(pool="pool-a", node=node,
-                                                owner=ephemeral_owner(f"c{i}"))
+                    lease = await fresh.allocate(pool="pool-a", node=node,
+                                                 owner=ephemeral_owner(f"c{i}"))
                     got.append(str(lease.address))
                     i += 1
                 except AllocationPaused:
                     paused += 1
                 with contextlib.suppress(AllocationPaused, AddressTaken):
-                    taken = await ipam.claim(ReservationKey.parse("default/thief/0"),
-                                             pool="pool-a", address=lost_ip)
+                    taken = await fresh.claim(ReservationKey.parse("default/thief/0"),
+                                              pool="pool-a", address=lost_ip)
                     got.append(f"claimed {taken.address}")
 
         writers = asyncio.create_task(others())
@@ -111,7 +124,7 @@ async def test_a_lost_reservation_is_restored_for_its_pod_and_never_handed_out(
         assert paused > 0, "the other writers were held while the store was reconciled"
         assert len(got) == 3 and lost_ip not in got and not any(
             g.startswith("claimed") for g in got), got
-        res = await ipam.reservation(key)
+        res = await fresh.reservation(key)
         assert res is not None and str(res.address) == lost_ip and res.node == node
         assert res.holder == uid and res.state is ReservationState.BOUND
         assert lost_ip not in {ip for _, ip in placement(new).values()}
@@ -125,18 +138,14 @@ async def test_a_lost_reservation_is_restored_for_its_pod_and_never_handed_out(
         assert app.metrics.registry.get_sample_value("stickyip_reconcile_conflicts") == 0
         # and nobody else can take it now
         with pytest.raises(AddressTaken):
-            await ipam.claim(ReservationKey.parse("default/thief/0"), pool="pool-a",
-                             address=lost_ip)
-    await ipam.aclose()
+            await fresh.claim(ReservationKey.parse("default/thief/0"), pool="pool-a",
+                              address=lost_ip)
+        await fresh.aclose()
 
 
 async def test_an_address_given_to_another_pod_is_a_quarantined_reported_conflict(
         server: RedisServer) -> None:
-    ipam = await store(server.url)
-    await ipam.apply_pool(PoolSpec(name="pool-a", cidr="10.20.0.0/24", block_size=28))
-    async with standin(1) as api, replica(api, server.url) as app:
-        await api.create(sts("db", 2))
-        pods = await wait_bound(api, "db", 2, check=has_ip)
+    async with running_db(server, 2) as (ipam, api, app, pods):
         _, ip = placement(pods)["db-1"]
         key = ReservationKey.parse("default/db/1")
         uid = pods["db-1"]["metadata"]["uid"]
@@ -169,4 +178,3 @@ async def test_an_address_given_to_another_pod_is_a_quarantined_reported_conflic
         res = await ipam.reservation(key)
         assert res is not None and str(res.address) == ip and res.holder == uid
         assert app.metrics.registry.get_sample_value("stickyip_reconcile_conflicts") == 0
-    await ipam.aclose()
