@@ -295,7 +295,12 @@ class GcController:
         done: list[gc.GcAction] = []
         # 1. the expiry index
         for owner in await self.ipam.expired(now=self.clock(), limit=EXPIRE_BATCH):
-            key = ReservationKey.parse(owner)
+            try:
+                key = ReservationKey.parse(owner)
+            except IpamError as e:  # a damaged index entry: 'ipam check' reports it
+                log.warning("expiry index names no reservation", extra={"owner": owner,
+                                                                        "error": str(e)})
+                continue
             await self._act(gc.GcAction(gc.GcOp.EXPIRE, PoolName(""), owner, key, "",
                                         "its retain time has passed"), None, done)
         # 2. a bounded page of the records, the IPAM read first ...
