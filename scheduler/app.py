@@ -203,9 +203,14 @@ class SchedulerApp:
             reflector.stop()
         for t in self._tasks:
             t.cancel()
+        # Bounded: a task that outlives its cancel must not hang the shutdown.
+        _, late = await asyncio.wait(self._tasks, timeout=10) if self._tasks else ((), ())
+        for t in late:
+            log.warning("a task did not stop within 10 s", extra={"task": t.get_name()})
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    t.result()
         await self.scheduler.drain()
         if self.leader is not None:
             await asyncio.to_thread(self.leader.release_sync)

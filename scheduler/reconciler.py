@@ -59,6 +59,14 @@ log = logging.getLogger("stickyip.scheduler.reconcile")
 UNRESOLVED = (Verdict.CONFLICT, Verdict.DUPLICATE, Verdict.MISMATCH)
 
 
+def _stop_if_cancelled() -> None:
+    """End a loop whose task was asked to stop even if a layer below swallowed the
+    CancelledError (a Redis connection being set up when the cancel came)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 @dataclass
 class ReconcileReport:
     why: str
@@ -123,6 +131,7 @@ class Reconciler:
         self._wanted.set()
         backoff = 0.5
         while True:
+            _stop_if_cancelled()
             try:
                 async with asyncio.timeout(self.settings.reconcile_period):
                     await self._wanted.wait()
@@ -161,6 +170,7 @@ class Reconciler:
         identity, revision = "", 0
         backoff = 0.2
         while True:
+            _stop_if_cancelled()
             try:
                 if not identity:
                     snap = await self.ipam.routing_snapshot()
