@@ -52,6 +52,7 @@ class SchedulerApp:
         self.extender = Extender(self.cache, ipam, self.scheduler, metrics=self.metrics)
         self.reconciler = Reconciler(settings, self.cache, ipam, self.scheduler,
                                      metrics=self.metrics, is_leader=self.is_leader)
+        self.gc.on_quarantine_freed = self.reconciler.request
         self._reflectors: list[Reflector] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._threads: list[threading.Thread] = []

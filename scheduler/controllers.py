@@ -271,8 +271,12 @@ class GcController:
     def __init__(self, settings: SchedulerSettings, ipam: RedisIpam, kube: KubeApi | None,
                  cache: ClusterCache, *, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.time,
-                 fresh: Callable[[], Awaitable[bool]] | None = None) -> None:
+                 fresh: Callable[[], Awaitable[bool]] | None = None,
+                 on_quarantine_freed: Callable[[str], None] | None = None) -> None:
         self.settings, self.ipam, self.kube, self.cache = settings, ipam, kube, cache
+        #: Called after a quarantined reservation was freed: a running pod may use its
+        #: address (a conflict the reconciliation found), to be restored at once.
+        self.on_quarantine_freed = on_quarantine_freed
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.fresh = fresh
@@ -378,6 +382,8 @@ class GcController:
             if seen is not None and await self._pod_alive(seen.pod, a.holder):
                 return False
             gone = await self.ipam.confirm_holder_gone(a.owner, holder=a.holder)
+            if gone is not None and self.on_quarantine_freed is not None:
+                self.on_quarantine_freed(f"quarantined {a.owner} freed")
             return gone is not None
         assert a.key is not None
         key = a.key
