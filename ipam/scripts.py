@@ -283,6 +283,13 @@ local function route(r, bumped)
       local k = a.b..':'..a.o
       local cur = redis.call('HGET', p.K..'mig', k)
       local bn = redis.call('HGET', p.K..'blk', a.b)
+      -- A homed record's address in an unclaimed block claims that block for its home
+      -- (first homing, a family listed later, a re-home of an unhomed reservation): a
+      -- migration there would point at the node that claims the block afterwards.
+      if not bn and r.node ~= '' then
+        claim_block(p, a.b, r.node)
+        bn = r.node
+      end
       if r.node == '' or bn == r.node then
         if cur then
           redis.call('HDEL', p.K..'mig', k)
@@ -293,15 +300,6 @@ local function route(r, bumped)
         change(at(p, a.b, a.o, {op='mig.set', node=r.node, owner=r.owner, epoch=r.epoch}))
       end
     end
-  end
-end
--- Homing claims the unclaimed blocks of the record's addresses for its home.
-local function claim_home_blocks(r)
-  if r.node == '' then return end
-  for _, f in ipairs(FAMS) do
-    local a = r[f]
-    local p = a and a.b and pool(a.p)
-    if p and redis.call('HEXISTS', p.K..'blk', a.b) == 0 then claim_block(p, a.b, r.node) end
   end
 end
 
@@ -528,10 +526,6 @@ for _, x in ipairs(req) do
     audit(x.p, r[x.f].b, r[x.f].o, 'reserve', owner, r.node, r.epoch, now, actor)
   end
 end
--- A homed record's addresses live in its home's blocks: claim the unclaimed ones
--- (first homing, and an address of another family listed later alike), so no
--- migration ever points at a block that its own node claims afterwards.
-claim_home_blocks(r)
 if homing then
   if old then
     for _, f in ipairs(FAMS) do
