@@ -15,6 +15,8 @@ Rows and the group measuring them:
 ``idle_cost_ratio_vs_polling_1000_nodes``      ``bench.scale_follow``
 ``change_fanout_p99_s_5000_nodes``             ``bench.scale_follow``
 ``redis_cores_10_changes_per_s_5000_nodes``    ``bench.scale_follow``
+``scheduler_ready_s_100k_reservations``        ``bench.scale_sched``
+``gc_stats_redis_cores_100k``                  ``bench.scale_sched``
 =============================================  =====================
 """
 
@@ -31,6 +33,7 @@ from bench.common import Report
 #: module name -> short name (the key of its detail); add your group here
 GROUPS = {
     "bench.scale_follow": "follow",
+    "bench.scale_sched": "sched",
 }
 
 
