@@ -87,6 +87,9 @@ def test_redis_and_sentinel_settings() -> None:
     # one; and a master cut off from its replicas refuses writes no later than the
     # Sentinels may declare it down and promote another
     assert 3 <= t.max_lag_s <= t.down_after_s
+    # the replica a failover left to resync in full is the new master's only one:
+    # every second before its resync starts is a second of refused writes
+    assert redis_conf["repl-diskless-sync-delay"] == "0"
     # above the 2 s an AOF fsync may block Redis with everysec; low enough that a
     # failover (down-after plus about 2 s) stays inside 10 s
     assert 2 < t.down_after_s <= 6
