@@ -11,6 +11,7 @@ bench/ipam_failover.py. Every size and bound is set here, in :data:`LOAD` and
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import json
@@ -107,8 +108,10 @@ class Client:
     name: str
     log: Path
     proc: asyncio.subprocess.Process
-    #: (sent, acknowledged) of every acknowledged call, as reported
+    #: (sent, acknowledged) of every acknowledged call, in the order reported (so
+    #: by acknowledgement time: ``acked`` holds those times, for bisecting)
     acks: list[tuple[float, float]] = field(default_factory=list)
+    acked: list[float] = field(default_factory=list)
     errors: list[tuple[float, str]] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     reader: asyncio.Task[None] | None = None
@@ -212,6 +215,7 @@ class Trial:
                 if line.startswith("A "):
                     _, sent, acked = line.split()
                     client.acks.append((float(sent), float(acked)))
+                    client.acked.append(float(acked))
                 elif line.startswith("E "):
                     _, at, kind, *_ = line.split(" ", 3)
                     client.errors.append((float(at), kind))
@@ -236,7 +240,11 @@ class Trial:
                                  f"\n{self.store.diagnose()}") from None
 
     def acks_since(self, t: float) -> list[int]:
-        return [sum(1 for _, a in c.acks if a >= t) for c in self.clients]
+        return [len(c.acked) - bisect.bisect_left(c.acked, t) for c in self.clients]
+
+    def sent_after(self, c: Client, t: float) -> list[float]:
+        """Acknowledgement times of ``c``'s calls sent at or after ``t``."""
+        return [a for s, a in c.acks[bisect.bisect_left(c.acked, t):] if s >= t]
 
     async def stop_clients(self) -> None:
         for c in self.clients:
@@ -328,17 +336,18 @@ class Trial:
 
     def _first_sent_after(self) -> float | None:
         """The reply time of the first acknowledged call sent after the fault began."""
-        return min((a for c in self.clients for s, a in c.acks if s >= self.t0), default=None)
+        return min((min(got) for c in self.clients if (got := self.sent_after(c, self.t0))),
+                   default=None)
 
     def _resumed(self) -> None:
         first = self._first_sent_after()
         assert first is not None
         self.outcome.unavailable_s = first - self.t0
         self.outcome.all_resumed_s = max(
-            min(a for s, a in c.acks if s >= self.t0) for c in self.clients) - self.t0
+            min(self.sent_after(c, self.t0)) for c in self.clients) - self.t0
 
     def _all_sent_after(self) -> bool:
-        return all(any(s >= self.t0 for s, _ in c.acks) for c in self.clients)
+        return all(self.sent_after(c, self.t0) for c in self.clients)
 
     async def _replica_fault(self, master: int) -> None:
         store, b = self.store, self.bounds
