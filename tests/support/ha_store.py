@@ -12,7 +12,6 @@ fault tests, the failover benchmark and the manifests cannot drift apart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import shutil
@@ -290,9 +289,7 @@ class HaStore:
     async def aclose(self) -> None:
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         self.close()
 
