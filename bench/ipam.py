@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import ipam_failover
 from bench.common import Report, percentile
 from ipam import PoolSpec, RedisIpam, check_and_repair, layout, scripts
 from ipam.connection import open_redis
@@ -133,6 +134,7 @@ def main() -> None:
                               "separate redis-benchmark runs of the ALLOCATE and RELEASE scripts "
                               "(random owners; releases of absent owners are cheaper, so the "
                               "raw ceiling is optimistic)"}
+    ipam_failover.rows(report)  # the Sentinel overlay's failovers (bench/ipam_failover.py)
     report.write()
 
 
