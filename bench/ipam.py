@@ -114,11 +114,17 @@ class Workers:
                 p.wait()
 
 
-def redis_cpu_s(port: int) -> float:
-    info = subprocess.run(["redis-cli", "-p", str(port), "INFO", "cpu"], capture_output=True,
+def redis_cpu_s(port: int) -> tuple[float, float]:
+    """Redis's CPU time so far, and the part of it spent running scripts (s)."""
+    info = subprocess.run(["redis-cli", "-p", str(port), "INFO", "all"], capture_output=True,
                           text=True, check=True).stdout
     vals = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    return float(vals["used_cpu_sys"]) + float(vals["used_cpu_user"])
+    scripts_us = 0.0
+    for name in ("cmdstat_evalsha", "cmdstat_eval"):
+        if name in vals:
+            fields = dict(kv.split("=") for kv in vals[name].split(","))
+            scripts_us += float(fields["usec"])
+    return float(vals["used_cpu_sys"]) + float(vals["used_cpu_user"]), scripts_us / 1e6
 
 
 def one_round(url: str, port: int, procs: int, callers: int, batching: bool, tag: str
@@ -128,9 +134,10 @@ def one_round(url: str, port: int, procs: int, callers: int, batching: bool, tag
     try:
         start = time.time() + 0.2  # every worker is connected and warm: a shared start
         deadline = start + SECONDS
-        cpu0 = redis_cpu_s(port)
+        cpu0, scripts0 = redis_cpu_s(port)
         res = workers.command(f"go {start!r} {deadline!r}")
-        redis_cpu = redis_cpu_s(port) - cpu0
+        cpu1, scripts1 = redis_cpu_s(port)
+        redis_cpu, scripts_s = cpu1 - cpu0, scripts1 - scripts0
     finally:
         workers.close()
     pairs = sum(r["pairs"] for r in res)
@@ -139,7 +146,8 @@ def one_round(url: str, port: int, procs: int, callers: int, batching: bool, tag
     return {"pairs": pairs, "allocs_per_s": pairs / SECONDS,
             "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
             "client_cpu_us_per_pair": client_cpu / pairs * 1e6 if pairs else None,
-            "redis_cpu_us_per_pair": redis_cpu / pairs * 1e6 if pairs else None}
+            "redis_cpu_us_per_pair": redis_cpu / pairs * 1e6 if pairs else None,
+            "redis_script_us_per_pair": scripts_s / pairs * 1e6 if pairs else None}
 
 
 def redis_benchmark(port: int, clients: int, n: int, args: list[str]) -> float:

@@ -1002,7 +1002,8 @@ class RedisIpam:
         ref = await self.pool_for_address(address)
         b, o = ref.geo.locate(address)
         raw = await self._guard(
-            self._r.lrange(ref.prefix + f"a:{ref.geo.block_hex(b)}:{o}", 0, -1))
+            self._r.lrange(ref.prefix + f"a:{ref.geo.block_hex(b)}:{o}", 0,
+                           scripts.AUDIT_CAP - 1))
         entries = []
         addr = str(ref.geo.at(b, o))
         for item in raw:

@@ -53,6 +53,9 @@ import re
 from ipam import layout
 
 AUDIT_CAP = 100
+#: A history is trimmed back to AUDIT_CAP once it holds this many more (not on every
+#: push); readers take the newest AUDIT_CAP.
+AUDIT_SLACK = 25
 #: Change log length (approximate trimming): ~20,000 revisions of history.
 LOG_MAXLEN = 20000
 
@@ -66,7 +69,13 @@ local HEX = '0123456789abcdef'
 local CH = {}
 local PC = {}
 
-local function layout_ok() return redis.call('HGET', LAYOUT, 'version') == '%(version)s' end
+local LAYOUT_OK = nil
+local function layout_ok()
+  if LAYOUT_OK == nil then
+    LAYOUT_OK = redis.call('HGET', LAYOUT, 'version') == '%(version)s'
+  end
+  return LAYOUT_OK
+end
 -- KEYS[2] (given only when writes must be confirmed on replicas): a retry that finds
 -- its work done still writes, so WAIT after it covers the first attempt's writes
 local function touch() if KEYS[2] then redis.call('HINCRBY', KEYS[2], 'ops', 1) end end
@@ -122,7 +131,7 @@ local function audit(p, b, o, op, owner, node, epoch, now, actor)
   local n = redis.call('LPUSH', k, cjson.encode({at=now, op=op, owner=owner, node=node,
                                                   epoch=epoch, actor=actor}))
   if n == 1 then redis.call('SADD', p.K..'aud', b..':'..o) end
-  if n > %(cap)d then redis.call('LTRIM', k, 0, %(cap)d - 1) end
+  if n > %(cap)d + %(slack)d then redis.call('LTRIM', k, 0, %(cap)d - 1) end
 end
 local function audit_rec(r, op, now, actor)
   for _, f in ipairs(FAMS) do
@@ -142,10 +151,9 @@ local function ensure_block(p, b)
     redis.call('HSET', p.K..'bf', b, p.bs)
   end
 end
+-- the lowest free offset of block B, or -1 (an unmaterialised block has no bitmap:
+-- BITPOS answers 0, and indeed all of it is free)
 local function first_free(p, b)
-  local f = bfree(p, b)
-  if f == nil then return 0 end
-  if f <= 0 then return -1 end
   local o = redis.call('BITPOS', p.K..'u:'..b, 0)
   if o < 0 or o >= p.bs then return -1 end
   return o
@@ -385,6 +393,7 @@ local function save(old, r)
 end
 """.replace("%(version)s", layout.LAYOUT_VERSION).replace(
     "%(maxlen)d", str(LOG_MAXLEN)).replace("%(cap)d", str(AUDIT_CAP)).replace(
+    "%(slack)d", str(AUDIT_SLACK)).replace(
     "%(prefix)s", layout.PREFIX).replace("%(layout)s", layout.LAYOUT).replace(
     "%(pools)s", layout.POOLS).replace("%(specs)s", layout.SPECS).replace(
     "%(spans)s", layout.SPANS).replace("%(rec)s", layout.RECORDS).replace(
