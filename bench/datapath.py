@@ -1,8 +1,9 @@
 """Service and policy datapath benchmark: new-connection latency (connect + close from
 a client pod to the service matched last) through our eBPF programs, kube-proxy-style
 iptables rules and a kube-proxy-nftables-style verdict map, at growing service
-counts, all on one topology in one run; the time to apply one service change; and
-the eBPF policy cost at 10 vs 10,000 policy entries.
+counts, all on one topology in one run; the time to apply one service change; the
+eBPF policy cost at 10 vs 10,000 policy entries; and the same service lookup over
+IPv6 (10 vs 10,000 IPv6 services, and IPv6 against IPv4 at 10,000).
 
 Topology (network namespaces created here, removed at the end even on failure): a
 "node" netns routing between a client pod netns and a backend pod netns, as the agent
@@ -40,6 +41,7 @@ WARMUP = 300
 SETUP_BUDGET_S = float(os.environ.get("STICKYIP_BENCH_SETUP_BUDGET", "420"))
 PORT = 80
 VIP_BASE = int(ipaddress.IPv4Address("10.96.0.1"))
+VIP6_BASE = int(ipaddress.IPv6Address("fd00:96::1"))
 
 CLIENT = r'''
 import json, socket, struct, sys, time
@@ -50,7 +52,7 @@ t_start = None
 for i in range(n + warm):
     if i == warm:
         t_start = time.perf_counter()
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
     t0 = time.perf_counter_ns()
     s.connect((ip, port))
@@ -159,6 +161,33 @@ def slice_obj(i: int, backend: str) -> Any:
             "ports": [{"name": "http", "port": PORT, "protocol": "TCP"}]}
 
 
+def service6_obj(i: int) -> Any:
+    vip6 = str(ipaddress.IPv6Address(VIP6_BASE + i))
+    return {"metadata": {"name": f"svc6-{i}", "namespace": "bench"},
+            "spec": {"clusterIP": vip6, "clusterIPs": [vip6], "ipFamilies": ["IPv6"],
+                     "ipFamilyPolicy": "SingleStack", "type": "ClusterIP",
+                     "ports": [{"name": "http", "port": PORT, "protocol": "TCP"}]}}
+
+
+def slice6_obj(i: int, backend6: str) -> Any:
+    out = slice_obj(i, backend6)
+    out["metadata"] = {"name": f"svc6-{i}-a", "namespace": "bench",
+                       "labels": {"kubernetes.io/service-name": f"svc6-{i}"}}
+    out["addressType"] = "IPv6"
+    return out
+
+
+def resize_services6(mgr: ServiceManager, have: int, n: int, backend6: str) -> int:
+    """Exactly IPv6 services 0..n-1 in the maps (``have`` there now); returns n."""
+    for i in range(n, have):
+        mgr.delete_slice(slice6_obj(i, backend6))
+        mgr.delete_service(service_key(service6_obj(i)))
+    for i in range(have, n):
+        mgr.set_service(service6_obj(i))
+        mgr.set_slice(slice6_obj(i, backend6))
+    return n
+
+
 def grow_services(mgr: ServiceManager, upto: int, backend: str) -> None:
     for i in range(len(mgr.services), upto):
         mgr.set_service(service_obj(i))
@@ -198,7 +227,7 @@ def main() -> None:
         sys.exit("bench-datapath needs root (network namespaces, eBPF, iptables)")
     report = Report("datapath")
     detail: dict[str, Any] = {"sizes": {}, "connections_per_run": CONNS, "notes": []}
-    topo = Topology(subnet="10.81.0.0/24")
+    topo = Topology(subnet="10.81.0.0/24", subnet6="fd00:81::/120")
     progs = FeaturePrograms(pin_dir=f"/sys/fs/bpf/sipf-bench-{topo.tag}")
     node = topo.node
     table = f"sipbench_{topo.tag}"
@@ -352,7 +381,42 @@ def main() -> None:
         pol_none = measure(topo, client_ns, backend)
         detail["policy"] = {"10": pol[10], "10000": pol[10000], "no_policy_program": pol_none}
 
+        # IPv6: the same lookup on the IPv6 maps, 10 vs 10,000 IPv6 services in
+        # alternating rounds, and against IPv4 at 10,000 services (also alternating);
+        # the direct connections (no service, no program) say how much of the IPv6/IPv4
+        # difference is the kernel's own
+        backend6 = str(backend_pod.address6)
+        resize_services(mgr, big, backend)
+        have6 = 0
+        v6: dict[str, list[dict[str, float]]] = {"v6_small": [], "v6_big": [], "v4_big": []}
+        progs.attach(client.host_ifindex, policy=False, netns=f"/run/netns/{node}")
+        try:
+            for _ in range(ROUNDS):
+                have6 = resize_services6(mgr, have6, small, backend6)
+                v6["v6_small"].append(measure(topo, client_ns, str(
+                    ipaddress.IPv6Address(VIP6_BASE + small - 1))))
+                have6 = resize_services6(mgr, have6, big, backend6)
+                v6["v6_big"].append(measure(topo, client_ns, str(
+                    ipaddress.IPv6Address(VIP6_BASE + big - 1))))
+                v6["v4_big"].append(measure(topo, client_ns, vip(big - 1)))
+        finally:
+            progs.detach(client.host_ifindex, policy=False, netns=f"/run/netns/{node}")
+        direct = {"v4": measure(topo, client_ns, backend),
+                  "v6": measure(topo, client_ns, backend6)}
+        v6_p50 = {k: min(r["p50_us"] for r in rs) for k, rs in v6.items()}
+        detail["ipv6"] = {k: {"best_p50_us": v6_p50[k], "round_p50s_us": [r["p50_us"] for r in rs]}
+                          for k, rs in v6.items()}
+        detail["ipv6"]["direct_p50_us"] = {k: r["p50_us"] for k, r in direct.items()}
+        detail["ipv6"]["v6_over_v4_10k"] = v6_p50["v6_big"] / v6_p50["v4_big"]
+        detail["ipv6"]["direct_v6_over_v4"] = direct["v6"]["p50_us"] / direct["v4"]["p50_us"]
+        print(f"IPv6: {small} services {v6_p50['v6_small']:.1f} us, {big} services "
+              f"{v6_p50['v6_big']:.1f} us (IPv4 at {big}: {v6_p50['v4_big']:.1f} us; direct "
+              f"v6 {direct['v6']['p50_us']:.1f} us, v4 {direct['v4']['p50_us']:.1f} us)",
+              flush=True)
+
         report.row("ebpf_cost_ratio_10k_vs_10", paired_p50[big] / paired_p50[small], "x",
+                   1.1, "lower")
+        report.row("ebpf_v6_cost_ratio_10k_vs_10", v6_p50["v6_big"] / v6_p50["v6_small"], "x",
                    1.1, "lower")
         if big in ipt_p50:
             report.row("speedup_vs_iptables_10k", ipt_p50[big] / ebpf_p50[big], "x", 5, "higher")

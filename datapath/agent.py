@@ -12,13 +12,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from datapath import routing
 from datapath.birdctl import BirdControl
 from datapath.config import AgentSettings
+from datapath.conflicts import RawProber
+from datapath.deletions import DeleteQueue
 from datapath.endpoints import EndpointManager
 from datapath.errors import InvalidConfig, NotAvailable
+from datapath.events import PodEvents
 from datapath.heartbeat import Heartbeat
 from datapath.hooks import EndpointHook
 from datapath.interfaces import (
+    AddressProber,
     EndpointProgram,
     EndpointRecords,
     NetlinkOps,
@@ -30,6 +35,8 @@ from datapath.metrics import AgentMetrics
 from datapath.netlink import Netlink, enable_forwarding
 from datapath.nodes import NodeDirectory
 from datapath.podinfo import PodLookup, name_pod_lookup
+from datapath.probe import Conflict
+from datapath.recheck import ConflictMonitor
 from datapath.routes import RouteManager
 from datapath.server import CniServer, Handler, StatusServer
 from datapath.store import EndpointStore
@@ -39,13 +46,15 @@ log = logging.getLogger("stickyip.datapath")
 
 
 class Agent:
-    """One node's agent. ``netlink``, ``program`` and ``records`` default to the real
-    adapters; tests pass the fakes of :mod:`datapath.fakes`."""
+    """One node's agent. ``netlink``, ``program``, ``records`` and ``prober`` default to
+    the real adapters; tests pass the fakes of :mod:`datapath.fakes`. ``events``: where
+    pod Events go (None without Kubernetes access)."""
 
     def __init__(self, settings: AgentSettings, ipam: RedisIpam, *,
                  hooks: Sequence[EndpointHook] = (), kube_pods: PodLookup | None = None,
                  netlink: NetlinkOps | None = None, program: EndpointProgram | None = None,
-                 records: EndpointRecords | None = None) -> None:
+                 records: EndpointRecords | None = None, prober: AddressProber | None = None,
+                 events: PodEvents | None = None) -> None:
         if not settings.node:
             raise InvalidConfig("the agent needs --node NAME")
         self.settings = settings
@@ -58,13 +67,19 @@ class Agent:
             program = AntispoofProgram(settings.pin_root)
         if records is None:
             records = EndpointStore(settings.state_dir)
+        if prober is None:
+            prober = RawProber(skip_prefix=settings.host_prefix,
+                               wait=settings.conflict_probe_wait,
+                               links=settings.conflict_links,
+                               announce=settings.conflict_announce)
         self.netlink = netlink
         self.program = program
         self.nodes = NodeDirectory(ipam.redis)
         self.endpoints = EndpointManager(
             settings, ipam, netlink=netlink, program=program, records=records,
-            pods=kube_pods or name_pod_lookup(ipam), hooks=hooks,
-            on_removed=lambda: self.routes.invalidate())
+            pods=kube_pods or name_pod_lookup(ipam), prober=prober, hooks=hooks,
+            on_removed=lambda: self.routes.invalidate(), on_conflict=self._count_conflicts,
+            lock=self.lock)
         self.metrics = AgentMetrics(
             self.endpoints.drop_counters,
             drops=[h.drops for h in hooks if isinstance(h, ReportsDrops)],
@@ -74,13 +89,19 @@ class Agent:
             bird_control=BirdControl(config_path=settings.bird_config,
                                      socket_path=settings.bird_socket, birdc=settings.birdc),
             metrics=self.metrics, lock=self.lock)
+        #: DELs the plugin queued while this agent was unreachable
+        self.deletions = DeleteQueue(settings.delete_queue_dir)
         self.heartbeat = Heartbeat(ipam, node=self.node, nodes=self.nodes,
                                    address=lambda: self.routes.address,
+                                   address6=lambda: self.routes.address6,
                                    interval=settings.heartbeat_interval, metrics=self.metrics,
-                                   lock=self.lock, then=self.routes.check_epochs)
+                                   lock=self.lock, then=self._after_heartbeat)
+        self.conflicts = ConflictMonitor(settings, prober=prober, endpoints=self.endpoints,
+                                         metrics=self.metrics, events=events)
         self.cni_server = CniServer(settings.socket, self._handlers(), metrics=self.metrics)
         self.status_server = StatusServer(settings.metrics_host, settings.metrics_port,
                                           metrics=self.metrics, health=self.health,
+                                          alive=self.alive,
                                           before_scrape=self._count_endpoints)
         self._tasks: list[asyncio.Task[None]] = []
         self.started = asyncio.Event()
@@ -88,9 +109,18 @@ class Agent:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        # The deletion queue is ours from before it is read until the CNI socket serves:
+        # a DEL meanwhile waits, then reaches this agent instead of the queue.
+        await self.deletions.hold()
+        try:
+            await self._start()
+        finally:
+            self.deletions.release()
+
+    async def _start(self) -> None:
         t0 = time.monotonic()
         await self.netlink.open()
-        enable_forwarding()
+        enable_forwarding(ipv6=self.settings.ipv6)
         if self.settings.cni_bin_dir:
             from datapath import cni
 
@@ -98,17 +128,26 @@ class Agent:
                      extra={"path": cni.install(self.settings.cni_bin_dir)})
         if not self.routes.address:
             self.routes.address = await self.netlink.global_address(self.settings.host_prefix)
-        if self.routes.address:
-            await self.nodes.publish(self.node, self.routes.address)
+        if not self.routes.address6 and self.settings.ipv6:
+            self.routes.address6 = await self.netlink.global_address(
+                self.settings.host_prefix, family=6)
+        if self.routes.address or self.routes.address6:
+            await self.nodes.publish(self.node, self.routes.address, self.routes.address6)
         await self.endpoints.restore(asyncio.ensure_future(asyncio.to_thread(self.program.load)))
+        # Queued DELs after the restore: records and programs are loaded, so a queued
+        # deletion undoes exactly what ADD did (and an unknown one frees its lease).
+        await self.deletions.replay(self.endpoints.delete)
         await self.routes.sync(force=True)
         await self.cni_server.start()
         if self.settings.metrics_port:
             await self.status_server.start()
         self._tasks = [asyncio.create_task(self.routes.run(), name="route-sync"),
                        asyncio.create_task(self.heartbeat.run(), name="heartbeat")]
+        if self.settings.conflict_recheck_interval > 0:
+            self._tasks.append(asyncio.create_task(self.conflicts.run(), name="recheck"))
         self.started.set()
         log.info("agent started", extra={"node": self.node, "address": self.routes.address,
+                                         "address6": self.routes.address6,
                                          "endpoints": len(self.endpoints.records.all()),
                                          "seconds": round(time.monotonic() - t0, 3)})
 
@@ -140,9 +179,18 @@ class Agent:
         async def check(req: dict[str, Any]) -> None:
             await self.endpoints.check(req)
 
-        return {"ADD": locked(self.endpoints.add), "DEL": locked(delete), "CHECK": check,
+        # ADD takes the lock itself: it lets go of it while it probes for conflicts
+        return {"ADD": self.endpoints.add, "DEL": locked(delete), "CHECK": check,
                 "GC": locked(self.endpoints.gc), "STATUS": self._status,
-                "ENDPOINTS": self._list_endpoints, "SYNC": self._sync}
+                "ENDPOINTS": self._list_endpoints, "SYNC": self._sync,
+                "RECHECK": self._recheck}
+
+    async def _after_heartbeat(self) -> None:
+        """Under the lock, with the store just reached: the epoch check, and any queued
+        DEL still left (one failed at start, or was queued during a slow start)."""
+        await self.routes.check_epochs()
+        if self.deletions.entries():
+            await self.deletions.replay(self.endpoints.delete)
 
     async def _status(self, _: dict[str, Any]) -> None:
         if not await self.ipam.ping():
@@ -152,9 +200,20 @@ class Agent:
         return {"endpoints": [r.model_dump(mode="json") for r in self.endpoints.records.all()],
                 "counters": self.endpoints.drop_counters()}
 
+    async def _recheck(self, _: dict[str, Any]) -> dict[str, Any]:
+        """Re-check the running fixed-IP pods for address conflicts now."""
+        found = await self.conflicts.check()
+        return {"conflicts": [{"address": str(c.address), "mac": c.mac, "link": c.link,
+                               "how": c.how} for c in found]}
+
+    def _count_conflicts(self, found: list[Conflict]) -> None:
+        for c in found:
+            self.metrics.conflicts.labels("add", str(c.address.version)).inc()
+
     async def _sync(self, _: dict[str, Any]) -> dict[str, Any]:
         await self.routes.sync(force=True)
-        return {"routes": [str(r.dst) for r in sorted(self.routes.last_desired or set())]}
+        routes = sorted(self.routes.last_desired or set(), key=routing.Route.order)
+        return {"routes": [str(r.dst) for r in routes]}
 
     # --------------------------------------------------------------- health
 
@@ -164,6 +223,11 @@ class Agent:
         return ok, {"ok": ok, "store": store, "routes_synced": self.routes.healthy,
                     "endpoints": len(self.endpoints.records.all()),
                     "bird": self.routes.bird_ok if self.settings.routing == "bgp" else None}
+
+    def alive(self) -> bool:
+        """Started, and none of the agent's long-running tasks has died (the store
+        answering or not: readiness says that)."""
+        return self.started.is_set() and not any(t.done() for t in self._tasks)
 
     def _count_endpoints(self) -> None:
         records = self.endpoints.records.all()

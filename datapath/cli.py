@@ -18,13 +18,16 @@ def add_parser(sub: Any, name: str) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         name, help="run the node agent (CNI backend, routes, eBPF datapath)")
     p.add_argument("--node", help="this node's name ($STICKYIP_AGENT_NODE)")
-    p.add_argument("--node-address", help="address other nodes route to")
+    p.add_argument("--node-address", help="IPv4 address other nodes route to")
+    p.add_argument("--node-address6", help="IPv6 address other nodes route to")
     p.add_argument("--routing", choices=("direct", "bgp"), help="inter-node routing mode")
     p.add_argument("--socket", help="CNI unix socket path")
     p.add_argument("--pin-root", help="bpffs directory of pinned maps")
     p.add_argument("--state-dir", help="directory of endpoint records")
+    p.add_argument("--delete-queue-dir", help="the CNI deletion queue replayed at start")
     p.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (0: off)")
-    p.add_argument("--default-pool", help="pool of ephemeral addresses")
+    p.add_argument("--default-pool",
+                   help="pool of ephemeral addresses ('V4POOL,V6POOL': dual-stack)")
     p.add_argument("--bird-config", help="generated BIRD config path (bgp)")
     p.add_argument("--bird-socket", help="BIRD control socket (bgp)")
     p.add_argument("--sync-interval", type=float, help="seconds between route syncs")
@@ -52,20 +55,23 @@ def load_hooks(settings: AgentSettings) -> list[Any]:
 async def run(args: argparse.Namespace) -> int:
     from datapath.agent import Agent
     from ipam import open_ipam
-    from ipam.config import IpamSettings
 
     settings = settings_from(args)
-    ipam_settings = IpamSettings()
-    url = args.redis_url if args.redis_url is not None else ipam_settings.redis_url
-    ipam = await open_ipam(url or None, actor=f"agent/{settings.node}",
-                           embedded_path=ipam_settings.embedded_path or None,
-                           settings=ipam_settings)
+    # The store the stickyip command chose (never a private one unless --embedded).
+    ipam = await open_ipam(args.redis_url or None, actor=f"agent/{settings.node}",
+                           embedded_path=args.embedded_path, settings=args.ipam_settings)
     kube_pods = None
+    events = None
     if settings.kube:
+        from datapath.events import KubeEvents
         from datapath.podinfo import kube_pod_lookup
+        from plumbing.kube.client import api_client
+        from plumbing.kube.rest import RestClient
 
         kube_pods = kube_pod_lookup(ipam)
-    agent = Agent(settings, ipam, hooks=load_hooks(settings), kube_pods=kube_pods)
+        events = KubeEvents(RestClient(api_client()), node=settings.node)
+    agent = Agent(settings, ipam, hooks=load_hooks(settings), kube_pods=kube_pods,
+                  events=events)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

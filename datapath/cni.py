@@ -2,19 +2,29 @@
 agent. It parses the environment and the network config, answers VERSION itself and
 forwards everything else over the agent's unix socket.
 
+DEL never blocks teardown: when the agent cannot be reached (not running, restarting,
+no answer) the deletion is written to a queue on the node's disk and DEL succeeds; the
+agent replays the queue when it starts (Cilium's CNI deletion queue is the model). A
+shared ``flock`` on the queue, which the starting agent holds exclusively until it
+serves, closes the window in which an entry could be written after the agent read the
+queue. ADD still answers "try again" (11) while the agent is down.
+
 Started by the container runtime for every pod, so it imports only the standard
-library (json, os, socket, sys) and the import-free :mod:`datapath.errors` for its
-error codes: no pydantic, redis or pyroute2 on this path. It is also installed as a
-standalone script run with ``python -S`` (see :func:`install`, which writes the codes
-in place of that import), which skips site-packages start-up entirely.
+library (fcntl, json, os, socket, sys, time) and the import-free
+:mod:`datapath.errors` for its error codes: no pydantic, redis or pyroute2 on this
+path. It is also installed as a standalone script run with ``python -S`` (see
+:func:`install`, which writes the codes in place of that import), which skips
+site-packages start-up entirely.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import sys
+import time
 
 from datapath.errors import (
     CNI_DECODE_FAILURE,
@@ -40,6 +50,14 @@ DEFAULT_SOCKET = "/run/stickyip/agent.sock"
 #: install it alike.
 NODE_PYTHON = "/usr/bin/python3"
 DEFAULT_TIMEOUT = 60.0
+#: The deletion queue: one ``<container>-<ifname>.delete`` file (the DEL request as
+#: JSON) per deletion the agent could not take; ``.lock`` is flock'ed shared by the
+#: plugin and exclusively by the agent from its start until it serves.
+DEFAULT_DELETE_QUEUE = "/var/lib/stickyip/cni-delete-queue"
+QUEUE_SUFFIX = ".delete"
+QUEUE_LOCK = ".lock"
+#: Seconds DEL waits for a starting agent to finish its start (it then queues anyway).
+QUEUE_LOCK_WAIT = 30.0
 
 
 class CniFailure(Exception):
@@ -88,9 +106,10 @@ def check_config(conf: Mapping[str, Any], command: str) -> str:
     for key in ("name", "type"):
         if not isinstance(conf.get(key), str) or not conf.get(key):
             raise CniFailure(CNI_INVALID_CONFIG, f"network configuration has no {key!r}")
-    sock = conf.get("agentSocket")
-    if sock is not None and not isinstance(sock, str):
-        raise CniFailure(CNI_INVALID_CONFIG, "'agentSocket' must be a string path")
+    for key in ("agentSocket", "deleteQueueDir"):
+        value = conf.get(key)
+        if value is not None and not isinstance(value, str):
+            raise CniFailure(CNI_INVALID_CONFIG, f"{key!r} must be a string path")
     return version
 
 
@@ -129,6 +148,78 @@ def build_request(env: Mapping[str, str], conf: dict[str, Any]) -> dict[str, Any
 
 def socket_path(env: Mapping[str, str], conf: Mapping[str, Any]) -> str:
     return str(conf.get("agentSocket") or env.get("STICKYIP_AGENT_SOCKET") or DEFAULT_SOCKET)
+
+
+def delete_queue_dir(env: Mapping[str, str], conf: Mapping[str, Any]) -> str:
+    return str(conf.get("deleteQueueDir") or env.get("STICKYIP_DELETE_QUEUE_DIR")
+               or DEFAULT_DELETE_QUEUE)
+
+
+def queue_entry_name(container_id: str, ifname: str) -> str:
+    """The file of one attachment's queued deletion (a later DEL of the same
+    attachment replaces it: DEL is idempotent)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in container_id)
+    return f"{safe}-{ifname}{QUEUE_SUFFIX}"
+
+
+def lock_queue(directory: str, *, exclusive: bool, wait: float) -> int | None:
+    """Open and flock the queue's lock file (created with the directory if needed);
+    the open descriptor, or None when the lock was not had within ``wait`` seconds.
+    Closing the descriptor releases the lock."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(directory, QUEUE_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, mode)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)  # a starting agent holds it for seconds at most
+
+
+def enqueue_delete(directory: str, request: Mapping[str, Any]) -> str:
+    """Write a DEL request into the queue, atomically; returns the entry's path."""
+    path = os.path.join(directory, queue_entry_name(str(request["containerId"]),
+                                                    str(request["ifname"])))
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"queuedAt": time.time(), **request}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def delete(env: Mapping[str, str], conf: Mapping[str, Any], request: dict[str, Any]
+           ) -> None:
+    """DEL: the agent deletes, or (when it cannot be reached) the queue records it."""
+    path = socket_path(env, conf)
+    queue = delete_queue_dir(env, conf)
+    try:
+        lock = lock_queue(queue, exclusive=False, wait=QUEUE_LOCK_WAIT)
+    except OSError:
+        lock = None  # no queue to lock: the agent may still answer
+    try:
+        try:
+            reply = call_agent(path, request)
+        except (OSError, ValueError) as e:
+            try:
+                enqueue_delete(queue, request)
+            except OSError as q:
+                raise CniFailure(CNI_TRY_AGAIN, "stickyip agent is not running on this node "
+                                 "and the deletion could not be queued",
+                                 f"{path}: {e}; {queue}: {q.strerror}") from q
+            return  # the agent releases the address when it starts
+    finally:
+        if lock is not None:
+            os.close(lock)
+    if not reply.get("ok"):
+        raise CniFailure(int(reply.get("code", 999)), str(reply.get("msg", "agent error")),
+                         str(reply.get("details", "")))
 
 
 def call_agent(path: str, request: Mapping[str, Any], *,
@@ -185,6 +276,9 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | Non
             version = conf["cniVersion"]
         version = check_config(conf, command)
         request = build_request(env, conf)
+        if command == "DEL":
+            delete(env, conf, request)
+            return 0, None
         path = socket_path(env, conf)
         try:
             reply = call_agent(path, request)
@@ -200,6 +294,10 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | Non
         result = reply.get("result")
         if command == "ADD" and isinstance(result, dict):
             result["cniVersion"] = version
+            if _vtuple(version) < (1, 0, 0):
+                # 0.3/0.4 results name each address's family
+                for ip in result.get("ips") or []:
+                    ip["version"] = "6" if ":" in str(ip.get("address", "")) else "4"
             return 0, result
         return 0, None
     except CniFailure as f:

@@ -5,15 +5,17 @@ start-up. Every change goes through the netlink, program and record interfaces o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from datapath import routing
+from datapath import leases, routing
 from datapath.config import AgentSettings
 from datapath.errors import (
+    AddressConflict,
     CheckFailed,
     DatapathError,
     InterfaceExists,
@@ -25,11 +27,12 @@ from datapath.errors import (
     UnknownContainer,
 )
 from datapath.hooks import PRIO_ANTISPOOF, Endpoint, EndpointHook
-from datapath.interfaces import EndpointProgram, EndpointRecords, NetlinkOps
+from datapath.interfaces import AddressProber, EndpointProgram, EndpointRecords, NetlinkOps
 from datapath.maps import endpoints as endpoints_map
 from datapath.maps import ep_counters
 from datapath.models import EndpointRecord, host_ifname
 from datapath.podinfo import PodLookup
+from datapath.probe import Conflict
 from ipam import (
     InvalidRequest,
     IpamError,
@@ -40,6 +43,8 @@ from ipam import (
     ephemeral_owner,
 )
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 log = logging.getLogger("stickyip.datapath")
 
 
@@ -48,8 +53,10 @@ class EndpointManager:
 
     def __init__(self, settings: AgentSettings, ipam: RedisIpam, *, netlink: NetlinkOps,
                  program: EndpointProgram, records: EndpointRecords, pods: PodLookup,
-                 hooks: Sequence[EndpointHook] = (),
-                 on_removed: Callable[[], None] = lambda: None) -> None:
+                 prober: AddressProber | None = None, hooks: Sequence[EndpointHook] = (),
+                 on_removed: Callable[[], None] = lambda: None,
+                 on_conflict: Callable[[list[Conflict]], None] = lambda _: None,
+                 lock: asyncio.Lock | None = None) -> None:
         self.settings = settings
         self.node = settings.node
         self.ipam = ipam
@@ -57,17 +64,65 @@ class EndpointManager:
         self.program = program
         self.records = records
         self.pods = pods
+        #: conflict detection before ADD, announcements after (None: neither)
+        self.prober = prober
         self.hooks = list(hooks)
+        #: told of the conflicts that refused an ADD (metrics)
+        self.on_conflict = on_conflict
         #: told when an endpoint went away (its /32 route went with its link)
         self.on_removed = on_removed
         self.gateway = ipaddress.IPv4Address(settings.gateway)
+        self.gateway6 = ipaddress.IPv6Address(settings.gateway6)
         #: host veth name -> ifindex of every endpoint set up or restored
         self.ifindex: dict[str, int] = {}
+        #: the agent's lock, serializing changes to the node; ADD takes it itself (it
+        #: lets go while it probes the network), DEL and GC run under it
+        self.lock = lock or asyncio.Lock()
+        #: attachments an ADD is setting up -> whether a DEL arrived meanwhile
+        self._adding: dict[tuple[str, str], bool] = {}
 
     # ------------------------------------------------------------------ ADD
 
     async def add(self, req: dict[str, Any]) -> dict[str, Any]:
+        """CNI ADD. Under the agent's lock: the checks and the IPAM call; without it: the
+        conflict probe (it waits on the network, and many pods starting at once must not
+        wait for each other's probes); under the lock again: the plumbing, undone step
+        by step on any failure."""
         cid, ifname = _ids(req)
+        async with self.lock:
+            if (cid, ifname) in self._adding:
+                raise InterfaceExists(f"interface {ifname} of container {cid} is being added")
+            rec = await self._prepare(req, cid, ifname)
+            self._adding[rec.key] = False
+        try:
+            try:
+                await self._no_conflict(rec)
+            except BaseException:
+                async with self.lock:
+                    await self._undo_add(rec)
+                raise
+            async with self.lock:
+                try:
+                    if self._adding[rec.key]:
+                        raise TryAgain(f"container {cid} was deleted while being added")
+                    await self._create(rec)
+                    idx = self.ifindex[rec.host_ifname]
+                    for hook in self.hooks:
+                        await hook.endpoint_added(rec.endpoint(idx))
+                    if self.prober is not None:
+                        await self.prober.announce(rec.addresses)
+                except BaseException:
+                    await self._undo_add(rec)
+                    raise
+        finally:
+            self._adding.pop(rec.key, None)
+        log.info("endpoint added", extra={"container": cid,
+                                          "pod": f"{rec.namespace}/{rec.pod}",
+                                          "address": _text(rec.addresses), "kind": rec.kind})
+        return self._result(rec, rec.netns)
+
+    async def _prepare(self, req: dict[str, Any], cid: str, ifname: str) -> EndpointRecord:
+        """ADD's checks and its one IPAM call: the record of what is to be set up."""
         netns = str(req.get("netns", ""))
         args = req.get("args") or {}
         namespace, pod = args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", "")
@@ -86,63 +141,87 @@ class EndpointManager:
         sticky = await self.pods(namespace, pod)
         if sticky is not None:
             key, pool = sticky
-            found = await self.ipam.reservation(key, pool=pool)
+            found = await self.ipam.reservation(key)
             if found is not None and found.node and found.node != self.node:
-                raise NotHome(f"{namespace}/{pod}: reservation {key} ({found.address}) is "
+                held = ", ".join(str(a) for a in leases.addresses_of(found)) or "no address yet"
+                raise NotHome(f"{namespace}/{pod}: reservation {key} ({held}) is "
                               f"homed on node {found.node!r}, not {self.node!r}; the pod "
                               "must run there (or the reservation be re-homed)")
-            lease = await self.ipam.claim(key, pool=pool or self._pool(req), node=self.node,
-                                          holder=uid, pod=f"{namespace}/{pod}")
+            if pool:
+                pools = leases.pool_names(pool, what=f"pool of {namespace}/{pod}")
+            elif found is not None and found.pools:
+                pools = list(found.pools)
+            else:
+                pools = self._pools(req)
+            lease = await leases.claim(self.ipam, key, pools=pools, node=self.node, holder=uid,
+                                       pod=f"{namespace}/{pod}")
             kind = "sticky"
         else:
-            lease = await self.ipam.allocate(pool=self._pool(req), node=self.node,
-                                             owner=ephemeral_owner(cid, ifname),
-                                             pod=f"{namespace}/{pod}" if pod else "",
-                                             holder=uid)
+            lease = await leases.allocate(self.ipam, pools=self._pools(req), node=self.node,
+                                          owner=ephemeral_owner(cid, ifname),
+                                          pod=f"{namespace}/{pod}" if pod else "", holder=uid)
             kind = "ephemeral"
-        if lease.address is None:
+        addresses = leases.addresses_of(lease)
+        if not addresses:
             raise TryAgain(f"IPAM gave {lease.owner} no address")
-        rec = EndpointRecord(
-            container_id=cid, ifname=ifname, netns=netns, address=lease.address,
+        return EndpointRecord(
+            container_id=cid, ifname=ifname, netns=netns, addresses=list(addresses),
             host_ifname=host_ifname(self.settings.host_prefix, cid, ifname), pool=lease.pool,
             owner=lease.owner, kind=kind, epoch=lease.epoch, namespace=namespace, pod=pod,
             pod_uid=uid)
-        try:
-            await self._create(rec)
-            idx = self.ifindex[rec.host_ifname]
-            for hook in self.hooks:
-                await hook.endpoint_added(rec.endpoint(idx))
-        except BaseException:
-            await self._undo_add(rec)
-            raise
-        log.info("endpoint added", extra={"container": cid, "pod": f"{namespace}/{pod}",
-                                          "address": str(rec.address), "kind": kind})
-        return self._result(rec, netns)
 
-    def _pool(self, req: dict[str, Any]) -> str:
+    async def _no_conflict(self, rec: EndpointRecord) -> None:
+        """Refuse to bring up addresses another host on the node's links answers for."""
+        if self.prober is None:
+            return
+        found = await self.prober.probe(rec.addresses)
+        if not found:
+            return
+        self.on_conflict(found)
+        where = "; ".join(c.describe() for c in found)
+        log.warning("address conflict: ADD refused", extra={
+            "container": rec.container_id, "pod": f"{rec.namespace}/{rec.pod}",
+            "conflicts": where})
+        raise AddressConflict(
+            f"address conflict: {where}. Another host on the node's network holds "
+            f"{'this address' if len(found) == 1 else 'these addresses'}; pod "
+            f"{rec.namespace}/{rec.pod} was not started. Remove the other holder, or "
+            "exclude the address from its pool", details=where)
+
+    def _pools(self, req: dict[str, Any]) -> list[str]:
+        """The pools of an ephemeral address: the network config's ``pool`` (one name,
+        or one IPv4 and one IPv6 pool separated by a comma), else the agent's."""
         conf = req.get("config") or {}
         pool = (conf.get("pool") or (conf.get("ipam") or {}).get("pool")
                 or self.settings.default_pool)
         if not isinstance(pool, str):
-            raise InvalidConfig("'pool' must be a string")
-        return pool
+            raise InvalidConfig("'pool' must be a string (a pool, or two separated by a comma)")
+        return leases.pool_names(pool)
+
+    def _gateways(self, rec: EndpointRecord) -> list[IPAddress]:
+        """The pod's gateway of each family it has an address of."""
+        return [self.gateway if a.version == 4 else self.gateway6 for a in rec.addresses]
 
     async def _create(self, rec: EndpointRecord) -> None:
         """Set up a new attachment, step by step (:meth:`_undo_add` undoes any prefix)."""
         idx = await self.netlink.create_veth(rec.host_ifname, rec.netns, rec.ifname)
         self.ifindex[rec.host_ifname] = idx
         host_mac, _ = await self.netlink.link_info(idx)
+        if rec.address_of(6) is not None:
+            await self.netlink.add_gateway(idx, self.gateway6)
         await self.netlink.set_up(idx)
-        pod_mac = await self.netlink.configure_pod(rec.netns, rec.ifname, rec.address,
-                                                   self.gateway, host_mac)
-        await self.netlink.ensure_neigh(idx, rec.address, pod_mac)
+        pod_mac = await self.netlink.configure_pod(rec.netns, rec.ifname, rec.addresses,
+                                                   self._gateways(rec), host_mac)
+        for address in rec.addresses:
+            await self.netlink.ensure_neigh(idx, address, pod_mac)
         rec.host_mac, rec.pod_mac = host_mac, pod_mac
         # The map entry before the filter: the program drops packets of unknown endpoints.
-        endpoints_map.write(self.program, idx, rec.address, fenced=rec.fenced)
+        endpoints_map.write(self.program, idx, rec.addresses, fenced=rec.fenced)
         await self.netlink.ensure_clsact(idx)
         await self.netlink.attach_bpf(idx, self.program.fd, self.program.name, PRIO_ANTISPOOF)
         self.records.put(rec)
-        await self.netlink.apply_route("replace", _dev_route(rec), {rec.host_ifname: idx})
+        for route in _dev_routes(rec):
+            await self.netlink.apply_route("replace", route, {rec.host_ifname: idx})
 
     async def _undo_add(self, rec: EndpointRecord) -> None:
         """Undo whatever part of an ADD was done; each step is tried even when an
@@ -164,27 +243,31 @@ class EndpointManager:
         self.records.delete(rec)
 
     def _result(self, rec: EndpointRecord, netns: str) -> dict[str, Any]:
+        """The CNI result: one ``ips`` entry and one default route per family."""
+        gateways = self._gateways(rec)
         return {
             "interfaces": [{"name": rec.host_ifname, "mac": rec.host_mac},
                            {"name": rec.ifname, "mac": rec.pod_mac, "sandbox": netns}],
-            "ips": [{"address": f"{rec.address}/32", "gateway": str(self.gateway),
-                     "interface": 1}],
-            "routes": [{"dst": "0.0.0.0/0", "gw": str(self.gateway)}],
+            "ips": [{"address": _cidr(a), "gateway": str(gw), "interface": 1}
+                    for a, gw in zip(rec.addresses, gateways, strict=True)],
+            "routes": [{"dst": "0.0.0.0/0" if gw.version == 4 else "::/0", "gw": str(gw)}
+                       for gw in gateways],
             "dns": {},
         }
 
     # ------------------------------------------------------------------ DEL
 
     async def delete(self, req: dict[str, Any]) -> None:
+        """CNI DEL (run under the agent's lock)."""
         cid, ifname = _ids(req)
+        if (cid, ifname) in self._adding:
+            self._adding[(cid, ifname)] = True  # the ADD undoes itself after its probe
         rec = self.records.get(cid, ifname)
         if rec is None:
             # Unknown to us (never added, already deleted, or state lost): still free
             # an ephemeral lease and a leftover veth so DEL stays idempotent.
             await self.netlink.delete_link(host_ifname(self.settings.host_prefix, cid, ifname))
-            owner = ephemeral_owner(cid, ifname)
-            for spec in await self.ipam.pool_specs():
-                await self.ipam.release(pool=spec.name, owner=owner)
+            await leases.release(self.ipam, ephemeral_owner(cid, ifname))
             return
         idx = self.ifindex.get(rec.host_ifname) or await self.netlink.link_index(rec.host_ifname)
         for hook in self.hooks:
@@ -196,7 +279,8 @@ class EndpointManager:
         await self._release(rec)
         self.records.delete(rec)
         self.on_removed()
-        log.info("endpoint deleted", extra={"container": cid, "address": str(rec.address)})
+        log.info("endpoint deleted", extra={"container": cid,
+                                            "address": _text(rec.addresses)})
 
     async def _unplumb(self, rec: EndpointRecord) -> None:
         idx = await self.netlink.link_index(rec.host_ifname)
@@ -211,11 +295,11 @@ class EndpointManager:
 
     async def _release(self, rec: EndpointRecord) -> None:
         if rec.kind == "ephemeral":
-            await self.ipam.release(pool=rec.pool, owner=OwnerKey(rec.owner))
+            await leases.release(self.ipam, OwnerKey(rec.owner))
         else:
             key = ReservationKey.parse(rec.owner)
             with contextlib.suppress(IpamError):
-                await self.ipam.unbind(key, pool=rec.pool, holder=rec.pod_uid)
+                await leases.unbind(self.ipam, key, holder=rec.pod_uid)
 
     # ---------------------------------------------------------------- CHECK
 
@@ -226,20 +310,22 @@ class EndpointManager:
             raise UnknownContainer(f"no attachment {cid}/{ifname} on this node")
         prev = (req.get("config") or {}).get("prevResult") or {}
         ips = [ip.get("address", "") for ip in prev.get("ips", []) if isinstance(ip, dict)]
-        if ips and f"{rec.address}/32" not in ips:
-            raise CheckFailed(f"prevResult addresses {ips} differ from {rec.address}/32")
+        want = [_cidr(a) for a in rec.addresses]
+        if ips and sorted(ips) != sorted(want):
+            raise CheckFailed(f"prevResult addresses {ips} differ from {want}")
         idx = await self.netlink.link_index(rec.host_ifname)
         if idx is None:
             raise CheckFailed(f"host veth {rec.host_ifname} is missing")
         pod = await self.netlink.pod_link(rec.netns, rec.ifname)
-        if pod is None or str(rec.address) not in pod.addresses or not pod.up:
-            raise CheckFailed(f"{rec.ifname} in {rec.netns} lacks {rec.address}/32 or is down")
-        if not await self.netlink.pod_routes_ok(rec.netns, rec.ifname, self.gateway):
-            raise CheckFailed(f"default route via {self.gateway} missing in {rec.netns}")
+        if pod is None or not pod.up or any(str(a) not in pod.addresses for a in rec.addresses):
+            raise CheckFailed(f"{rec.ifname} in {rec.netns} lacks {', '.join(want)} or is down")
+        gateways = self._gateways(rec)
+        if not await self.netlink.pod_routes_ok(rec.netns, rec.ifname, gateways):
+            raise CheckFailed(f"default route via {_text(gateways)} missing in {rec.netns}")
         if not any(f.prio == PRIO_ANTISPOOF for f in await self.netlink.filters(idx)):
             raise CheckFailed(f"anti-spoofing filter missing on {rec.host_ifname}")
         if rec.fenced:
-            raise CheckFailed(f"{rec.address} is fenced: IPAM re-homed it to another node")
+            raise CheckFailed(f"{_text(rec.addresses)} fenced: IPAM re-homed it to another node")
 
     # ------------------------------------------------------------------- GC
 
@@ -260,35 +346,39 @@ class EndpointManager:
             if rec.key not in valid:
                 await self.delete({"containerId": rec.container_id, "ifname": rec.ifname})
                 removed.append(f"{rec.container_id}/{rec.ifname}")
-        valid_owners = {f"eph/{c}/{i}" for c, i in valid}
+        # an ADD probing the network has a lease and no record yet: not a leak
+        valid_owners = {f"eph/{c}/{i}" for c, i in valid | set(self._adding)}
+        seen: set[str] = set()
         for spec in await self.ipam.pool_specs():
             for lease in await self.ipam.all_records(spec.name):
                 if lease.kind is LeaseKind.EPHEMERAL and lease.node == self.node \
-                        and lease.owner not in valid_owners:
-                    await self.ipam.release(pool=spec.name, owner=lease.owner)
+                        and lease.owner not in valid_owners and lease.owner not in seen:
+                    seen.add(lease.owner)  # a dual-stack lease draws on two pools
+                    await leases.release(self.ipam, lease.owner)
                     removed.append(str(lease.owner))
         log.info("gc", extra={"removed": removed})
         return {"removed": removed}
 
     # -------------------------------------------------------------- fencing
 
-    def fence(self, address: ipaddress.IPv4Address) -> None:
-        """Stop serving ``address``: its endpoints drop everything their pod sends and
-        are recorded as fenced (their routes are withdrawn by the next route sync)."""
+    def fence(self, address: IPAddress) -> None:
+        """Stop serving ``address``: the endpoints holding it (with all their addresses:
+        a re-home moves both families) drop everything their pod sends and are recorded
+        as fenced (their routes are withdrawn by the next route sync)."""
         for rec in self.records.all():
-            if rec.address != address or rec.fenced:
+            if address not in rec.addresses or rec.fenced:
                 continue
             rec.fenced = True
             idx = self.ifindex.get(rec.host_ifname)
             if idx is not None:
-                endpoints_map.write(self.program, idx, rec.address, fenced=True)
+                endpoints_map.write(self.program, idx, rec.addresses, fenced=True)
             self.records.put(rec)
             log.warning("address fenced: IPAM re-homed it to another node",
                         extra={"address": str(address), "container": rec.container_id})
 
     def local(self) -> list[routing.LocalEndpoint]:
         """What routing and fencing decisions need of each endpoint."""
-        return [routing.LocalEndpoint(r.address, r.host_ifname, r.fenced,
+        return [routing.LocalEndpoint(tuple(r.addresses), r.host_ifname, r.fenced,
                                       owner=r.owner if r.kind == "sticky" else "",
                                       epoch=r.epoch)
                 for r in self.records.all()]
@@ -356,18 +446,22 @@ class EndpointManager:
         host_mac, up = await self.netlink.link_info(idx)
         if not up:
             await self.netlink.set_up(idx)
-        pod = await self.netlink.pod_link(rec.netns, rec.ifname, self.gateway)
+        if rec.address_of(6) is not None:
+            await self.netlink.add_gateway(idx, self.gateway6)
+        gateways = self._gateways(rec)
+        pod = await self.netlink.pod_link(rec.netns, rec.ifname, gateways)
         if pod is None:
             raise NetlinkFailure(f"{rec.ifname} missing in {rec.netns}")
-        if pod.up and str(rec.address) in pod.addresses and rec.host_mac == host_mac \
-                and pod.routes_ok:
+        if pod.up and all(str(a) in pod.addresses for a in rec.addresses) \
+                and rec.host_mac == host_mac and pod.routes_ok:
             pod_mac = pod.mac
         else:
             log.info("repairing pod side", extra={"host_ifname": rec.host_ifname})
-            pod_mac = await self.netlink.configure_pod(rec.netns, rec.ifname, rec.address,
-                                                       self.gateway, host_mac)
-        if await self.netlink.neigh_mac(idx, rec.address) != pod_mac:
-            await self.netlink.ensure_neigh(idx, rec.address, pod_mac)
+            pod_mac = await self.netlink.configure_pod(rec.netns, rec.ifname, rec.addresses,
+                                                       gateways, host_mac)
+        for address in rec.addresses:
+            if await self.netlink.neigh_mac(idx, address) != pod_mac:
+                await self.netlink.ensure_neigh(idx, address, pod_mac)
         if (rec.host_mac, rec.pod_mac) != (host_mac, pod_mac):
             rec.host_mac, rec.pod_mac = host_mac, pod_mac
             self.records.put(rec)
@@ -375,12 +469,13 @@ class EndpointManager:
         return idx
 
     async def _restore_bpf(self, rec: EndpointRecord, idx: int) -> None:
-        """Restore, part 2: the endpoint map entry and the anti-spoofing filter."""
-        if endpoints_map.read(self.program, idx) != (rec.address, rec.fenced):
-            endpoints_map.write(self.program, idx, rec.address, fenced=rec.fenced)
+        """Restore, part 2: the endpoint map entry and the anti-spoofing filter (replaced
+        when it runs another program than the one just loaded: after an upgrade the old
+        program would keep reading maps this agent no longer writes)."""
+        if endpoints_map.read(self.program, idx) != (tuple(rec.addresses), rec.fenced):
+            endpoints_map.write(self.program, idx, rec.addresses, fenced=rec.fenced)
         filters = await self.netlink.filters(idx)
-        if not any(f.prio == PRIO_ANTISPOOF and f.name.startswith(self.program.name)
-                   for f in filters):
+        if not any(f.prio == PRIO_ANTISPOOF and f.name == self.program.name for f in filters):
             await self.netlink.ensure_clsact(idx)
             await self.netlink.attach_bpf(idx, self.program.fd, self.program.name,
                                           PRIO_ANTISPOOF)
@@ -407,5 +502,14 @@ def _ids(req: dict[str, Any]) -> tuple[str, str]:
     return cid, ifname
 
 
-def _dev_route(rec: EndpointRecord) -> routing.Route:
-    return routing.Route(ipaddress.IPv4Network(f"{rec.address}/32"), "dev", rec.host_ifname)
+def _dev_routes(rec: EndpointRecord) -> list[routing.Route]:
+    return [routing.Route(routing.host_network(a), "dev", rec.host_ifname)
+            for a in rec.addresses]
+
+
+def _cidr(address: IPAddress) -> str:
+    return f"{address}/{address.max_prefixlen}"
+
+
+def _text(addresses: Sequence[object]) -> str:
+    return ", ".join(str(a) for a in addresses)

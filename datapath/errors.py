@@ -21,6 +21,7 @@ CNI_INTERFACE_EXISTS = 100
 CNI_NOT_HOME = 101
 CNI_CHECK_FAILED = 102
 CNI_INTERNAL = 103
+CNI_ADDRESS_CONFLICT = 104
 
 
 class DatapathError(Exception):
@@ -74,6 +75,12 @@ class UnclearPod(DatapathError):
     webhook refuses such pods: it was bypassed)."""
 
     code = CNI_INTERNAL
+
+
+class AddressConflict(DatapathError):
+    """Another host on the node's links answered for the address ADD was to bring up."""
+
+    code = CNI_ADDRESS_CONFLICT
 
 
 class CheckFailed(DatapathError):

@@ -12,12 +12,14 @@ leaves nothing behind.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from datapath.errors import BpfFailure, InterfaceExists, NetlinkFailure, UnknownContainer
 from datapath.maps.state import Key, MemoryMaps, Value
 from datapath.models import EndpointRecord, PodLink, TcFilter
-from datapath.routing import Route
+from datapath.probe import Conflict
+from datapath.routing import IPAddress, IPNetwork, Route
 from datapath.store import EndpointStore
 
 TC_INGRESS = 0xFFFFFFF2
@@ -44,6 +46,8 @@ class HostLink:
     up: bool = False
     #: (netns path, ifname) of the veth peer
     peer: tuple[str, str] | None = None
+    #: addresses given to the link (the pods' IPv6 gateway)
+    addresses: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -52,23 +56,24 @@ class PodSide:
     mac: str
     up: bool = False
     addresses: set[str] = field(default_factory=set)
-    #: the gateway of its default route ("" when it has none)
-    gateway: str = ""
-    gateway_neigh: bool = False
+    #: the gateways of its default routes (those with a permanent neighbour)
+    gateways: set[str] = field(default_factory=set)
 
 
 class FakeNetlink:
     """A node's links, pod netns, neighbours, routes and tc filters, in memory."""
 
-    def __init__(self, steps: Steps | None = None, *, address: str = "192.0.2.1") -> None:
+    def __init__(self, steps: Steps | None = None, *, address: str = "192.0.2.1",
+                 address6: str = "2001:db8::1") -> None:
         self.steps = steps or Steps()
         self.address = address
+        self.address6 = address6
         #: pod netns paths that exist
         self.namespaces: set[str] = set()
         self.links: dict[str, HostLink] = {"lo": HostLink(1, "00:00:00:00:00:00", True)}
         self.pods: dict[tuple[str, str], PodSide] = {}
-        self.neighbours: dict[tuple[int, ipaddress.IPv4Address], str] = {}
-        self.kernel_routes: dict[ipaddress.IPv4Network, tuple[Route, int | None]] = {}
+        self.neighbours: dict[tuple[int, IPAddress], str] = {}
+        self.kernel_routes: dict[IPNetwork, tuple[Route, int | None]] = {}
         self.clsact: set[int] = set()
         self.tc: dict[int, list[TcFilter]] = {}
         self._next = 10
@@ -139,40 +144,43 @@ class FakeNetlink:
         self.tc.pop(link.index, None)
         return True
 
-    async def ensure_neigh(self, index: int, address: ipaddress.IPv4Address, mac: str) -> None:
+    async def ensure_neigh(self, index: int, address: IPAddress, mac: str) -> None:
         self._step("ensure_neigh")
         self._by_index(index)
         self.neighbours[(index, address)] = mac
 
-    async def neigh_mac(self, index: int, address: ipaddress.IPv4Address) -> str | None:
+    async def neigh_mac(self, index: int, address: IPAddress) -> str | None:
         self._step("neigh_mac")
         return self.neighbours.get((index, address))
 
+    async def add_gateway(self, index: int, gateway: ipaddress.IPv6Address) -> None:
+        self._step("add_gateway")
+        self._by_index(index)[1].addresses.add(str(gateway))
+
     async def pod_link(self, netns: str, ifname: str,
-                       gateway: ipaddress.IPv4Address | None = None) -> PodLink | None:
+                       gateways: Sequence[IPAddress] = ()) -> PodLink | None:
         self._step("pod_link")
         pod = self.pods.get((netns, ifname))
         if pod is None or netns not in self.namespaces:
             return None
-        routes_ok = gateway is not None and pod.gateway == str(gateway) and pod.gateway_neigh
+        routes_ok = bool(gateways) and all(str(g) in pod.gateways for g in gateways)
         return PodLink(index=pod.index, mac=pod.mac, up=pod.up,
                        addresses=tuple(sorted(pod.addresses)), routes_ok=routes_ok)
 
-    async def configure_pod(self, netns: str, ifname: str, address: ipaddress.IPv4Address,
-                            gateway: ipaddress.IPv4Address, host_mac: str) -> str:
+    async def configure_pod(self, netns: str, ifname: str, addresses: Sequence[IPAddress],
+                            gateways: Sequence[IPAddress], host_mac: str) -> str:
         self._step("configure_pod")
         pod = self.pods.get((netns, ifname))
         if pod is None or netns not in self.namespaces:
             raise NetlinkFailure(f"{ifname} missing in {netns}")
-        pod.addresses.add(str(address))
+        pod.addresses.update(str(a) for a in addresses)
         pod.up = True
-        pod.gateway = str(gateway)
-        pod.gateway_neigh = True
+        pod.gateways.update(str(g) for g in gateways)
         return pod.mac
 
     async def pod_routes_ok(self, netns: str, ifname: str,
-                            gateway: ipaddress.IPv4Address) -> bool:
-        pod = await self.pod_link(netns, ifname, gateway)
+                            gateways: Sequence[IPAddress]) -> bool:
+        pod = await self.pod_link(netns, ifname, gateways)
         return pod is not None and pod.routes_ok
 
     async def routes(self, names: dict[int, str]) -> list[Route]:
@@ -213,13 +221,40 @@ class FakeNetlink:
         kept = [f for f in self.tc.get(index, []) if f.prio != prio]
         self.tc[index] = [*kept, TcFilter(parent=TC_INGRESS, prio=prio, name=name, prog_id=fd)]
 
-    async def global_address(self, skip_prefix: str) -> str:
-        return self.address
+    async def global_address(self, skip_prefix: str, family: int = 4) -> str:
+        return self.address if family == 4 else self.address6
 
     # -------------------------------------------------------- for assertions
 
     def pod_veths(self, prefix: str) -> list[str]:
         return sorted(n for n in self.links if n.startswith(prefix))
+
+
+class FakeProber:
+    """Conflict detection without links: ``squatters`` answer for their addresses;
+    ``announced`` lists what was announced, in order."""
+
+    def __init__(self, steps: Steps | None = None) -> None:
+        self.steps = steps or Steps()
+        self.squatters: dict[IPAddress, Conflict] = {}
+        self.announced: list[IPAddress] = []
+        self.probed: list[IPAddress] = []
+
+    def squat(self, address: IPAddress, mac: str = "02:5a:5a:5a:5a:5a",
+              link: str = "eth0") -> Conflict:
+        c = Conflict(address, mac, link, "arp-reply" if address.version == 4
+                     else "neighbor-advert")
+        self.squatters[address] = c
+        return c
+
+    async def probe(self, addresses: Sequence[IPAddress]) -> list[Conflict]:
+        self.steps("prober.probe", NetlinkFailure)
+        self.probed.extend(addresses)
+        return [self.squatters[a] for a in addresses if a in self.squatters]
+
+    async def announce(self, addresses: Sequence[IPAddress]) -> None:
+        self.steps("prober.announce", NetlinkFailure)
+        self.announced.extend(addresses)
 
 
 class MemoryEndpointProgram(MemoryMaps):

@@ -18,11 +18,13 @@ log = logging.getLogger("stickyip.datapath")
 class Heartbeat:
     def __init__(self, ipam: RedisIpam, *, node: str, nodes: NodeDirectory,
                  address: Callable[[], str], interval: float, metrics: AgentMetrics,
+                 address6: Callable[[], str] = lambda: "",
                  lock: asyncio.Lock, then: Callable[[], Awaitable[None]]) -> None:
         self.ipam = ipam
         self.node = node
         self.nodes = nodes
         self.address = address
+        self.address6 = address6
         self.interval = interval
         self.metrics = metrics
         self.lock = lock
@@ -31,9 +33,9 @@ class Heartbeat:
 
     async def beat(self) -> None:
         await self.ipam.heartbeat(self.node)
-        address = self.address()
-        if address:
-            await self.nodes.publish(self.node, address)
+        address, address6 = self.address(), self.address6()
+        if address or address6:
+            await self.nodes.publish(self.node, address, address6)
         async with self.lock:
             await self.then()
 

@@ -32,11 +32,18 @@ class Endpoint:
     ifname: str
     host_ifname: str
     host_ifindex: int
-    address: ipaddress.IPv4Address
+    #: the first address (IPv4 on a dual-stack pod)
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
     namespace: str
     pod: str
     labels: dict[str, str] = field(default_factory=dict)
     netns: str = ""
+    #: every address of the pod (one per family, IPv4 first); ``(address,)`` if empty
+    addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.addresses:
+            object.__setattr__(self, "addresses", (self.address,))
 
 
 class EndpointHook(Protocol):

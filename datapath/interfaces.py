@@ -8,11 +8,13 @@ endpoint records kept across restarts. The real adapters are
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from datapath.maps.state import MapWriter
 from datapath.models import EndpointRecord, PodLink, TcFilter
-from datapath.routing import Route
+from datapath.probe import Conflict
+from datapath.routing import IPAddress, Route
 
 
 class NetlinkOps(Protocol):
@@ -42,21 +44,25 @@ class NetlinkOps(Protocol):
         """Whether a link was deleted (its routes, neighbours and filters go with it)."""
         ...
 
-    async def ensure_neigh(self, index: int, address: ipaddress.IPv4Address,
-                           mac: str) -> None: ...
+    async def ensure_neigh(self, index: int, address: IPAddress, mac: str) -> None: ...
 
-    async def neigh_mac(self, index: int, address: ipaddress.IPv4Address) -> str | None: ...
+    async def neigh_mac(self, index: int, address: IPAddress) -> str | None: ...
+
+    async def add_gateway(self, index: int, gateway: ipaddress.IPv6Address) -> None:
+        """The pods' link-local IPv6 gateway as an address of a host veth."""
+        ...
 
     async def pod_link(self, netns: str, ifname: str,
-                       gateway: ipaddress.IPv4Address | None = None) -> PodLink | None: ...
+                       gateways: Sequence[IPAddress] = ()) -> PodLink | None: ...
 
-    async def configure_pod(self, netns: str, ifname: str, address: ipaddress.IPv4Address,
-                            gateway: ipaddress.IPv4Address, host_mac: str) -> str:
-        """Address, link up, gateway neighbour and default route; returns the pod MAC."""
+    async def configure_pod(self, netns: str, ifname: str, addresses: Sequence[IPAddress],
+                            gateways: Sequence[IPAddress], host_mac: str) -> str:
+        """Addresses, link up, per gateway its neighbour and default route; returns the
+        pod MAC."""
         ...
 
     async def pod_routes_ok(self, netns: str, ifname: str,
-                            gateway: ipaddress.IPv4Address) -> bool: ...
+                            gateways: Sequence[IPAddress]) -> bool: ...
 
     async def routes(self, names: dict[int, str]) -> list[Route]:
         """The agent's routes in the main table (``names``: ifindex -> link name)."""
@@ -74,7 +80,19 @@ class NetlinkOps(Protocol):
 
     async def attach_bpf(self, index: int, fd: int, name: str, prio: int) -> None: ...
 
-    async def global_address(self, skip_prefix: str) -> str: ...
+    async def global_address(self, skip_prefix: str, family: int = 4) -> str: ...
+
+
+class AddressProber(Protocol):
+    """Conflict detection on the node's links (:class:`datapath.conflicts.RawProber`)."""
+
+    async def probe(self, addresses: Sequence[IPAddress]) -> list[Conflict]:
+        """Who else answers for any of ``addresses`` (empty: nobody, within the wait)."""
+        ...
+
+    async def announce(self, addresses: Sequence[IPAddress]) -> None:
+        """Tell the neighbours these addresses live behind this node now."""
+        ...
 
 
 class EndpointProgram(MapWriter, Protocol):
@@ -82,7 +100,11 @@ class EndpointProgram(MapWriter, Protocol):
     (``stickyip_endpoints``, ``stickyip_ep_counters``) as a map writer."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The name its tc filters carry: the program's name, the kernel's tag of its code
+        and the id of the endpoint map it reads, so a filter still running an older
+        program, or reading a map since replaced, is told apart."""
+        ...
 
     @property
     def fd(self) -> int: ...

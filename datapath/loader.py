@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from datapath.hooks import PRIO_POLICY, PRIO_SERVICES
 from datapath.maps.layout import MapLayout
 from datapath.maps.state import Key, Value
 
+log = logging.getLogger("stickyip.datapath")
+
 TC_INGRESS = 0xFFFFFFF2
 TC_EGRESS = 0xFFFFFFF3
 DEFAULT_FEATURES_PIN_DIR = "/sys/fs/bpf/stickyip/features"
@@ -38,6 +41,11 @@ PROG_SVC_FROM_POD = "lxc_svc_from_pod"
 PROG_SVC_TO_POD = "lxc_svc_to_pod"
 PROG_POL_FROM_POD = "lxc_pol_from_pod"
 PROG_POL_TO_POD = "lxc_pol_to_pod"
+#: the IPv6 halves, tail-called from the programs above through ``stickyip_v6prog``,
+#: in the order of its slots (``V6_*`` in feat_maps.h)
+V6_PROG_ARRAY = "stickyip_v6prog"
+V6_PROGRAMS = ("lxc_svc6_from_pod", "lxc_svc6_to_pod", "lxc_pol6_from_pod",
+               "lxc_pol6_to_pod")
 
 
 def bpf_dir() -> str:
@@ -74,9 +82,12 @@ class BpfObject:
 
     def __init__(self, *, sources: Sequence[str], programs: Sequence[str],
                  layouts: Sequence[MapLayout], pin_dir: str, pin_define: str,
-                 defines: dict[str, int] | None = None) -> None:
+                 defines: dict[str, int] | None = None,
+                 tail_calls: dict[str, Sequence[str]] | None = None) -> None:
         self.sources = tuple(sources)
         self.programs = tuple(programs)
+        #: program array -> the programs of its slots, filled right after loading
+        self.tail_calls = {k: tuple(v) for k, v in (tail_calls or {}).items()}
         self.layouts = {m.name: m for m in layouts}
         self.pin_dir = pin_dir
         self.pin_define = pin_define
@@ -94,16 +105,45 @@ class BpfObject:
             os.makedirs(self.pin_dir, exist_ok=True)
         except OSError as e:
             raise BpfFailure(f"cannot create pin directory {self.pin_dir}: {e.strerror}") from e
+        self.drop_outdated_pins()
         cflags = [f'-D{self.pin_define}="{self.pin_dir}"', "-Wno-macro-redefined"]
         cflags += [f"-D{k}={v}" for k, v in self.defines.items()]
         try:
             self._bpf = BPF(text=program_text(self.sources).encode(), cflags=cflags)
             for name in self.programs:
                 self.fds[name] = int(self._bpf.load_func(name.encode(), BPF.SCHED_CLS).fd)
+            for array, progs in self.tail_calls.items():
+                table = self._bpf[array.encode()]
+                for slot, name in enumerate(progs):
+                    fd = int(self._bpf.load_func(name.encode(), BPF.SCHED_CLS).fd)
+                    self.fds[name] = fd
+                    table[ctypes.c_int(slot)] = ctypes.c_int(fd)
         except Exception as e:  # bcc raises plain Exception on compile/load errors
             raise BpfFailure(f"cannot load {self.what} ({', '.join(self.sources)}): {e}") from e
         self._tables = {name: self._bpf[name.encode()] for name in self.layouts}
         self.check_layouts()
+
+    def drop_outdated_pins(self) -> None:
+        """Unpin maps whose key or value size differs from today's layout (pinned by an
+        older agent): bcc would reuse them as they are. The fresh map starts empty; the
+        agent's restore and the managers' reconcile write every entry again, and tc
+        filters still running the old program are replaced by the restore."""
+        for name, layout in self.layouts.items():
+            path = os.path.join(self.pin_dir, name)
+            if not os.path.exists(path):
+                continue
+            sizes = pinned_sizes(path)
+            want = (ctypes.sizeof(layout.key), ctypes.sizeof(layout.value))
+            if sizes is not None and sizes != want:
+                log.warning("pinned map has an old layout, recreating it",
+                            extra={"map": path, "sizes": list(sizes), "want": list(want)})
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+    def tag_of(self, name: str) -> str:
+        """The kernel's tag of a loaded program (a hash of its code; "" when unknown)."""
+        fd = self.fds.get(name)
+        return "" if fd is None else fdinfo(fd).get("prog_tag", "")
 
     def check_layouts(self) -> None:
         """Refuse to run when a C struct and its ctypes mirror disagree."""
@@ -210,7 +250,17 @@ class AntispoofProgram(BpfObject):
     def __init__(self, pin_root: str) -> None:
         super().__init__(sources=("lxc_antispoof.c",), programs=(PROG_ANTISPOOF,),
                          layouts=maps.ANTISPOOF, pin_dir=pin_root, pin_define="PIN_ROOT")
-        self.name = PROG_ANTISPOOF
+
+    @property
+    def name(self) -> str:
+        """``antispoof_ingress-TAG-MAPID``: the tc filter name tells which code it runs
+        and which endpoint map that code reads, so a restarted agent replaces the filters
+        of another program (an upgrade) or of a map it recreated (an old layout)."""
+        tag = self.tag_of(PROG_ANTISPOOF)
+        if not tag or self._bpf is None:
+            return PROG_ANTISPOOF
+        map_id = fdinfo(self._table(maps.endpoints.NAME).map_fd).get("map_id", "")
+        return f"{PROG_ANTISPOOF}-{tag}-{map_id}"
 
     @property
     def fd(self) -> int:
@@ -228,7 +278,7 @@ class FeaturePrograms(BpfObject):
                          programs=(PROG_SVC_FROM_POD, PROG_SVC_TO_POD, PROG_POL_FROM_POD,
                                    PROG_POL_TO_POD),
                          layouts=maps.FEATURES, pin_dir=pin_dir, pin_define="PIN_DIR",
-                         defines=defines)
+                         defines=defines, tail_calls={V6_PROG_ARRAY: V6_PROGRAMS})
 
     def attach(self, ifindex: int, *, services: bool = True, policy: bool = True,
                netns: str | None = None) -> None:
@@ -265,6 +315,39 @@ class FeaturePrograms(BpfObject):
                 with contextlib.suppress(NetlinkError):  # already gone with its link
                     ipr.tc("del-filter", "bpf", index=ifindex, handle=1, parent=parent,
                            prio=prio)
+
+
+def fdinfo(fd: int) -> dict[str, str]:
+    """The fields of ``/proc/self/fdinfo/FD`` (a BPF map's key and value size, a
+    program's tag)."""
+    out: dict[str, str] = {}
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                out[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return out
+
+
+def pinned_sizes(path: str) -> tuple[int, int] | None:
+    """(key size, value size) of the map pinned at ``path``; None when unreadable."""
+    try:
+        from bcc import libbcc
+    except ImportError:
+        return None
+    fd = int(libbcc.lib.bpf_obj_get(path.encode()))
+    if fd < 0:
+        return None
+    try:
+        info = fdinfo(fd)
+    finally:
+        os.close(fd)
+    try:
+        return int(info["key_size"]), int(info["value_size"])
+    except (KeyError, ValueError):
+        return None
 
 
 class _ipr:

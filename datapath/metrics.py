@@ -110,5 +110,17 @@ class AgentMetrics:
                                     "BIRD reconfigurations", ["result"], registry=r)
         self.heartbeats = Counter("stickyip_datapath_heartbeats", "heartbeats written",
                                   ["result"], registry=r)
+        self.conflicts = Counter(
+            "stickyip_datapath_address_conflicts",
+            "another host answered for a pod's address on the node's links: at ADD "
+            "(refused) or at a re-check of a running fixed-IP pod", ["phase", "family"],
+            registry=r)
+        self.conflicts_now = Gauge(
+            "stickyip_datapath_conflicting_endpoints",
+            "running fixed-IP pods whose address another host answered for at the last "
+            "re-check", registry=r)
+        for phase in ("add", "recheck"):
+            for family in ("4", "6"):
+                self.conflicts.labels(phase, family)  # exported from the start, at 0
         r.register(_DropCollector(drop_counts, drops))
         r.register(_MapFillCollector(map_fill))

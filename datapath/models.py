@@ -8,9 +8,11 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from datapath.hooks import Endpoint
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class AgentReply(TypedDict):
@@ -29,7 +31,8 @@ class EndpointRecord(BaseModel):
     ifname: str
     host_ifname: str
     netns: str
-    address: ipaddress.IPv4Address
+    #: the pod's addresses, at most one per family, IPv4 first
+    addresses: list[IPAddress]
     pool: str
     owner: str
     kind: Literal["ephemeral", "sticky"]
@@ -42,14 +45,41 @@ class EndpointRecord(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     fenced: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _single_address(cls, data: Any) -> Any:
+        """Records written before dual-stack hold one ``address``."""
+        if isinstance(data, dict) and "addresses" not in data and "address" in data:
+            data = {**data, "addresses": [data["address"]]}
+            del data["address"]
+        return data
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EndpointRecord:
+        if not self.addresses:
+            raise ValueError("an endpoint has at least one address")
+        if len({a.version for a in self.addresses}) != len(self.addresses):
+            raise ValueError(f"at most one address per family, got {self.addresses}")
+        self.addresses.sort(key=lambda a: a.version)
+        return self
+
     @property
     def key(self) -> tuple[str, str]:
         return (self.container_id, self.ifname)
 
+    @property
+    def address(self) -> IPAddress:
+        """The first address (IPv4 on a dual-stack pod)."""
+        return self.addresses[0]
+
+    def address_of(self, family: int) -> IPAddress | None:
+        return next((a for a in self.addresses if a.version == family), None)
+
     def endpoint(self, host_ifindex: int) -> Endpoint:
         return Endpoint(container_id=self.container_id, ifname=self.ifname,
                         host_ifname=self.host_ifname, host_ifindex=host_ifindex,
-                        address=self.address, namespace=self.namespace, pod=self.pod,
+                        address=self.address, addresses=tuple(self.addresses),
+                        namespace=self.namespace, pod=self.pod,
                         labels=dict(self.labels), netns=self.netns)
 
 

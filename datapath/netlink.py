@@ -10,7 +10,7 @@ import errno
 import ipaddress
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,7 +19,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from datapath.errors import InterfaceExists, NetlinkFailure, UnknownContainer
 from datapath.models import PodLink, TcFilter
-from datapath.routing import Route
+from datapath.routing import IPAddress, Route
 
 RT_TABLE_MAIN = 254
 RT_SCOPE_LINK = 253
@@ -31,6 +31,18 @@ TC_H_CLSACT_INGRESS = 0xFFFFFFF2
 TC_H_CLSACT_EGRESS = 0xFFFFFFF3
 ETH_P_ALL = 0x0003
 NETLINK_ROUTE = 0
+AF_INET = 2
+AF_INET6 = 10
+IFA_F_NODAD = 0x02
+RT_SCOPE_UNIVERSE = 0
+
+
+def _family(address: IPAddress | ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+    return AF_INET if address.version == 4 else AF_INET6
+
+
+def _default(gateway: IPAddress) -> str:
+    return "0.0.0.0/0" if gateway.version == 4 else "::/0"
 
 
 async def _all(gen: Any) -> list[Any]:
@@ -156,18 +168,29 @@ class Netlink:
             raise _err(f"delete {name}", e) from e
         return True
 
-    async def ensure_neigh(self, index: int, address: ipaddress.IPv4Address, mac: str) -> None:
+    async def ensure_neigh(self, index: int, address: IPAddress, mac: str) -> None:
         try:
             await self.ipr.neigh("replace", dst=str(address), lladdr=mac, ifindex=index,
-                                 state=NUD_PERMANENT)
+                                 state=NUD_PERMANENT, family=_family(address))
         except NetlinkError as e:
             raise _err(f"neighbour {address} on {index}", e) from e
 
-    async def neigh_mac(self, index: int, address: ipaddress.IPv4Address) -> str | None:
+    async def add_gateway(self, index: int, gateway: ipaddress.IPv6Address) -> None:
+        """The pods' IPv6 gateway (link-local, e.g. fe80::1/64) on a host veth, without
+        duplicate address detection: it is link-local on a link whose only other end
+        is the pod, and it must answer at once."""
+        try:
+            await self.ipr.addr("replace", index=index, address=str(gateway), prefixlen=64,
+                                flags=IFA_F_NODAD, family=AF_INET6)
+        except NetlinkError as e:
+            raise _err(f"gateway {gateway} on {index}", e) from e
+
+    async def neigh_mac(self, index: int, address: IPAddress) -> str | None:
         """MAC of the permanent neighbour ``address`` on ``index`` (a kernel lookup of one
         entry: dumping every neighbour of a node with many pods costs O(pods))."""
         try:
-            msgs = await self.ipr.neigh("get", dst=str(address), ifindex=index)
+            msgs = await self.ipr.neigh("get", dst=str(address), ifindex=index,
+                                        family=_family(address))
         except NetlinkError as e:
             if e.code in (errno.ENOENT, errno.ENODEV, errno.ESRCH):
                 return None
@@ -180,9 +203,10 @@ class Netlink:
     # ---------------------------------------------------------- inside the pod
 
     async def pod_link(self, netns: str, ifname: str,
-                       gateway: ipaddress.IPv4Address | None = None) -> PodLink | None:
-        """The pod's interface as the kernel has it (one socket, a handful of requests);
-        with ``gateway``, also whether its default route and gateway neighbour exist."""
+                       gateways: Sequence[IPAddress] = ()) -> PodLink | None:
+        """The pod's interface as the kernel has it (one socket, a handful of requests):
+        its global addresses of both families; with ``gateways``, also whether the
+        default route of each gateway's family and its permanent neighbour exist."""
         if not netns_exists(netns):
             return None
         async with self._pod(netns) as ipr:
@@ -194,23 +218,35 @@ class Netlink:
                 raise
             idx = int(msg["index"])
             addrs = tuple(sorted(str(a.get("address")) for a in
-                                 await _all(await ipr.addr("dump", index=idx, family=2))))
+                                 await _all(await ipr.addr("dump", index=idx))
+                                 if a["scope"] == RT_SCOPE_UNIVERSE))
             routes_ok = False
-            if gateway is not None:
-                default = any(r["dst_len"] == 0 and r.get("gateway") == str(gateway)
-                              and r.get("oif") == idx for r in
-                              await _all(await ipr.route("dump", table=RT_TABLE_MAIN,
-                                                         family=2)))
-                neigh = any(n["state"] & NUD_PERMANENT for n in await _all(
-                    await ipr.neigh("dump", ifindex=idx)) if n.get("dst") == str(gateway))
-                routes_ok = default and neigh
+            if gateways:
+                routes_ok = True
+                neighbours = [n for n in await _all(await ipr.neigh("dump", ifindex=idx))
+                              if n["state"] & NUD_PERMANENT]
+                for gw in gateways:
+                    default = any(r["dst_len"] == 0 and r.get("gateway") == str(gw)
+                                  and r.get("oif") == idx for r in
+                                  await _all(await ipr.route("dump", table=RT_TABLE_MAIN,
+                                                             family=_family(gw))))
+                    neigh = any(n.get("dst") == str(gw) for n in neighbours)
+                    routes_ok = routes_ok and default and neigh
             return PodLink(index=idx, mac=str(msg.get("address")),
                            up=bool(msg["flags"] & 1), addresses=addrs, routes_ok=routes_ok)
 
-    async def configure_pod(self, netns: str, ifname: str, address: ipaddress.IPv4Address,
-                            gateway: ipaddress.IPv4Address, host_mac: str) -> str:
-        """Address /32, link up, a permanent neighbour for the link-local gateway and
-        the default route through it (as Calico does). Idempotent; returns the pod MAC."""
+    async def configure_pod(self, netns: str, ifname: str, addresses: Sequence[IPAddress],
+                            gateways: Sequence[IPAddress], host_mac: str) -> str:
+        """Each address as a /32 or /128, link up, per gateway (one per family, both
+        link-local) a permanent neighbour pointing at the host veth and the default
+        route through it (Calico's layout, no ARP or ND needed). IPv6 addresses are added
+        without duplicate address detection (``nodad``) and DAD is off on the pod's
+        interface: the agent probed the node's links for the address before (see
+        :mod:`datapath.conflicts`), and the veth's only other end is the host, so the
+        kernel's own DAD could find nothing and would only hold the address tentative,
+        unusable, for a second. Idempotent; returns the pod MAC."""
+        if any(a.version == 6 for a in addresses):
+            _pod_sysctl(netns, f"net/ipv6/conf/{ifname}/accept_dad", "0")
         async with self._pod(netns) as ipr:
             lo = await ipr.link_lookup(ifname="lo")
             if lo:
@@ -219,21 +255,29 @@ class Netlink:
             if not found:
                 raise NetlinkFailure(f"{ifname} missing in {netns}")
             idx = found[0]
-            have = {str(a.get("address")) async for a in
-                    await ipr.addr("dump", index=idx, family=2)}
-            if str(address) not in have:
-                await ipr.addr("add", index=idx, address=str(address), prefixlen=32)
+            have = {str(a.get("address")) async for a in await ipr.addr("dump", index=idx)}
+            for address in addresses:
+                if str(address) in have:
+                    continue
+                if address.version == 4:
+                    await ipr.addr("add", index=idx, address=str(address), prefixlen=32)
+                else:
+                    await ipr.addr("add", index=idx, address=str(address), prefixlen=128,
+                                   flags=IFA_F_NODAD, family=AF_INET6)
             await ipr.link("set", index=idx, state="up")
-            await ipr.neigh("replace", dst=str(gateway), lladdr=host_mac, ifindex=idx,
-                            state=NUD_PERMANENT)
-            await ipr.route("replace", dst=f"{gateway}/32", oif=idx, scope=RT_SCOPE_LINK)
-            await ipr.route("replace", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
+            for gw in gateways:
+                await ipr.neigh("replace", dst=str(gw), lladdr=host_mac, ifindex=idx,
+                                state=NUD_PERMANENT, family=_family(gw))
+                if gw.version == 4:
+                    await ipr.route("replace", dst=f"{gw}/32", oif=idx, scope=RT_SCOPE_LINK)
+                await ipr.route("replace", dst=_default(gw), gateway=str(gw), oif=idx,
+                                family=_family(gw))
             msg = await _first(await ipr.link("get", index=idx))
             return str(msg.get("address"))
 
     async def pod_routes_ok(self, netns: str, ifname: str,
-                            gateway: ipaddress.IPv4Address) -> bool:
-        pod = await self.pod_link(netns, ifname, gateway)
+                            gateways: Sequence[IPAddress]) -> bool:
+        pod = await self.pod_link(netns, ifname, gateways)
         return pod is not None and pod.routes_ok
 
     # ----------------------------------------------------------------- routes
@@ -242,10 +286,17 @@ class Netlink:
         """Routes in the main table carrying the agent's protocol number; ``names``
         maps the ifindex of dev routes to interface names (unknown ones show as #N)."""
         out = []
-        async for r in await self.ipr.route("dump", table=RT_TABLE_MAIN, family=2):
+        for family in (AF_INET, AF_INET6):
+            out += await self._routes(names, family)
+        return out
+
+    async def _routes(self, names: dict[int, str], family: int) -> list[Route]:
+        out: list[Route] = []
+        zero = "0.0.0.0" if family == AF_INET else "::"
+        async for r in await self.ipr.route("dump", table=RT_TABLE_MAIN, family=family):
             if r["proto"] != self.route_protocol:
                 continue
-            dst = ipaddress.IPv4Network(f"{r.get('dst') or '0.0.0.0'}/{r['dst_len']}")
+            dst = ipaddress.ip_network(f"{r.get('dst') or zero}/{r['dst_len']}")
             if r["type"] == RTN_BLACKHOLE:
                 out.append(Route(dst, "blackhole"))
             elif r.get("gateway"):
@@ -256,7 +307,7 @@ class Netlink:
 
     def _route_args(self, route: Route, names: dict[str, int]) -> dict[str, Any]:
         args: dict[str, Any] = {"dst": str(route.dst), "table": RT_TABLE_MAIN,
-                                "proto": self.route_protocol}
+                                "proto": self.route_protocol, "family": _family(route.dst)}
         if route.kind == "blackhole":
             args["type"] = "blackhole"
         elif route.kind == "via":
@@ -266,15 +317,18 @@ class Netlink:
             if idx is None:
                 raise NetlinkFailure(f"route {route.dst}: no interface {route.target}")
             args["oif"] = idx
-            args["scope"] = RT_SCOPE_LINK
+            if route.family == 4:
+                args["scope"] = RT_SCOPE_LINK
         return args
 
     async def apply_route(self, op: str, route: Route, names: dict[str, int]) -> None:
         try:
             if op == "del":
-                # scope "nowhere" matches any scope, as iproute2 does for deletes
+                # scope "nowhere" matches any scope, as iproute2 does for IPv4 deletes
                 args = {"dst": str(route.dst), "table": RT_TABLE_MAIN, "proto": self.route_protocol,
-                        "scope": RT_SCOPE_NOWHERE}
+                        "family": _family(route.dst)}
+                if route.family == 4:
+                    args["scope"] = RT_SCOPE_NOWHERE
                 if route.kind == "blackhole":
                     args["type"] = "blackhole"
                 await self.ipr.route("del", **args)
@@ -322,10 +376,11 @@ class Netlink:
 
     # ----------------------------------------------------------------- host
 
-    async def global_address(self, skip_prefix: str) -> str:
-        """First global IPv4 address on a non-pod, non-loopback interface."""
+    async def global_address(self, skip_prefix: str, family: int = 4) -> str:
+        """First global address of ``family`` (4 or 6) on a non-pod, non-loopback
+        interface ("" when there is none)."""
         names = {i: n for n, i in (await self.link_names()).items()}
-        async for a in await self.ipr.addr("dump", family=2):
+        async for a in await self.ipr.addr("dump", family=AF_INET if family == 4 else AF_INET6):
             name = names.get(int(a["index"]), "")
             if name == "lo" or name.startswith(skip_prefix) or a["scope"] != 0:
                 continue
@@ -371,7 +426,24 @@ def netns_exists(path: str) -> bool:
     return os.path.exists(path)
 
 
-def enable_forwarding() -> None:
-    """The node routes pod traffic: IPv4 forwarding on in this netns."""
+def enable_forwarding(*, ipv6: bool = True) -> None:
+    """The node routes pod traffic: IPv4 (and IPv6) forwarding on in this netns."""
     with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
         f.write("1\n")
+    if ipv6 and os.path.exists("/proc/sys/net/ipv6/conf/all/forwarding"):
+        with open("/proc/sys/net/ipv6/conf/all/forwarding", "w") as f:
+            f.write("1\n")
+
+
+def _pod_sysctl(netns: str, name: str, value: str) -> None:
+    """Write ``/proc/sys/NAME`` of the pod netns (``/proc/sys/net`` follows the netns of
+    the thread that opens it)."""
+    try:
+        with entered_netns(netns):
+            fd = os.open(f"/proc/sys/{name}", os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise NetlinkFailure(f"cannot set {name} in {netns}: {e.strerror}") from e

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapath.errors import TryAgain, UnclearPod
 from ipam import IpamError, RedisIpam, ReservationKey
-from ipam.contract import ANN_POOL, opted_in, pool_of, slot_of
+from ipam.contract import ANN_POOL, InvalidAnnotations, opted_in, pool_of, read_request, slot_of
 
 if TYPE_CHECKING:
     from plumbing.kube.client import KubeSettings
@@ -48,7 +48,8 @@ def name_pod_lookup(ipam: RedisIpam) -> PodLookup:
 
 def sticky_key_of(pod: dict[str, Any]) -> tuple[ReservationKey, str | None] | None:
     """Pure: the reservation key and pool of a pod object (None unless it is an
-    opted-in StatefulSet pod; the pool None when its annotations name none).
+    opted-in StatefulSet pod; the pool None when its annotations name none, and
+    ``"V4POOL,V6POOL"`` when they name one per family).
 
     An opted-in StatefulSet pod whose ordinal the contract cannot tell (sources that
     disagree, none present, names the store refuses) raises :class:`UnclearPod`:
@@ -65,7 +66,12 @@ def sticky_key_of(pod: dict[str, Any]) -> tuple[ReservationKey, str | None] | No
         raise UnclearPod(f"pod {meta.get('namespace', '')}/{meta.get('name', '')} asks for "
                          f"a fixed address, but {e}") from e
     annotations = meta.get("annotations") or {}
-    pool = pool_of(annotations) if isinstance(annotations.get(ANN_POOL), str) else None
+    pool = None
+    if isinstance(annotations.get(ANN_POOL), str):
+        try:  # "v4pool,v6pool" for a dual-stack pod
+            pool = ",".join(read_request(annotations).pools)
+        except InvalidAnnotations:
+            pool = pool_of(annotations)
     return key, pool
 
 

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 
-from datapath import bird, routing
+from datapath import bird, leases, routing
 from datapath.birdctl import BirdControl
 from datapath.config import AgentSettings
 from datapath.endpoints import EndpointManager
@@ -37,8 +37,10 @@ class RouteManager:
         self.bird_control = bird_control
         self.metrics = metrics
         self.lock = lock
-        #: this node's address (BIRD's router id); set by the agent once known
+        #: this node's IPv4 address (BIRD's router id); set by the agent once known
         self.address = settings.node_address
+        #: this node's IPv6 address ("" when it has none: no IPv6 BGP sessions)
+        self.address6 = settings.node_address6
         #: the routes last applied; None: the next sync diffs the kernel in full
         self.last_desired: set[routing.Route] | None = None
         self.healthy = False
@@ -53,9 +55,9 @@ class RouteManager:
 
     async def sync(self, *, force: bool = False) -> None:
         view = await self.ipam.routing_view()
-        peers = await self.nodes.addresses()
+        peers = await self.nodes.peers()
         for ep in routing.to_fence(self.node, view, self.endpoints.local()):
-            self.endpoints.fence(ep.address)
+            self.endpoints.fence(ep.addresses[0])
         desired = routing.desired_routes(node=self.node, view=view,
                                          endpoints=self.endpoints.local(), peers=peers,
                                          mode=self.settings.routing)
@@ -89,12 +91,12 @@ class RouteManager:
         log.info("routes synced", extra={"add": len(plan.add), "replace": len(plan.replace),
                                          "delete": len(plan.delete)})
 
-    async def _sync_bird(self, view: RoutingView, peers: dict[str, str]) -> None:
+    async def _sync_bird(self, view: RoutingView, peers: routing.Peers) -> None:
         blocks, migrated = routing.announced(self.node, view)
-        served = {ep.address for ep in self.endpoints.local() if not ep.fenced}
+        served = {a for ep in self.endpoints.local() if not ep.fenced for a in ep.addresses}
         cfg = bird.config_of(router_id=self.address or "0.0.0.0", asn=self.settings.bgp_asn,
                              blocks=blocks, migrated=[a for a in migrated if a in served],
-                             peers=peers, self_node=self.node,
+                             peers=peers, self_node=self.node, ipv6=bool(self.address6),
                              external=[bird.parse_peer(p) for p in self.settings.bgp_peers])
         text = bird.render(cfg)
         if text == self._bird_text and self.bird_ok:
@@ -122,11 +124,11 @@ class RouteManager:
         sticky = [r for r in self.endpoints.records.all() if r.kind == "sticky" and not r.fenced]
         placements: dict[str, routing.Placement] = {}
         for rec in sticky:
-            lease = await self.ipam.lease(pool=rec.pool, owner=OwnerKey(rec.owner))
+            lease = await self.ipam.lease(owner=OwnerKey(rec.owner))
             if lease is not None:
-                placements[rec.owner] = routing.Placement(lease.address4, lease.node, lease.epoch)
+                placements[rec.owner] = leases.placement_of(lease)
         for ep in routing.to_fence_by_epoch(self.node, self.endpoints.local(), placements):
-            self.endpoints.fence(ep.address)
+            self.endpoints.fence(ep.addresses[0])
 
     async def run(self) -> None:
         """Sync every ``sync_interval`` until cancelled."""

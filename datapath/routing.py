@@ -1,8 +1,10 @@
 """Pure routing decisions: which routes a node wants (from the IPAM routing view, its
-endpoints and peer addresses), which endpoints it must fence (their address now
-served elsewhere, or their reservation re-homed with a newer epoch), and the diff
-between desired and actual kernel routes as a list of operations for the caller to
-apply."""
+endpoints and peer addresses), which endpoints it must fence (an address now served
+elsewhere, or their reservation re-homed with a newer epoch), and the diff between
+desired and actual kernel routes as a list of operations for the caller to apply.
+
+Both families throughout: IPv4 blocks and /32s, IPv6 blocks and /128s. A route to
+another node's block goes via that node's address of the block's family."""
 
 from __future__ import annotations
 
@@ -14,16 +16,37 @@ from typing import Literal
 from ipam.models import RoutingView
 
 RouteKind = Literal["dev", "via", "blackhole"]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: node name -> family (4, 6) -> that node's address
+Peers = Mapping[str, Mapping[int, str]]
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """One route in the main table owned by the agent (marked by its protocol)."""
 
-    dst: ipaddress.IPv4Network
+    dst: IPNetwork
     kind: RouteKind
     #: interface name (dev), gateway address (via), "" (blackhole)
     target: str = ""
+
+    @property
+    def family(self) -> int:
+        return self.dst.version
+
+    def order(self) -> tuple[int, IPNetwork, str, str]:
+        """Sort key: IPv4 before IPv6 (the two families do not compare)."""
+        return (self.dst.version, self.dst, self.kind, self.target)
+
+
+def host_network(address: IPAddress) -> IPNetwork:
+    """The /32 or /128 of one address."""
+    return ipaddress.ip_network(address)
+
+
+def _net_order(net: IPNetwork) -> tuple[int, IPNetwork]:
+    return (net.version, net)
 
 
 @dataclass(slots=True)
@@ -43,7 +66,7 @@ class RoutePlan:
 class LocalEndpoint:
     """What routing needs to know of a local pod attachment."""
 
-    address: ipaddress.IPv4Address
+    addresses: tuple[IPAddress, ...]
     host_ifname: str
     fenced: bool = False
     #: the reservation key of a sticky endpoint ("" for an ephemeral one)
@@ -56,41 +79,49 @@ class LocalEndpoint:
 class Placement:
     """Where IPAM places a sticky reservation now."""
 
-    address: ipaddress.IPv4Address | None
+    addresses: tuple[IPAddress, ...]
     node: str | None
     epoch: int
 
 
-def serving_node(view: RoutingView, address: ipaddress.IPv4Address) -> str | None:
-    """The node that serves ``address`` per IPAM: a migrated /32's node, else its
-    block's node; None when the address is in no claimed block."""
+def contains(net: IPNetwork, address: IPAddress) -> bool:
+    """``address in net``, false across families."""
+    return net.version == address.version and address in net
+
+
+def serving_node(view: RoutingView, address: IPAddress) -> str | None:
+    """The node that serves ``address`` per IPAM: a migrated /32's or /128's node, else
+    its block's node; None when the address is in no claimed block."""
     for m in view.migrated:
         if m.address == address:
             return m.node
     for b in view.blocks:
-        if address in b.cidr:
+        if contains(b.cidr, address):
             return b.node
     return None
 
 
 def to_fence(node: str, view: RoutingView,
              endpoints: Iterable[LocalEndpoint]) -> list[LocalEndpoint]:
-    """Endpoints this node serves but IPAM now places on another node (re-homed with a
-    newer epoch): their routes are withdrawn and their traffic dropped."""
+    """Endpoints this node serves one of whose addresses IPAM now places on another
+    node (re-homed with a newer epoch): their routes are withdrawn and their traffic
+    dropped."""
     out = []
     for ep in endpoints:
         if ep.fenced:
             continue
-        who = serving_node(view, ep.address)
-        if who is not None and who != node:
-            out.append(ep)
+        for address in ep.addresses:
+            who = serving_node(view, address)
+            if who is not None and who != node:
+                out.append(ep)
+                break
     return out
 
 
 def to_fence_by_epoch(node: str, endpoints: Iterable[LocalEndpoint],
                       placements: Mapping[str, Placement]) -> list[LocalEndpoint]:
     """Sticky endpoints whose reservation moved on even where the routing view does not
-    show it: re-homed to another node with a newer epoch, or given another address.
+    show it: re-homed to another node with a newer epoch, or given other addresses.
     ``placements`` maps reservation keys to what IPAM says now; endpoints without an
     entry (reservation unknown, or not sticky) are left alone."""
     out = []
@@ -100,56 +131,56 @@ def to_fence_by_epoch(node: str, endpoints: Iterable[LocalEndpoint],
         now = placements.get(ep.owner)
         if now is None:
             continue
-        if (now.epoch > ep.epoch and now.node != node) or now.address != ep.address:
+        if (now.epoch > ep.epoch and now.node != node) \
+                or set(now.addresses) != set(ep.addresses):
             out.append(ep)
     return out
 
 
-def local_blocks(node: str, view: RoutingView) -> list[ipaddress.IPv4Network]:
-    # IPv4 only until the datapath routes IPv6 (issue 14); the IPAM serves both.
-    return sorted(b.cidr for b in view.blocks
-                  if b.node == node and isinstance(b.cidr, ipaddress.IPv4Network))
+def local_blocks(node: str, view: RoutingView) -> list[IPNetwork]:
+    return sorted((b.cidr for b in view.blocks if b.node == node), key=_net_order)
 
 
-def announced(node: str, view: RoutingView) -> tuple[list[ipaddress.IPv4Network],
-                                                   list[ipaddress.IPv4Address]]:
-    """What this node announces in BGP: its blocks, and the /32s it serves away from
-    their block's node (aggregated blocks, /32 only for migrated addresses)."""
+def announced(node: str, view: RoutingView) -> tuple[list[IPNetwork], list[IPAddress]]:
+    """What this node announces in BGP: its blocks, and the /32s and /128s it serves
+    away from their block's node (aggregated blocks, host routes only for migrated
+    addresses)."""
     migrated = sorted({m.address for m in view.migrated
-                       if m.node == node and m.block_node != node
-                       and isinstance(m.address, ipaddress.IPv4Address)})
+                       if m.node == node and m.block_node != node},
+                      key=lambda a: (a.version, a))
     return local_blocks(node, view), migrated
 
 
 def desired_routes(*, node: str, view: RoutingView, endpoints: Iterable[LocalEndpoint],
-                   peers: Mapping[str, str], mode: Literal["direct", "bgp"]) -> set[Route]:
+                   peers: Peers, mode: Literal["direct", "bgp"]) -> set[Route]:
     """Routes this node wants in its main table.
 
-    - every unfenced local endpoint: ``ADDR/32 dev HOSTVETH``;
+    - every address of every unfenced local endpoint: ``ADDR/32`` or ``ADDR/128 dev
+      HOSTVETH``;
     - its own blocks: blackhole (unused addresses are dropped here, not bounced back);
-    - direct mode only: other nodes' blocks and /32s migrated to other nodes, via that
-      node's address (``peers``); in bgp mode BIRD installs those.
+    - direct mode only: other nodes' blocks and host routes migrated to other nodes,
+      via that node's address of the same family (``peers``; a node without one gets
+      no route of that family); in bgp mode BIRD installs those.
     """
-    routes: dict[ipaddress.IPv4Network, Route] = {}
+    routes: dict[IPNetwork, Route] = {}
     for b in local_blocks(node, view):
         routes[b] = Route(b, "blackhole")
     if mode == "direct":
         for blk in view.blocks:
-            gw = peers.get(blk.node)
-            if blk.node != node and gw and isinstance(blk.cidr, ipaddress.IPv4Network):
+            gw = peers.get(blk.node, {}).get(blk.cidr.version)
+            if blk.node != node and gw:
                 routes[blk.cidr] = Route(blk.cidr, "via", gw)
         for m in view.migrated:
-            if not isinstance(m.address, ipaddress.IPv4Address):
-                continue
-            gw = peers.get(m.node)
-            dst = ipaddress.IPv4Network(f"{m.address}/32")
+            gw = peers.get(m.node, {}).get(m.address.version)
+            dst = host_network(m.address)
             if m.node != node and gw:
                 routes[dst] = Route(dst, "via", gw)
     for ep in endpoints:
-        dst = ipaddress.IPv4Network(f"{ep.address}/32")
         if ep.fenced:
-            continue  # withdrawn here; a /32 via its new node may stand in its place
-        routes[dst] = Route(dst, "dev", ep.host_ifname)
+            continue  # withdrawn here; a host route via its new node may stand in its place
+        for address in ep.addresses:
+            dst = host_network(address)
+            routes[dst] = Route(dst, "dev", ep.host_ifname)
     return set(routes.values())
 
 
@@ -157,22 +188,23 @@ def diff(desired: Iterable[Route], actual: Iterable[Route]) -> RoutePlan:
     """Operations turning ``actual`` into ``desired``; routes that already match are
     left alone (an agent restart must not flap working routes)."""
     want = {r.dst: r for r in desired}
-    have: dict[ipaddress.IPv4Network, list[Route]] = {}
+    have: dict[IPNetwork, list[Route]] = {}
     for r in actual:
         have.setdefault(r.dst, []).append(r)
     plan = RoutePlan()
-    for dst, routes in sorted(have.items()):
+    for dst in sorted(have, key=_net_order):
+        routes = sorted(have[dst], key=Route.order)
         w = want.get(dst)
         if w is None:
-            plan.delete.extend(sorted(routes))
+            plan.delete.extend(routes)
             continue
         extra = [r for r in routes if r != w]
         if len(extra) == len(routes):
             plan.replace.append(w)
-            plan.delete.extend(sorted(extra[1:]))
+            plan.delete.extend(extra[1:])
         else:
-            plan.delete.extend(sorted(extra))
-    for dst, w in sorted(want.items()):
+            plan.delete.extend(extra)
+    for dst in sorted(want, key=_net_order):
         if dst not in have:
-            plan.add.append(w)
+            plan.add.append(want[dst])
     return plan

@@ -1,6 +1,6 @@
 """The agent's servers: the CNI socket (one JSON request line in, one reply line
 out, every failure turned into a CNI error code here) and the HTTP status endpoint
-(``/metrics``, ``/healthz``). What each command does is the caller's handler."""
+(``/metrics``, ``/healthz``, ``/livez``). What each command does is the caller's handler."""
 
 from __future__ import annotations
 
@@ -108,15 +108,19 @@ class CniServer:
 
 
 class StatusServer:
-    """``GET /metrics`` and ``GET /healthz`` over HTTP."""
+    """``GET /metrics``, ``GET /healthz`` (ready: started and the store answers) and
+    ``GET /livez`` (alive: started and no part of the agent has died; a store outage
+    must not restart every agent of a cluster, their datapath keeps forwarding)."""
 
     def __init__(self, host: str, port: int, *, metrics: AgentMetrics,
                  health: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]],
-                 before_scrape: Callable[[], None]) -> None:
+                 before_scrape: Callable[[], None],
+                 alive: Callable[[], bool] = lambda: True) -> None:
         self.host = host
         self.port = port
         self.metrics = metrics
         self.health = health
+        self.alive = alive
         self.before_scrape = before_scrape
         self._runner: web.AppRunner | None = None
 
@@ -124,6 +128,7 @@ class StatusServer:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/livez", self._livez)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
@@ -141,3 +146,7 @@ class StatusServer:
     async def _healthz(self, _: web.Request) -> web.Response:
         ok, body = await self.health()
         return web.json_response(body, status=200 if ok else 503)
+
+    async def _livez(self, _: web.Request) -> web.Response:
+        ok = self.alive()
+        return web.json_response({"ok": ok}, status=200 if ok else 503)

@@ -27,6 +27,12 @@ class DemoSettings(BaseSettings):
     pool: str = Field(default="demo", description="IP pool the StatefulSet draws from")
     pool_cidr: str = Field(default="10.244.0.0/16", description="CIDR of the demo pool")
     block_size: int = Field(default=26, description="prefix length of the pool's node blocks")
+    dual_stack: bool = Field(default=True, description="the StatefulSet and every pod get an "
+                             "IPv6 address too (one address of each family per ordinal, "
+                             "same home, same epoch) and the Service is dual-stack")
+    pool6: str = Field(default="demo6", description="IPv6 pool of the dual-stack StatefulSet")
+    pool6_cidr: str = Field(default="fd00:244::/112", description="CIDR of the IPv6 pool")
+    block_size6: int = Field(default=122, description="prefix length of its node blocks")
     retain: str = Field(default="1h", description="stickyip.io/retain of the StatefulSet")
     nodes: int = Field(default=3, ge=2, le=8, description="number of nodes")
     step_timeout: float = Field(default=60.0, gt=0, description="seconds each story step may "

@@ -34,6 +34,7 @@ from netbed.relay import LoopbackRelay
 from netbed.shell import BPFFS, Namespaces, NetbedError, netns_path, remove_pins, sh
 
 FABRIC_NET = ipaddress.IPv4Network("192.168.251.0/24")
+FABRIC_NET6 = ipaddress.IPv6Network("fd00:fab:251::/64")
 #: every pod runs :mod:`netbed.pods`' program: it answers TCP (and UDP) on this port
 #: with its name and runs probes on request
 POD_PORT = 8080
@@ -57,6 +58,7 @@ class PodSandbox:
     netns: str
     container_id: str
     address: str = ""
+    address6: str = ""
     proc: asyncio.subprocess.Process | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _next: int = 0
@@ -79,6 +81,7 @@ class PodSandbox:
         return bool(res["ok"]), str(res["reply"])
 
     async def ping(self, ip: str, wait_s: int = 1) -> bool:
+        """``ping`` (IPv4) or ``ping -6``: one echo, answered or not."""
         proc = await asyncio.create_subprocess_exec(
             "nsenter", f"--net={self.netns_path}", "--", "ping", "-n", "-q", "-c", "1",
             "-W", str(wait_s), ip, stdout=asyncio.subprocess.DEVNULL,
@@ -100,7 +103,8 @@ class Datapath:
         self.prefix = f"sipd{self.run_id}"
         self.fast = fast
         self.namespaces = Namespaces()
-        self.fabric = Fabric(self.namespaces, prefix=self.prefix, network=FABRIC_NET)
+        self.fabric = Fabric(self.namespaces, prefix=self.prefix, network=FABRIC_NET,
+                             network6=FABRIC_NET6)
         self.pin_base = f"{BPFFS}/stickyip-demo-{self.run_id}"
         self.nodes: dict[str, Node] = {}
         self.pods: dict[str, PodSandbox] = {}
@@ -126,7 +130,8 @@ class Datapath:
                 d = work / name
                 d.mkdir(exist_ok=True)
                 index, netns, address = self.fabric.add_node()
-                self.nodes[name] = Node(name, index, netns, address, d, sockets)
+                self.nodes[name] = Node(name, index, netns, address, d, sockets,
+                                        address6=self.fabric.address6_of(index))
         except NetbedError as e:
             raise DemoError(f"cannot set up the node namespaces: {e}") from e
         for node in self.nodes.values():
@@ -160,8 +165,8 @@ class Datapath:
                                  within=180, what="serving CNI requests")
             progs = "anti-spoofing, service and policy programs" if self.service_policy \
                 else "anti-spoofing program"
-            note(f"{node.name}: namespace {node.netns}, address {node.address}, agent "
-                 f"pid {comp.proc.pid} ready ({progs} loaded)")
+            note(f"{node.name}: namespace {node.netns}, addresses {node.address} and "
+                 f"{node.address6}, agent pid {comp.proc.pid} ready ({progs} loaded)")
 
     def agent_env(self, api_url: str) -> dict[str, str]:
         """The agents run as the DaemonSet runs them (netbed.deployed): its settings, so
@@ -179,7 +184,7 @@ class Datapath:
             # --fast shortens the story's waits, the poll interval included.
             sync_interval=0.2 if self.fast else settings.sync_interval,
             hooks=self.deployed.hooks if self.service_policy else (),
-            extra=self.deployed.flags)
+            extra=[*self.deployed.flags, "--node-address6", node.address6])
 
     def node_address(self, name: str) -> str:
         return self.nodes[name].address
@@ -220,8 +225,11 @@ class Datapath:
     # ------------------------------------------------------------------ pods
 
     def netconf(self, node: str) -> dict[str, Any]:
+        # the deletion queue the agent keeps beside its state dir (the CNI default is
+        # the node's /var/lib/stickyip/cni-delete-queue)
         return {"cniVersion": "1.1.0", "name": "stickyip", "type": "stickyip-cni",
-                "agentSocket": self.nodes[node].socket, "pool": self.pool}
+                "agentSocket": self.nodes[node].socket, "pool": self.pool,
+                "deleteQueueDir": str(self.nodes[node].dir / "cni-delete-queue")}
 
     async def cni(self, node: str, command: str, pod: PodSandbox) -> dict[str, Any] | None:
         env = cni_env(command, container_id=pod.container_id, netns=pod.netns_path,
@@ -255,7 +263,9 @@ class Datapath:
             result = await self.cni(node, "ADD", sandbox)
             if not result or not result.get("ips"):
                 raise DemoError(f"CNI ADD of {sandbox.name} returned no address: {result}")
-            sandbox.address = str(result["ips"][0]["address"]).split("/")[0]
+            ips = [str(ip["address"]).split("/")[0] for ip in result["ips"]]
+            sandbox.address = next((a for a in ips if ":" not in a), "")
+            sandbox.address6 = next((a for a in ips if ":" in a), "")
             await self._start_program(sandbox)
         except NetbedError as e:
             await self._remove_sandbox(sandbox)
@@ -266,7 +276,7 @@ class Datapath:
             await self._remove_sandbox(sandbox)
             raise
         self.pods[uid] = sandbox
-        return sandbox.address
+        return ",".join(a for a in (sandbox.address, sandbox.address6) if a)
 
     async def _start_program(self, pod: PodSandbox) -> None:
         pod.proc = await asyncio.create_subprocess_exec(
@@ -300,6 +310,26 @@ class Datapath:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pod.proc.wait(), 10)
         self.namespaces.delete(pod.netns)
+
+    def squat(self, address: str) -> tuple[str, str]:
+        """Another host on the node network holding ``address`` (a forgotten VM, a host
+        configured by hand): a namespace on the fabric; returns (namespace, its MAC)."""
+        _, netns, _ = self.fabric.add_node()
+        if ":" in address:
+            sh("ip", "-n", netns, "-6", "addr", "add", f"{address}/128", "dev", "fab0", "nodad")
+        else:
+            sh("ip", "-n", netns, "addr", "add", f"{address}/32", "dev", "fab0")
+        mac = json.loads(sh("ip", "-j", "-n", netns, "link", "show", "fab0"))[0]["address"]
+        return netns, str(mac)
+
+    def unsquat(self, netns: str) -> None:
+        self.namespaces.delete(netns)
+
+    def agent_call(self, node: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A raw request on a node agent's socket (e.g. ``{"command": "RECHECK"}``)."""
+        from datapath.cni import call_agent
+
+        return call_agent(self.nodes[node].socket, request, timeout=30)
 
     def sandbox(self, namespace: str, name: str) -> PodSandbox | None:
         for pod in self.pods.values():

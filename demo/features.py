@@ -61,41 +61,50 @@ class ServicesAndPolicy:
                          {"podSelector": {"matchLabels": {"app": self.app}}}]}]}})
 
     async def sync_slices(self) -> None:
-        """What the EndpointSlice controller writes for each Service with a selector."""
+        """What the EndpointSlice controller writes for each Service with a selector:
+        one slice per address family of its pods (``status.podIPs``)."""
         pods = await self.api.list("v1", "Pod", self.ns)
         for svc in await self.api.list("v1", "Service", self.ns):
             selector = (svc.get("spec") or {}).get("selector") or {}
             if not selector:
                 continue
-            eps = []
-            for p in sorted(pods, key=lambda x: str(x["metadata"]["name"])):
-                labels = p["metadata"].get("labels") or {}
-                status = p.get("status") or {}
-                if any(labels.get(k) != v for k, v in selector.items()) \
-                        or not status.get("podIP"):
-                    continue
-                ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                            for c in status.get("conditions") or ())
-                eps.append({"addresses": [status["podIP"]], "conditions": {"ready": ready},
-                            "nodeName": (p.get("spec") or {}).get("nodeName", ""),
-                            "targetRef": {"kind": "Pod", "name": p["metadata"]["name"],
-                                          "namespace": self.ns}})
-            name = f"{svc['metadata']['name']}-demo"
-            ports = [{"name": sp.get("name", ""), "protocol": sp.get("protocol", "TCP"),
-                      "port": int(sp.get("targetPort") or sp["port"])}
-                     for sp in (svc.get("spec") or {}).get("ports") or []]
-            body: dict[str, Any] = {
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": name, "namespace": self.ns,
-                             "labels": {"kubernetes.io/service-name": svc["metadata"]["name"]}},
-                "addressType": "IPv4", "endpoints": eps, "ports": ports}
-            current = await self.api.get("discovery.k8s.io/v1", "EndpointSlice", name, self.ns)
-            if current is None:
+            for family in ("IPv4", "IPv6"):
+                await self._sync_slice(svc, selector, pods, family)
+
+    async def _sync_slice(self, svc: dict[str, Any], selector: dict[str, str],
+                          pods: list[dict[str, Any]], family: str) -> None:
+        eps = []
+        for p in sorted(pods, key=lambda x: str(x["metadata"]["name"])):
+            labels = p["metadata"].get("labels") or {}
+            status = p.get("status") or {}
+            ips = [str(x.get("ip", "")) for x in status.get("podIPs") or ()]
+            mine = [a for a in ips if (":" in a) == (family == "IPv6")]
+            if any(labels.get(k) != v for k, v in selector.items()) or not mine:
+                continue
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in status.get("conditions") or ())
+            eps.append({"addresses": mine[:1], "conditions": {"ready": ready},
+                        "nodeName": (p.get("spec") or {}).get("nodeName", ""),
+                        "targetRef": {"kind": "Pod", "name": p["metadata"]["name"],
+                                      "namespace": self.ns}})
+        suffix = "demo" if family == "IPv4" else "demo6"
+        name = f"{svc['metadata']['name']}-{suffix}"
+        ports = [{"name": sp.get("name", ""), "protocol": sp.get("protocol", "TCP"),
+                  "port": int(sp.get("targetPort") or sp["port"])}
+                 for sp in (svc.get("spec") or {}).get("ports") or []]
+        body: dict[str, Any] = {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": self.ns,
+                         "labels": {"kubernetes.io/service-name": svc["metadata"]["name"]}},
+            "addressType": family, "endpoints": eps, "ports": ports}
+        current = await self.api.get("discovery.k8s.io/v1", "EndpointSlice", name, self.ns)
+        if current is None:
+            if eps:
                 await self.api.create(body)
-            elif (current.get("endpoints"), current.get("ports")) != (eps, ports):
-                body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                with contextlib.suppress(Exception):  # a conflict: the next pass rewrites
-                    await self.api.replace(body)
+        elif (current.get("endpoints"), current.get("ports")) != (eps, ports):
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            with contextlib.suppress(Exception):  # a conflict: the next pass rewrites
+                await self.api.replace(body)
 
     # ------------------------------------------------------------ probes
 
@@ -105,7 +114,7 @@ class ServicesAndPolicy:
         The agents learn Endpoint changes through their watch: retry for a bounded
         time until the answers match the live replicas."""
         await self.sync_slices()
-        text = f"{client.name} -> Service VIP {vip}:80"
+        text = f"{client.name} -> Service VIP {f'[{vip}]' if ':' in vip else vip}:80"
         names = {r.pod for r in live}
         tries = max(6, 3 * len(live))
         deadline = time.monotonic() + self.settle

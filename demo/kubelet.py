@@ -28,6 +28,7 @@ class RunningPod:
     namespace: str
     name: str
     node: str
+    #: the pod's addresses, comma-separated, IPv4 first (as ``stickyip.io/ip``)
     address: str
 
 
@@ -35,7 +36,8 @@ class PodRuntime(Protocol):
     """What a kubelet needs of the container runtime plus the CNI plugin."""
 
     async def start_pod(self, pod: Obj, node: str) -> str:
-        """Create the pod's sandbox on ``node``; returns its address (raise to retry)."""
+        """Create the pod's sandbox on ``node``; returns its addresses, comma-separated,
+        IPv4 first (raise to retry)."""
         ...
 
     async def stop_pod(self, running: RunningPod) -> None:
@@ -169,8 +171,10 @@ class Kubelet:
             if current is None or current["metadata"].get("uid") != uid:
                 raise NotFound(f"pod {ns}/{name} is gone")
             await self.api.set_pod_ready(name, ns, ready=True)
+            ips = [a for a in address.split(",") if a]
             await self.api.patch("v1", "Pod", name,
-                                 {"status": {"podIP": address, "podIPs": [{"ip": address}]}},
+                                 {"status": {"podIP": ips[0],
+                                             "podIPs": [{"ip": a} for a in ips]}},
                                  ns, subresource="status")
         except NotFound:
             pass  # deleted while starting: the next pass sees it missing and stops it

@@ -1,8 +1,9 @@
 """Live probes of the datapath after each story step, from real pods in their network
-namespaces: ping and TCP from a client pod to every replica (the reply names the pod
-that answered, so a probe also proves the address reached the right pod), pod-to-pod
-between replicas on different nodes, TCP through the Service VIP, and a connection a
-NetworkPolicy must refuse."""
+namespaces: ping and TCP from a client pod to every replica at each of its addresses,
+IPv4 and IPv6 (the reply names the pod that answered, so a probe also proves the
+address reached the right pod), pod-to-pod between replicas on different nodes, TCP
+through the Service VIP of each family, and a connection a NetworkPolicy must
+refuse."""
 
 from __future__ import annotations
 
@@ -54,42 +55,55 @@ class LiveProbes:
         system.progress.note(f"NetworkPolicy {self.namespace}/web-allow-clients created; "
                              "the demo plays the EndpointSlice controller")
 
-    async def _reach(self, src: PodSandbox, row: Row, *, pings: bool = True) -> Probe:
-        text = f"{src.name} ({src.node}) -> {row.pod} {row.address}:{POD_PORT} on {row.node}"
+    async def _reach(self, src: PodSandbox, row: Row, *, pings: bool = True,
+                     family: int = 4) -> Probe:
+        address = row.address if family == 4 else row.address6
+        where = address if family == 4 else f"[{address}]"
+        text = f"{src.name} ({src.node}) -> {row.pod} {where}:{POD_PORT} on {row.node}"
+        if family == 6:
+            text += " (IPv6)"
         ok_ping = True
         if pings:
             for _ in range(5):  # routes converge within a sync interval or two
-                ok_ping = await src.ping(row.address)
+                ok_ping = await src.ping(address)
                 if ok_ping:
                     break
                 await asyncio.sleep(0.3)
-        ok, reply = await src.connect(row.address, POD_PORT)
+        ok, reply = await src.connect(address, POD_PORT)
         if ok and reply == row.pod and ok_ping:
             return Probe(text, "ok", f"ping answered, TCP answered by {reply}")
         what = [] if ok_ping else ["no ping reply"]
         what.append(f"TCP {'answered by ' + reply if ok else reply}")
         return Probe(text, "failed", ", ".join(what))
 
-    async def probe(self, rows: Sequence[Row], service_ip: str) -> list[Probe]:
+    async def probe(self, rows: Sequence[Row], service_ips: Sequence[str]) -> list[Probe]:
         client = self.dp.sandbox(self.namespace, CLIENT)
         if client is None:
             return [Probe("client pod", "failed", "the client pod is not running")]
         live = [r for r in rows if r.pod and r.ready]
-        probes = list(await asyncio.gather(*(self._reach(client, r) for r in live)))
-        # Replica to replica across nodes.
+        probes = list(await asyncio.gather(*(self._reach(client, r) for r in live
+                                             if r.address)))
+        probes += list(await asyncio.gather(*(self._reach(client, r, family=6) for r in live
+                                              if r.address6)))
+        # Replica to replica across nodes (over IPv6 too on a dual-stack StatefulSet).
         pairs = [(a, b) for a in live for b in live if a.node != b.node]
         if pairs:
             a, b = pairs[0]
             src = self.dp.sandbox(self.namespace, a.pod)
             if src is not None:
-                probes.append(await self._reach(src, b))
-        probes += await self.service_probes(client, live, service_ip)
+                if b.address:
+                    probes.append(await self._reach(src, b))
+                if b.address6:
+                    probes.append(await self._reach(src, b, family=6))
+        for ip in service_ips:
+            probes += await self.service_probes(client, live, ip)
         probes += await self.policy_probes(live)
         return probes
 
     async def service_probes(self, client: PodSandbox, live: Sequence[Row],
                              service_ip: str) -> list[Probe]:
-        text = f"{client.name} -> Service VIP {service_ip}:80"
+        where = f"[{service_ip}]" if ":" in service_ip else service_ip
+        text = f"{client.name} -> Service VIP {where}:80"
         if self.features is None:
             return [Probe(text, "skipped", self.features_skip)]
         result: list[Probe] = await self.features.service_probe(client, live, service_ip)

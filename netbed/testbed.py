@@ -46,6 +46,7 @@ from tests.support.redis_server import RedisServer
 
 BIN = Path(sys.executable).parent
 FABRIC_NET = ipaddress.IPv4Network("192.168.250.0/24")
+FABRIC_NET6 = ipaddress.IPv6Network("fd00:fab::/64")
 
 
 @dataclass
@@ -68,6 +69,11 @@ class Node(FabricNode):
     def log(self) -> Path:
         return self.dir / "agent.log"
 
+    @property
+    def delete_queue(self) -> Path:
+        """The node's CNI deletion queue (the agent's default: beside its state dir)."""
+        return self.dir / "cni-delete-queue"
+
 
 @dataclass
 class Pod:
@@ -86,7 +92,17 @@ class Pod:
 
     @property
     def address(self) -> str:
+        """The first address (IPv4 on a dual-stack pod)."""
         return str(self.result["ips"][0]["address"]).split("/")[0]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [str(ip["address"]).split("/")[0] for ip in self.result["ips"]]
+
+    @property
+    def address6(self) -> str:
+        """The IPv6 address ("" for a pod without one)."""
+        return next((a for a in self.addresses if ":" in a), "")
 
 
 @dataclass
@@ -103,6 +119,7 @@ class Testbed:
 
     def __init__(self, *, nodes: int = 3, routing: str = "direct",
                  pool_cidr: str = "10.244.0.0/16", block_size: int = 26,
+                 pool6_cidr: str = "", block_size6: int = 122,
                  hooks: Sequence[str] = (), agent_args: Sequence[str] = (),
                  sync_interval: float = 0.2, cni_version: str = "1.1.0",
                  installed_plugin: bool = False,
@@ -110,12 +127,18 @@ class Testbed:
                  relay: ThreadedRelay | None = None) -> None:
         """``installed_plugin``: call the standalone plugin each agent installs into its
         node's CNI bin dir (as /opt/cni/bin in a cluster) instead of the console script.
-        ``relay``: added to each node's namespace before its agent starts."""
+        ``relay``: added to each node's namespace before its agent starts.
+        ``pool6_cidr``: dual-stack: nodes get IPv6 fabric addresses and pods one address
+        of each family (the IPv6 pool is ``tb6``, named after ``tb`` in the network
+        config's ``pool``)."""
         self.run_id = secrets.token_hex(3)
         self.prefix = f"sip{self.run_id}"
         self.routing = routing
         self.pool = "tb"
         self.pool_spec = PoolSpec(name=self.pool, cidr=pool_cidr, block_size=block_size)
+        self.pool6 = "tb6" if pool6_cidr else ""
+        self.pool6_spec = (PoolSpec(name=self.pool6, cidr=pool6_cidr, block_size=block_size6)
+                           if pool6_cidr else None)
         self.hooks = list(hooks)
         self.agent_args = list(agent_args)
         self.sync_interval = sync_interval
@@ -126,7 +149,8 @@ class Testbed:
         self.dir = Path(tempfile.mkdtemp(prefix=f"stickyip-tb-{self.run_id}-"))
         self.pin_base = f"{BPFFS}/stickyip-tb-{self.run_id}"
         self.namespaces = Namespaces()
-        self.fabric = Fabric(self.namespaces, prefix=self.prefix, network=FABRIC_NET)
+        self.fabric = Fabric(self.namespaces, prefix=self.prefix, network=FABRIC_NET,
+                             network6=FABRIC_NET6 if pool6_cidr else None)
         self.node_count = nodes
         self.relay = relay
         self._relayed: set[str] = set()
@@ -164,6 +188,8 @@ class Testbed:
         self.redis_url = f"unix://{sock}"
         self._ipam = await open_ipam(self.redis_url, actor="testbed")
         await self.ipam.apply_pool(self.pool_spec)
+        if self.pool6_spec is not None:
+            await self.ipam.apply_pool(self.pool6_spec)
         self.fabric.start()
         for _ in range(self.node_count):
             index, netns, address = self.fabric.add_node()
@@ -171,6 +197,7 @@ class Testbed:
             d = self.dir / name
             d.mkdir()
             self.nodes[name] = Node(name=name, index=index, netns=netns, address=address,
+                                    address6=self.fabric.address6_of(index),
                                     dir=d, socket=str(d / "agent.sock"),
                                     pin_root=f"{self.pin_base}/{name}")
         await asyncio.gather(*(self.start_agent(n) for n in self.nodes))
@@ -203,9 +230,16 @@ class Testbed:
             [str(BIN / "stickyip")], netns_path=node.netns_path, redis_url=self.redis_url,
             node=node.name, address=node.address, routing=self.routing, socket=node.socket,
             pin_root=node.pin_root, state_dir=str(node.dir / "state"), metrics_port=9402,
-            default_pool=self.pool, sync_interval=self.sync_interval, hooks=self.hooks,
+            default_pool=self.pools, sync_interval=self.sync_interval, hooks=self.hooks,
             extra=["--bird-config", node.bird_config, "--bird-socket", node.bird_socket,
-                   "--cni-bin-dir", str(node.dir / "cni-bin"), *self.agent_args])
+                   "--cni-bin-dir", str(node.dir / "cni-bin"),
+                   *(["--node-address6", node.address6] if node.address6 else []),
+                   *self.agent_args])
+
+    @property
+    def pools(self) -> str:
+        """The pods' pools as the network config and the agent name them."""
+        return f"{self.pool},{self.pool6}" if self.pool6 else self.pool
 
     def _spawn_agent(self, node: Node) -> None:
         node.agent_starts += 1
@@ -275,7 +309,8 @@ class Testbed:
     def netconf(self, name: str, **extra: Any) -> dict[str, Any]:
         conf: dict[str, Any] = {"cniVersion": self.cni_version, "name": "stickyip",
                                 "type": "stickyip-cni", "agentSocket": self.nodes[name].socket,
-                                "pool": self.pool}
+                                "deleteQueueDir": str(self.nodes[name].delete_queue),
+                                "pool": self.pools}
         conf.update(extra)
         return conf
 
@@ -388,7 +423,8 @@ class Testbed:
 
     def route(self, node: str, dst: str) -> str:
         """``ip route show exact DST`` in the node (all protocols)."""
-        return run("ip", "-n", self.nodes[node].netns, "route", "show", "exact",
+        family = "-6" if ":" in dst else "-4"
+        return run("ip", family, "-n", self.nodes[node].netns, "route", "show", "exact",
                    dst).stdout.decode().strip()
 
     async def wait_route(self, node: str, dst: str, contains: str, *,
@@ -445,8 +481,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 _ECHO_SERVER = """
 import socket, sys, threading
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # both families
+s.bind(("::", int(sys.argv[1]))); s.listen(16)
 print("listening", flush=True)
 def serve(c):
     f = c.makefile("rwb")

@@ -1,8 +1,10 @@
 """A minimal node + pods topology in network namespaces for the service and policy
 tests and benchmarks (one "node" netns routing between pod netns over veths, the pods'
 host-side veths in the node netns as the agent plumbs them), each pod running the
-program of :mod:`netbed.pods`. Everything created carries a random suffix and is
-removed by :meth:`Topology.close`, even after failures."""
+program of :mod:`netbed.pods`. With ``subnet6`` every pod is dual-stack, plumbed as
+the agent does (a /128 without DAD, default route via fe80::1 with a permanent
+neighbour). Everything created carries a random suffix and is removed by
+:meth:`Topology.close`, even after failures."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from netbed.pods import probe_expecting, probe_many, start_program
 from netbed.shell import Namespaces, netns_path, sh
 
 GATEWAY = "169.254.1.1"
+GATEWAY6 = "fe80::1"
 
 
 @dataclass
@@ -29,31 +32,41 @@ class Pod:
     host_ifindex: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
+    address6: ipaddress.IPv6Address | None = None
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def addresses(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        return (self.address,) if self.address6 is None else (self.address, self.address6)
+
     def endpoint(self) -> Endpoint:
         return Endpoint(container_id=self.netns, ifname="eth0", host_ifname=self.host_ifname,
                         host_ifindex=self.host_ifindex, address=self.address,
-                        namespace=self.namespace, pod=self.name, labels=dict(self.labels),
-                        netns=netns_path(self.netns))
+                        addresses=self.addresses, namespace=self.namespace, pod=self.name,
+                        labels=dict(self.labels), netns=netns_path(self.netns))
 
 
 class Topology:
     """One node netns and pods attached to it."""
 
-    def __init__(self, subnet: str = "10.77.0.0/24") -> None:
+    def __init__(self, subnet: str = "10.77.0.0/24", subnet6: str = "") -> None:
         self.tag = secrets.token_hex(3)
         self.node = f"sipf-node-{self.tag}"
         self.pods: dict[str, Pod] = {}
         self._hosts = ipaddress.IPv4Network(subnet).hosts()
         next(self._hosts)
+        self._hosts6 = ipaddress.IPv6Network(subnet6).hosts() if subnet6 else None
+        if self._hosts6 is not None:
+            next(self._hosts6)
         self.namespaces = Namespaces()
         self.namespaces.add(self.node)
         self.node_exec("ip", "link", "set", "lo", "up")
         self.node_exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        if subnet6:
+            self.node_exec("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 
     def node_exec(self, *args: str, check: bool = True) -> str:
         return sh("ip", "netns", "exec", self.node, *args, check=check)
@@ -81,9 +94,19 @@ class Topology:
         sh("ip", "-n", self.node, "neigh", "add", str(addr), "lladdr", pod_mac["address"],
            "dev", host_if, "nud", "permanent")
         sh("ip", "-n", self.node, "route", "add", f"{addr}/32", "dev", host_if)
+        addr6 = next(self._hosts6) if self._hosts6 is not None else None
+        if addr6 is not None:
+            sh("ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
+            sh("ip", "-n", netns, "-6", "addr", "add", f"{addr6}/128", "dev", "eth0", "nodad")
+            sh("ip", "-n", netns, "-6", "neigh", "add", GATEWAY6, "lladdr",
+               host_mac["address"], "dev", "eth0", "nud", "permanent")
+            sh("ip", "-n", netns, "-6", "route", "add", "default", "via", GATEWAY6, "dev", "eth0")
+            sh("ip", "-n", self.node, "-6", "neigh", "add", str(addr6), "lladdr",
+               pod_mac["address"], "dev", host_if, "nud", "permanent")
+            sh("ip", "-n", self.node, "-6", "route", "add", f"{addr6}/128", "dev", host_if)
         pod = Pod(namespace=namespace, name=name, address=addr, netns=netns,
                   host_ifname=host_if, host_ifindex=int(host_mac["ifindex"]),
-                  labels=dict(labels or {}))
+                  labels=dict(labels or {}), address6=addr6)
         pod.proc = start_program(["ip", "netns", "exec", netns], answer or name, ports)
         self.pods[pod.key] = pod
         return pod

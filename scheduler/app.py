@@ -50,8 +50,10 @@ class SchedulerApp:
         self._reflectors: list[Reflector] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._threads: list[threading.Thread] = []
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
         self.extender_url = ""
+        #: /metrics, /healthz and /readyz (the probes), when metrics_port is set
+        self.status_url = ""
 
     def is_leader(self) -> bool:
         return self.leader is None or self.leader.is_leader
@@ -100,18 +102,43 @@ class SchedulerApp:
             await asyncio.sleep(self.settings.stats_period)
 
     async def _serve(self) -> None:
-        app = self.extender.app() if self.settings.extender_port else web.Application()
-        if not self.settings.extender_port:
+        """The extender endpoints on extender_port; /metrics and the probes' /healthz
+        and /readyz on metrics_port (and on the extender port too)."""
+        if self.settings.extender_port:
+            app = self.extender.app()
+            app.router.add_get("/readyz", self._readyz)
+            self.extender_url = await self._listen(app, self.settings.extender_port)
+        if self.settings.metrics_port:
+            app = web.Application()
             app.router.add_get("/metrics", self.extender.metrics_handler)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        port = self.settings.extender_port or self.settings.metrics_port
-        site = web.TCPSite(self._runner, self.settings.extender_host, port)
+            app.router.add_get("/healthz", _healthz)
+            app.router.add_get("/readyz", self._readyz)
+            self.status_url = await self._listen(app, self.settings.metrics_port)
+
+    async def _listen(self, app: web.Application, port: int) -> str:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, self.settings.extender_host, port)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         bound = sockets[0].getsockname()[1] if sockets else port
-        self.extender_url = f"http://127.0.0.1:{bound}"
+        return f"http://127.0.0.1:{bound}"
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        """Ready (leader or standby): the watch caches hold the cluster and the store
+        answers within 1 s (the probe's timeout is 2 s)."""
+        if not self.cache.is_synced("nodes", "pods", "statefulsets"):
+            return web.Response(status=503, text="watch caches not synced yet\n")
+        try:
+            async with asyncio.timeout(1.0):
+                store = await self.ipam.ping()
+        except TimeoutError:
+            store = False
+        if not store:
+            return web.Response(status=503, text="IPAM store (Redis) is not answering\n")
+        return web.Response(text="ok\n")
 
     async def _periodic(self, fn: Any, period: float) -> None:
         while True:
@@ -139,8 +166,8 @@ class SchedulerApp:
         await self.scheduler.drain()
         if self.leader is not None:
             await asyncio.to_thread(self.leader.release_sync)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in self._runners:
+            await runner.cleanup()
         for thread in self._threads:
             await asyncio.to_thread(thread.join, 10)
 
@@ -150,3 +177,7 @@ class SchedulerApp:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")

@@ -42,7 +42,6 @@ def settings_from(args: argparse.Namespace) -> Any:
 
 async def run(args: argparse.Namespace) -> int:
     from ipam import open_ipam
-    from ipam.config import IpamSettings
     from plumbing.kube.client import KubeSettings, api_client
     from scheduler.app import SchedulerApp
     from scheduler.kubeapi import KubeApi
@@ -55,11 +54,9 @@ async def run(args: argparse.Namespace) -> int:
     version = await asyncio.to_thread(kube.rest.wait_ready, kube_settings.kube_startup_timeout)
     log.info("Kubernetes API server answers", extra={"kube_host": kube.rest.host,
                                                      "git_version": version.get("gitVersion")})
-    ipam_settings = IpamSettings()
-    url = args.redis_url if args.redis_url is not None else ipam_settings.redis_url
-    ipam = await open_ipam(url or None, actor=f"scheduler/{settings.identity}",
-                           embedded_path=ipam_settings.embedded_path or None,
-                           settings=ipam_settings)
+    # The store the stickyip command chose (never a private one unless --embedded).
+    ipam = await open_ipam(args.redis_url or None, actor=f"scheduler/{settings.identity}",
+                           embedded_path=args.embedded_path, settings=args.ipam_settings)
     app = SchedulerApp(settings, kube, ipam)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

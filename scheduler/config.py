@@ -18,8 +18,9 @@ class SchedulerSettings(BaseSettings):
 
     name: str = Field(default="stickyip-scheduler",
                       description="spec.schedulerName of the pods this scheduler places")
-    extender_port: int = Field(default=0, description="serve the kube-scheduler extender "
-                               "endpoints on this port instead of scheduling (0: off)")
+    extender_port: int = Field(default=0, ge=0, le=65535,
+                               description="serve the kube-scheduler extender endpoints on "
+                               "this port instead of scheduling (0: off)")
     extender_host: str = Field(default="0.0.0.0", description="extender listen address")
     identity: str = Field(default_factory=_identity,
                           description="this replica's holder identity in the leader Lease")
@@ -49,5 +50,5 @@ class SchedulerSettings(BaseSettings):
                                "request in seconds (it is then resumed)")
     stats_period: float = Field(default=30.0, description="seconds between IPAM statistics "
                                 "passes for /metrics (pool use, reservations, heartbeats)")
-    metrics_port: int = Field(default=0, description="serve Prometheus /metrics on this port "
-                              "(0: off)")
+    metrics_port: int = Field(default=0, ge=0, le=65535,
+                              description="serve Prometheus /metrics on this port (0: off)")

@@ -1,17 +1,30 @@
 """The ``stickyip`` command: operator tools for pools and reservations, and the
-entry points of every component (webhook, scheduler, agent)."""
+entry points of every component (webhook, scheduler, agent).
+
+Conventions are kubectl's: global flags (``--redis-url``, ``--embedded``,
+``--log-level``) go before or after the sub-command; listings take
+``-o table|wide|json|yaml|name``; what goes wrong is one ``error:`` line on stderr
+and a non-zero exit status, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib
+import logging
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+
+from stickyip.poolfile import load_pool_file
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+
+__all__ = ["COMPONENTS", "build_parser", "load_pool_file", "main"]
+
+log = logging.getLogger("stickyip.cli")
 
 #: Components register their own sub-commands; a component's module is imported only
 #: when its command runs, so operator commands start fast.
@@ -22,6 +35,8 @@ COMPONENTS = (
 )
 _GLOBAL_WITH_VALUE = ("--redis-url", "--log-level")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def _command_word(argv: Sequence[str]) -> str | None:
@@ -35,62 +50,61 @@ def _command_word(argv: Sequence[str]) -> str | None:
             return tok
     return None
 
-Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+def _add_globals(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """The global flags. On the top parser they carry the defaults; every sub-command
+    accepts them too (defaults suppressed, so a flag given before the sub-command is
+    not overwritten), as kubectl's global flags."""
+    default: Any = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
+    g = p.add_argument_group("global options")
+    g.add_argument("--redis-url", default=default(None), metavar="URL",
+                   help="the IPAM store: redis://, rediss://, unix:// or redis+sentinel:// "
+                   "(default: $STICKYIP_REDIS_URL)")
+    g.add_argument("--embedded", action="store_true", default=default(False),
+                   help="use an embedded Redis private to this machine (a trial store; "
+                   "servers refuse to start without a store URL unless given this)")
+    g.add_argument("--log-level", default=default("warning"), type=str.lower,
+                   choices=LOG_LEVELS, help="log level: %(choices)s (default: warning)")
 
 
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+def _subparsers(p: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            seen: set[int] = set()
+            for name, child in action.choices.items():
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    yield name, child
+
+
+def walk(p: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every sub-command parser below ``p`` (depth first)."""
+    for _, child in _subparsers(p):
+        yield child
+        yield from walk(child)
+
+
+def build_parser(argv: Sequence[str] | None = None, *,
+                 all_components: bool = False) -> argparse.ArgumentParser:
+    """The command line. A component's flags are registered only when ``argv`` runs it
+    (or with ``all_components``, for shell completion)."""
+    from stickyip import completion, pools, reservations
+
     p = argparse.ArgumentParser(
         prog="stickyip",
         description="Fixed IPs for Kubernetes StatefulSet pods on an L3-routed eBPF datapath.",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    p.add_argument("--redis-url", default=None,
-                   help="Redis URL (default: $STICKYIP_REDIS_URL; empty: embedded Redis)")
-    p.add_argument("--log-level", default="warning", type=str.lower, choices=LOG_LEVELS,
-                   help="log level: %(choices)s (default: warning)")
+    _add_globals(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    pool = sub.add_parser("pool", help="manage IP pools").add_subparsers(
-        dest="pool_command", required=True, metavar="ACTION")
-    a = pool.add_parser("apply", help="create or update pools from a YAML file")
-    a.add_argument("-f", "--file", required=True, help="pools YAML ('-' for stdin)")
-    a.set_defaults(handler=_pool_apply)
-    ls = pool.add_parser("list", help="list pools and their use")
-    _output(ls)
-    ls.set_defaults(handler=_pool_list)
-    d = pool.add_parser("delete", help="delete an empty pool")
-    d.add_argument("name")
-    d.set_defaults(handler=_pool_delete)
-
-    ipam = sub.add_parser("ipam", help="inspect and repair leases and reservations"
-                          ).add_subparsers(dest="ipam_command", required=True, metavar="ACTION")
-    s = ipam.add_parser("show", help="list leases and reservations")
-    s.add_argument("--pool", help="only this pool")
-    s.add_argument("--node", help="only addresses homed on this node")
-    _output(s)
-    s.set_defaults(handler=_ipam_show)
-    b = ipam.add_parser("blocks", help="list node blocks")
-    b.add_argument("--pool", help="only this pool")
-    _output(b)
-    b.set_defaults(handler=_ipam_blocks)
-    h = ipam.add_parser("history", help="audit trail of one address")
-    h.add_argument("address")
-    _output(h)
-    h.set_defaults(handler=_ipam_history)
-    r = ipam.add_parser("release", help="release the reservation of NS/STS/ORDINAL")
-    r.add_argument("reservation", metavar="NS/STS/ORDINAL")
-    r.add_argument("--pool", help="the pool (default: search every pool)")
-    r.set_defaults(handler=_ipam_release)
-    c = ipam.add_parser("check", help="find (and with --repair fix) inconsistencies")
-    c.add_argument("--repair", action="store_true",
-                   help="fix each finding atomically, without stopping allocation")
-    _output(c)
-    c.set_defaults(handler=_ipam_check)
+    pools.add_parsers(sub)
+    reservations.add_parsers(sub)
+    completion.add_parser(sub)
 
     command = _command_word(sys.argv[1:] if argv is None else argv)
     for name, module, about in COMPONENTS:
         register = None
-        if command == name:
+        if command == name or all_components:
             try:
                 register = getattr(importlib.import_module(module), "add_parser", None)
             except ImportError as e:
@@ -100,6 +114,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             register(sub, name)
         else:
             sub.add_parser(name, help=about, add_help=False)
+    for child in walk(p):
+        _add_globals(child, top=False)
     return p
 
 
@@ -120,239 +136,59 @@ def _unavailable(name: str, err: Exception) -> Handler:
     return run
 
 
-def _output(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", choices=("table", "json"), default="table",
-                   help="output format")
-
-
-async def _open(args: argparse.Namespace) -> Any:
-    from ipam import open_ipam
-    from ipam.config import IpamSettings
-
-    settings = IpamSettings()
-    url = args.redis_url if args.redis_url is not None else settings.redis_url
-    return await open_ipam(url or None, actor="cli", embedded_path=settings.embedded_path or None)
-
-
-def load_pool_file(text: str) -> list[Any]:
-    """Parse a pools YAML: one pool, a list of pools, ``{pools: [...]}``, several
-    documents, or a ConfigMap whose ``data`` holds such a document."""
-    import yaml
-
-    from ipam import InvalidPool, pool_from_dict
-    from ipam.models import first_overlap
-
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as e:
-        raise InvalidPool(f"pools file is not valid YAML: {str(e).splitlines()[0]}") from e
-    items: list[Any] = []
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
-            for value in (doc.get("data") or {}).values():
-                items.extend(load_pool_file(value))
-            continue
-        if isinstance(doc, dict) and "pools" in doc:
-            doc = doc["pools"]
-        if isinstance(doc, list):
-            items.extend(pool_from_dict(x) for x in doc)
-        else:
-            items.append(pool_from_dict(doc))
-    if not items:
-        raise InvalidPool("pools file holds no pool")
-    names = [s.name for s in items]
-    for i, spec in enumerate(items):
-        if names.count(spec.name) > 1:
-            raise InvalidPool(f"pool {spec.name!r} is defined twice in the file")
-        other = first_overlap(spec, items[i + 1:])
-        if other is not None:
-            raise InvalidPool(f"pools {spec.name!r} and {other.name!r} overlap in the file")
-    return items
-
-
-async def _pool_apply(args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.file == "-" else _read(args.file)
-    specs = load_pool_file(text)
-    ipam = await _open(args)
-    try:
-        existing = {s.name: s for s in await ipam.pool_specs()}
-        from ipam import InvalidPool
-        from ipam.models import first_overlap
-
-        for spec in specs:  # check every pool before writing any
-            other = first_overlap(spec, existing.values())
-            if other is not None:
-                raise InvalidPool(f"pool {spec.name!r} ({spec.cidr}) overlaps existing pool "
-                                  f"{other.name!r} ({other.cidr}); choose a disjoint CIDR")
-        for spec in specs:
-            held = await ipam.apply_pool(spec)
-            verb = "configured" if spec.name in existing else "created"
-            note = f" ({held} newly excluded addresses still held)" if held else ""
-            print(f"pool/{spec.name} {verb}{note}")
-    finally:
-        await ipam.aclose()
-    return 0
-
-
-def _read(path: str) -> str:
-    from ipam import InvalidPool
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise InvalidPool(f"cannot read pools file {path!r}: {e.strerror}") from e
-
-
-async def _pool_list(args: argparse.Namespace) -> int:
-    ipam = await _open(args)
-    try:
-        rows = []
-        for spec in await ipam.pool_specs():
-            st = await ipam.pool_status(spec.name)
-            rows.append({"name": spec.name, "cidr": spec.cidr, "blockSize": spec.block_size,
-                         "nodeSelector": spec.node_selector, "size": st.size,
-                         "used": st.used, "free": st.free, "excluded": st.excluded,
-                         "blocks": f"{st.blocks_claimed}/{st.blocks_total}"})
-    finally:
-        await ipam.aclose()
-    from plumbing.output import emit
-
-    emit(rows, ["name", "cidr", "blockSize", "used", "free", "blocks", "nodeSelector"],
-         args.output, empty="no pools; create one with 'stickyip pool apply -f pools.yaml'")
-    return 0
-
-
-async def _pool_delete(args: argparse.Namespace) -> int:
-    ipam = await _open(args)
-    try:
-        await ipam.delete_pool(args.name)
-    finally:
-        await ipam.aclose()
-    print(f"pool/{args.name} deleted")
-    return 0
-
-
-async def _ipam_show(args: argparse.Namespace) -> int:
-    ipam = await _open(args)
-    try:
-        names = [args.pool] if args.pool else [s.name for s in await ipam.pool_specs()]
-        rows = []
-        for name in names:
-            for lease in await ipam.all_records(name):
-                if args.node and lease.node != args.node:
-                    continue
-                rows.append(lease.summary())
-    finally:
-        await ipam.aclose()
-    rows.sort(key=lambda r: (r["pool"], r["kind"], r["owner"]))
-    from plumbing.output import emit
-
-    emit(rows, ["owner", "pool", "kind", "address", "node", "epoch", "state", "retain", "pod"],
-         args.output)
-    return 0
-
-
-async def _ipam_blocks(args: argparse.Namespace) -> int:
-    ipam = await _open(args)
-    try:
-        names = [args.pool] if args.pool else [s.name for s in await ipam.pool_specs()]
-        rows = [b.model_dump(mode="json") for n in names for b in await ipam.blocks(n)]
-    finally:
-        await ipam.aclose()
-    from plumbing.output import emit
-
-    emit(rows, ["pool", "index", "cidr", "node", "used"], args.output)
-    return 0
-
-
-async def _ipam_history(args: argparse.Namespace) -> int:
-    ipam = await _open(args)
-    try:
-        entries = await ipam.history(args.address)
-    finally:
-        await ipam.aclose()
-    import time
-
-    rows = [e.model_dump() | {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at))}
-            for e in entries]
-    from plumbing.output import emit
-
-    emit(rows, ["when", "op", "owner", "node", "epoch", "actor"], args.output,
-         empty=f"no history for {args.address}")
-    return 0
-
-
-async def _ipam_release(args: argparse.Namespace) -> int:
-    from ipam import ReservationKey, ReservationNotFound
-
-    key = ReservationKey.parse(args.reservation)
-    ipam = await _open(args)
-    try:
-        res = await ipam.release_reservation(key, pool=args.pool)
-    except ReservationNotFound:
-        res = None
-    finally:
-        await ipam.aclose()
-    if res is None:
-        print(f"reservation {key} not found (nothing to release)")
-    else:
-        print(f"reservation {key} released ({res.address or 'no address'})")
-    return 0
-
-
-async def _ipam_check(args: argparse.Namespace) -> int:
-    from ipam import check_and_repair
-
-    ipam = await _open(args)
-    try:
-        findings = await check_and_repair(ipam, repair=args.repair)
-    finally:
-        await ipam.aclose()
-    from plumbing.output import emit
-
-    rows = [f.model_dump() for f in findings]
-    emit(rows, ["pool", "kind", "detail", "repaired"], args.output,
-         empty="no inconsistencies found")
-    return 1 if any(not f.repaired for f in findings) else 0
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     from plumbing import logs
 
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
-    handler: Handler = args.handler
+    sys.exit(run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; every failure becomes one ``error:`` line."""
     from pydantic import ValidationError
 
     from ipam import IpamError
     from plumbing.kube.errors import KubeError
+    from plumbing.redact import scrub
+    from stickyip.store import StoreChoiceError, choose_for_server
 
+    handler: Handler = args.handler
     try:
-        code: int = asyncio.run(handler(args))
-    except (IpamError, KubeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 1
+        if args.command in {name for name, _, _ in COMPONENTS}:
+            choose_for_server(args)
+        return asyncio.run(handler(args))
+    except (IpamError, KubeError, StoreChoiceError) as e:
+        print(f"error: {scrub(str(e))}", file=sys.stderr)
+        return 2 if isinstance(e, StoreChoiceError) else 1
     except ValidationError as e:
         print(f"error: {_invalid_setting(e)}", file=sys.stderr)
-        code = 2
+        return 2
     except KeyboardInterrupt:
-        code = 130
-    sys.exit(code)
+        return 130
+    except OSError as e:  # a port taken, a file that cannot be written, ...
+        log.debug("failed", exc_info=True)
+        print(f"error: {scrub(str(e))}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug: say so in one line; --log-level debug has the trace
+        log.debug("failed", exc_info=True)
+        print(f"error: unexpected {type(e).__name__}: {scrub(str(e))} (run with "
+              "--log-level debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 def _invalid_setting(e: ValidationError) -> str:
     """One line for a settings ValidationError (a flag or a STICKYIP_* variable); the
     value is shown without credentials (a URL's user:password, a token=...)."""
-    from plumbing.kube.errors import redact
+    from plumbing.redact import one_line
 
     errors = e.errors(include_url=False)
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or e.title
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return redact(f"invalid {where} ({e.title}): {first['msg']}, got "
-                  f"{first.get('input')!r}{more}")
+    return one_line(f"invalid {where} ({e.title}): {first['msg']}, got "
+                    f"{first.get('input')!r}{more}")
 
 
 if __name__ == "__main__":

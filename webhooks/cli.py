@@ -48,12 +48,11 @@ async def run(args: argparse.Namespace) -> int:
         from plumbing.kube.client import KubeSettings
         from webhooks.kube import from_settings
 
-        reader = from_settings(KubeSettings())  # before the store: a bad config fails fast
-    url = args.redis_url if getattr(args, "redis_url", None) is not None \
-        else settings.ipam.redis_url
-    ipam = await open_ipam(url or None, actor="webhook",
-                           embedded_path=settings.ipam.embedded_path or None,
-                           settings=settings.ipam)
+        # before the store: a bad config fails fast; a read may take half the deadline
+        reader = from_settings(KubeSettings(), timeout=settings.store_deadline / 2)
+    # The store the stickyip command chose (never a private one unless --embedded).
+    ipam = await open_ipam(args.redis_url or None, actor="webhook",
+                           embedded_path=args.embedded_path, settings=args.ipam_settings)
     try:
         try:
             server = await start(settings, ipam, statefulsets=reader)

@@ -1,12 +1,11 @@
 """Settings of the admission webhook server, read from ``STICKYIP_WEBHOOK_*``
-environment variables (the store's from ``STICKYIP_REDIS_URL`` via IpamSettings)."""
+environment variables (the store, ``STICKYIP_REDIS_URL``, is chosen by the
+``stickyip`` command: see stickyip/store.py)."""
 
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from ipam.config import IpamSettings
 
 
 class WebhookSettings(BaseSettings):
@@ -23,7 +22,10 @@ class WebhookSettings(BaseSettings):
     scheduler_name: str = Field(
         default="", description="schedulerName set on opted-in pods (e.g. stickyip-scheduler) "
         "when the sticky scheduler is deployed; empty leaves schedulerName alone")
+    store_deadline: float = Field(
+        default=1.5, gt=0, le=4.0, description="seconds one admission request may wait on "
+        "the IPAM store and the Kubernetes API together, all retries included: the API "
+        "server gives the webhook timeoutSeconds (5 in the manifests), so a stalled store "
+        "is answered with a clear 500 well before that; /readyz waits at most as long")
     shutdown_timeout: float = Field(
         default=10.0, ge=0, description="seconds in-flight requests get to finish on SIGTERM")
-    ipam: IpamSettings = Field(default_factory=IpamSettings,
-                               description="the Redis store (STICKYIP_REDIS_URL)")

@@ -48,12 +48,13 @@ class KubeStatefulSets:
         return await asyncio.to_thread(self._read, namespace, name)
 
 
-def from_settings(settings: KubeSettings) -> KubeStatefulSets | None:
+def from_settings(settings: KubeSettings, *, timeout: float = 5.0) -> KubeStatefulSets | None:
     """A reader from the shared Kubernetes settings (STICKYIP_KUBE_HOST, in-cluster
-    credentials, or a kubeconfig). None, with a warning, when none is configured at
-    all; a configuration that is given but unusable raises ``ConfigError``."""
+    credentials, or a kubeconfig), whose requests give up after ``timeout`` seconds.
+    None, with a warning, when none is configured at all; a configuration that is
+    given but unusable raises ``ConfigError``."""
     try:
-        return KubeStatefulSets(api_client(settings))
+        return KubeStatefulSets(api_client(settings), timeout=timeout)
     except errors.NoCredentials as e:
         log.warning("no Kubernetes API access: scale-ups through statefulsets/scale are "
                     "allowed unchecked (give credentials, or --no-kube to say so)",

@@ -2,9 +2,10 @@
 facts from the IPAM, lets the pure decision modules judge, and answers.
 
 HTTP 400 with a one-line reason for bodies that are not an AdmissionReview this
-endpoint judges; HTTP 500 when the store cannot be reached (``failurePolicy``
-then decides). Every store write is one atomic, idempotent IPAM script, so a
-failure never leaves half a claim behind.
+endpoint judges; HTTP 500 when the store cannot be reached or does not answer
+within the request's deadline (``failurePolicy`` then decides). Every store write
+is one atomic, idempotent IPAM script, so a failure never leaves half a claim
+behind, and a claim cut off by the deadline is simply made again on retry.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ipam import (
     StoreUnavailable,
 )
 from ipam.contract import ANN_IP, format_ips, opted_in, slot_of
+from plumbing.redact import one_line
 from webhooks import mutation, validation
 from webhooks.config import WebhookSettings
 from webhooks.errors import BadReview, ClusterUnavailable
@@ -59,17 +61,25 @@ log = logging.getLogger("stickyip.webhooks")
 Decide = Callable[[AdmissionRequest], Awaitable[Verdict]]
 
 
+#: Default of WebhookSettings.store_deadline (seconds).
+DEADLINE = 1.5
+
+
 class Webhook:
     """The three admission decisions, with their store look-ups."""
 
     def __init__(self, ipam: RedisIpam, *, scheduler_name: str = "",
                  metrics: WebhookMetrics | None = None,
-                 statefulsets: StatefulSetReader | None = None) -> None:
+                 statefulsets: StatefulSetReader | None = None,
+                 deadline: float = DEADLINE) -> None:
         self.ipam = ipam
         self.scheduler_name = scheduler_name
         self.metrics = metrics or WebhookMetrics()
         #: Reads the StatefulSet behind a ``statefulsets/scale`` request.
         self.statefulsets = statefulsets
+        #: Seconds one request may wait on the store and the API together; a
+        #: StatefulSet read (scale requests, before any store call) gets half of it.
+        self.deadline = deadline
 
     def count_ipam_error(self, e: IpamError) -> None:
         """Count an IPAM failure by class (``stickyip_webhook_ipam_errors_total``)."""
@@ -132,7 +142,13 @@ class Webhook:
         if self.statefulsets is None:
             return Verdict.allow(warnings=[
                 "stickyip has no Kubernetes API access to check this scale-up's addresses"])
-        current = await self.statefulsets.get(req.namespace, req.name)
+        budget = self.deadline / 2
+        try:
+            async with asyncio.timeout(budget):
+                current = await self.statefulsets.get(req.namespace, req.name)
+        except TimeoutError as e:
+            raise ClusterUnavailable(f"StatefulSet {req.namespace}/{req.name} not read: the "
+                                     f"API server did not answer within {budget:g}s") from e
         if current is None:
             return Verdict.allow()
         return dataclasses.replace(req, kind=STATEFULSET.kind, operation="UPDATE",
@@ -244,12 +260,12 @@ def _endpoint(expected: tuple[Expected, ...], pick: Callable[[Webhook], Decide],
                 m.requests.labels(name, "bad_request").inc()
                 return web.Response(status=400, text=f"{e}\n")
             try:
-                verdict = await pick(hook)(review)
+                # Every store call of this request, retries included, ends by then
+                # (StoreUnavailable past it); the scale read bounds itself.
+                with hook.ipam.deadline(hook.deadline):
+                    verdict = await pick(hook)(review)
             except StoreUnavailable as e:
-                hook.count_ipam_error(e)
-                m.requests.labels(name, "error").inc()
-                log.warning("store unavailable", extra={"endpoint": name, "reason": str(e)})
-                return web.Response(status=500, text=f"IPAM store unavailable: {_line(e)}\n")
+                return _store_unavailable(hook, name, e)
             except ClusterUnavailable as e:
                 m.requests.labels(name, "error").inc()
                 log.warning("kubernetes API unavailable", extra={"endpoint": name,
@@ -268,9 +284,16 @@ def _endpoint(expected: tuple[Expected, ...], pick: Callable[[Webhook], Decide],
     return handle
 
 
+def _store_unavailable(hook: Webhook, endpoint: str, e: StoreUnavailable) -> web.Response:
+    hook.count_ipam_error(e)
+    hook.metrics.requests.labels(endpoint, "error").inc()
+    log.warning("store unavailable", extra={"endpoint": endpoint, "reason": str(e)})
+    return web.Response(status=500, text=f"IPAM store unavailable: {_line(e)}\n")
+
+
 def _line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text[:300] or type(e).__name__
+    """The error on one line, without credentials (a Redis URL's password)."""
+    return one_line(str(e)) or type(e).__name__
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -278,9 +301,14 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    if await request.app[WEBHOOK].ipam.ping():
+    """200 only while the store answers a PING within the request deadline."""
+    hook = request.app[WEBHOOK]
+    with hook.ipam.deadline(hook.deadline):
+        answered = await hook.ipam.ping()
+    if answered:
         return web.Response(text="ok\n")
-    return web.Response(status=503, text="IPAM store (Redis) is not answering\n")
+    return web.Response(status=503, text=f"IPAM store (Redis) did not answer a PING within "
+                        f"{hook.deadline:g}s\n")
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -332,7 +360,7 @@ async def start(settings: WebhookSettings, ipam: RedisIpam, *,
         settings.cert_file, settings.key_file,
         on_reload=lambda ok: metrics.cert_reloads.labels("ok" if ok else "failed").inc())
     hook = Webhook(ipam, scheduler_name=settings.scheduler_name, metrics=metrics,
-                   statefulsets=statefulsets)
+                   statefulsets=statefulsets, deadline=settings.store_deadline)
     runner = web.AppRunner(build_app(hook), access_log=None,
                            shutdown_timeout=settings.shutdown_timeout)
     await runner.setup()

@@ -57,7 +57,7 @@ class FeaturesHook:
         key = f"{ep.namespace}/{ep.pod}"
         if key not in self.policy.pods:
             self.policy.pods[key] = PodInfo(namespace=ep.namespace, name=ep.pod,
-                                            address=ep.address, labels=dict(ep.labels))
+                                            addresses=ep.addresses, labels=dict(ep.labels))
 
     # pyroute2's sync IPRoute cannot run inside the agent's event loop, and map
     # writes may take a while at scale: the work runs in a thread, under the lock
@@ -79,14 +79,14 @@ class FeaturesHook:
             self._attach(ep)
             if self.policy is not None:
                 self._known(ep)
-                self.policy.set_local(self.policy.local | {ep.address})
+                self.policy.set_local(self.policy.local | set(ep.addresses))
 
     def _removed(self, ep: Endpoint) -> None:
         with self.lock:
             self.programs.detach(ep.host_ifindex, services=self.services is not None,
                                  policy=self.policy is not None, netns=self.netns)
             if self.policy is not None:
-                self.policy.set_local(self.policy.local - {ep.address})
+                self.policy.set_local(self.policy.local - set(ep.addresses))
 
     def _resync(self, endpoints: list[Endpoint]) -> None:
         with self.lock:
@@ -95,7 +95,7 @@ class FeaturesHook:
                 if self.policy is not None:
                     self._known(ep)
             if self.policy is not None:
-                self.policy.set_local({ep.address for ep in endpoints})
+                self.policy.set_local({a for ep in endpoints for a in ep.addresses})
                 self.policy.reconcile()
             if self.services is not None:
                 self.services.reconcile()
@@ -107,13 +107,14 @@ def hook(settings: AgentSettings) -> FeaturesHook:
     pol_s = PolicySettings()
     programs = FeaturePrograms(pin_dir=svc_s.pin_dir or f"{settings.pin_root}/features")
     programs.load()
-    node_addrs = [ipaddress.IPv4Address(a) for a in svc_s.node_addresses]
-    if settings.node_address:
-        node_addrs.append(ipaddress.IPv4Address(settings.node_address))
+    node_addrs = [ipaddress.ip_address(a) for a in svc_s.node_addresses]
+    for own in (settings.node_address, settings.node_address6):
+        if own:
+            node_addrs.append(ipaddress.ip_address(own))
     services = (ServiceManager(programs, node_name=settings.node, node_addresses=node_addrs,
                                default_maglev=svc_s.algorithm == "maglev")
                 if svc_s.enabled else None)
-    host = [ipaddress.IPv4Address(a) for a in pol_s.host_addresses] + node_addrs
+    host = [ipaddress.ip_address(a) for a in pol_s.host_addresses] + node_addrs
     policy = PolicyManager(programs, host_addresses=host) if pol_s.enabled else None
     h = FeaturesHook(programs, services=services, policy=policy)
     if settings.kube:

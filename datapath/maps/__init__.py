@@ -30,7 +30,10 @@ ANTISPOOF: tuple[MapLayout, ...] = (endpoints.LAYOUT, ep_counters.LAYOUT)
 FEATURES: tuple[MapLayout, ...] = (
     lb_services.LAYOUT, lb_slots.LAYOUT, lb_maglev.LAYOUT, lb_backends.LAYOUT,
     lb_conntrack.LAYOUT, lb_affinity.LAYOUT, ipcache.LAYOUT, policy_endpoints.LAYOUT,
-    policy_rules.LAYOUT, policy_conntrack.LAYOUT, policy_denied.LAYOUT)
+    policy_rules.LAYOUT, policy_conntrack.LAYOUT, policy_denied.LAYOUT,
+    # the IPv6 twins of the maps keyed or valued by addresses
+    lb_services.LAYOUT6, lb_backends.LAYOUT6, lb_conntrack.LAYOUT6, lb_affinity.LAYOUT6,
+    ipcache.LAYOUT6, policy_endpoints.LAYOUT6, policy_conntrack.LAYOUT6)
 #: every map by name
 ALL: dict[str, MapLayout] = {m.name: m for m in (*ANTISPOOF, *FEATURES)}
 

@@ -24,10 +24,10 @@ class MapLayout:
     header: str
 
     def pack_key(self, key: Key) -> ctypes.Structure:
-        return self.key(*key)
+        return _pack(self.key, key)
 
     def pack_value(self, value: Value) -> ctypes.Structure:
-        return self.value(*value)
+        return _pack(self.value, value)
 
     def unpack_key(self, raw: bytes) -> Key:
         return _fields(self.key.from_buffer_copy(raw))
@@ -36,5 +36,24 @@ class MapLayout:
         return _fields(self.value.from_buffer_copy(raw))
 
 
+def _pack(struct: type[ctypes.Structure], values: tuple[int, ...]) -> ctypes.Structure:
+    """Scalars as they are; an array field (an IPv6 address) from the integer whose
+    big-endian bytes it holds, so the bytes in memory are the address in packet order."""
+    obj = struct()
+    for f, v in zip(struct._fields_, values, strict=True):
+        name, ctype = f[0], f[1]
+        if issubclass(ctype, ctypes.Array):
+            setattr(obj, name, ctype.from_buffer_copy(v.to_bytes(ctypes.sizeof(ctype), "big")))
+        else:
+            setattr(obj, name, v)
+    return obj
+
+
 def _fields(obj: ctypes.Structure) -> tuple[int, ...]:
-    return tuple(int(getattr(obj, f[0])) for f in obj._fields_)
+    out = []
+    for f in obj._fields_:
+        name, ctype = f[0], f[1]
+        v = getattr(obj, name)
+        out.append(int.from_bytes(bytes(v), "big") if issubclass(ctype, ctypes.Array)
+                   else int(v))
+    return tuple(out)

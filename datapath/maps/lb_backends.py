@@ -1,5 +1,5 @@
-"""``stickyip_bkend``: backend id -> backend address, port and protocol (the DNAT
-target of ``lb.h``)."""
+"""``stickyip_bkend`` (IPv4) and ``stickyip_bkend6`` (IPv6): backend id -> backend
+address, port and protocol (the DNAT target of ``lb.h``)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,16 @@ class Value(ctypes.Structure):
 
 LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_backend_key",
                    c_value="struct lb_backend_val", header="feat_maps.h")
+
+
+#: the IPv6 twin: backend id -> IPv6 address, port, protocol
+NAME6 = "stickyip_bkend6"
+
+
+class Value6(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+LAYOUT6 = MapLayout(NAME6, Key, Value6, c_key="struct lb_backend_key",
+                    c_value="struct lb_backend6_val", header="feat_maps.h")

@@ -1,6 +1,6 @@
-"""``stickyip_lbct`` (LRU): service conntrack. The forward entry (client tuple ->
-backend) keeps a flow on its backend; the reverse entry rewrites replies back to the
-service address. Written by ``lb.h`` only."""
+"""``stickyip_lbct`` and ``stickyip_lbct6`` (LRU): service conntrack per family. The
+forward entry (client tuple -> backend) keeps a flow on its backend; the reverse entry
+rewrites replies back to the service address. Written by ``lb.h`` only."""
 
 from __future__ import annotations
 
@@ -34,3 +34,26 @@ class Value(ctypes.Structure):
 
 LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_ct_key", c_value="struct lb_ct_val",
                    header="feat_maps.h")
+
+
+#: the IPv6 twin (same directions and flags)
+NAME6 = "stickyip_lbct6"
+#: the source address hairpinned IPv6 flows are SNATed to (``HAIRPIN6_W*`` in C): the
+#: last /64 of the ULA range, which no pool should use
+HAIRPIN_ADDR6 = ipaddress.IPv6Address("fdff:ffff:ffff:ffff::2a01")
+
+
+class Key6(ctypes.Structure):
+    _fields_ = [("saddr", ctypes.c_uint32 * 4), ("daddr", ctypes.c_uint32 * 4),
+                ("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("dir", ctypes.c_uint8), ("pad", ctypes.c_uint16)]
+
+
+class Value6(ctypes.Structure):
+    _fields_ = [("backend_id", ctypes.c_uint32), ("svc_id", ctypes.c_uint32),
+                ("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16),
+                ("flags", ctypes.c_uint16), ("client", ctypes.c_uint32 * 4)]
+
+
+LAYOUT6 = MapLayout(NAME6, Key6, Value6, c_key="struct lb_ct6_key",
+                    c_value="struct lb_ct6_val", header="feat_maps.h")

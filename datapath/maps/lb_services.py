@@ -1,5 +1,6 @@
-"""``stickyip_svc``: service frontend (address, port, protocol) -> service id, backend
-count, flags and ClientIP affinity timeout. Read first by ``lb.h`` for a new flow."""
+"""``stickyip_svc`` (IPv4) and ``stickyip_svc6`` (IPv6): service frontend (address,
+port, protocol) -> service id, backend count, flags and ClientIP affinity timeout.
+Read first by ``lb.h`` for a new flow."""
 
 from __future__ import annotations
 
@@ -26,3 +27,16 @@ class Value(ctypes.Structure):
 
 LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_svc_key", c_value="struct lb_svc_val",
                    header="feat_maps.h")
+
+
+#: the IPv6 twin: frontend (IPv6 address, port, protocol); same value
+NAME6 = "stickyip_svc6"
+
+
+class Key6(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct lb_svc6_key",
+                    c_value="struct lb_svc_val", header="feat_maps.h")

@@ -1,5 +1,6 @@
-"""``stickyip_polep``: local pod address -> policy endpoint id and which directions a
-policy enforces on it."""
+"""``stickyip_polep`` (IPv4) and ``stickyip_polep6`` (IPv6): local pod address -> policy
+endpoint id (one per pod: both addresses of a dual-stack pod share it) and which
+directions a policy enforces on it."""
 
 from __future__ import annotations
 
@@ -23,3 +24,15 @@ class Value(ctypes.Structure):
 
 LAYOUT = MapLayout(NAME, Key, Value, c_key="struct pol_ep_key", c_value="struct pol_ep_val",
                    header="feat_maps.h")
+
+
+#: the IPv6 twin: local pod IPv6 address -> the same endpoint id and flags
+NAME6 = "stickyip_polep6"
+
+
+class Key6(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint32 * 4)]
+
+
+LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct pol_ep6_key",
+                    c_value="struct pol_ep_val", header="feat_maps.h")

@@ -20,11 +20,12 @@ so code that only catches these errors stays free of the Kubernetes client.
 from __future__ import annotations
 
 import json
-import re
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from plumbing.redact import one_line
 
 __all__ = [
     "ConfigError",
@@ -100,19 +101,11 @@ _BY_STATUS: dict[int, type[KubeError]] = {
 _TOO_OLD = "too old resource version"
 _MAX_MESSAGE = 300
 
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
-_SECRET_PARAM = re.compile(r"(?i)\b(token|password|access_token)=[^&\s'\"]+")
-
 
 def redact(text: str) -> str:
     """``text`` on one line, without URL credentials, Authorization values or
     token/password parameters, and at most 300 characters long."""
-    text = " ".join(text.split())
-    text = _USERINFO.sub("***@", text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} ***", text)
-    text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=***", text)
-    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE - 3] + "..."
+    return one_line(text, limit=_MAX_MESSAGE)
 
 
 def _status_class(code: int, message: str) -> type[KubeError]:

@@ -158,13 +158,18 @@ def test_bird_starts_on_the_sidecars_placeholder_and_the_agents_config(
     container.ok(*bird["command"], script, user=_user(pod, bird), volumes=volumes)
     assert "protocol device" in (tmp_path / "run" / "bird.conf").read_text()
     # What the agent generates (datapath/bird.py) parses with the image's BIRD.
+    # (dual-stack: the IPv6 static, kernel and session half parses too)
     generate = ("import ipaddress as ip; from datapath import bird; "
                 "print(bird.render(bird.config_of(router_id='192.0.2.1', asn=64512, "
-                "blocks=[ip.ip_network('10.20.0.0/26')], migrated=[ip.ip_address('10.20.1.7')], "
-                "peers={'node-2': '192.0.2.2', 'node-3': '192.0.2.3'}, self_node='node-1', "
-                "external=[bird.parse_peer('192.0.2.254 64513')])))")
+                "blocks=[ip.ip_network('10.20.0.0/26'), ip.ip_network('fd00:20::/122')], "
+                "migrated=[ip.ip_address('10.20.1.7'), ip.ip_address('fd00:20:1::7')], "
+                "peers={'node-2': {4: '192.0.2.2', 6: '2001:db8::2'}, "
+                "'node-3': {4: '192.0.2.3'}}, self_node='node-1', ipv6=True, "
+                "external=[bird.parse_peer('192.0.2.254 64513'), "
+                "bird.parse_peer('2001:db8::fe 64513')])))")
     text = container.ok("python3", "-c", generate)
     assert "neighbor 192.0.2.254 as 64513;" in text
+    assert "neighbor 2001:db8::2 as 64512;" in text and "stickyip_kernel6" in text
     (tmp_path / "run" / "bird.conf").write_text(text)
     container.ok(*bird["command"], script, user=_user(pod, bird), volumes=volumes)
 

@@ -57,12 +57,13 @@ def test_pool_apply_list_and_json(url: str, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["pool/prod-a created", "pool/small created"]
     again = cli(url, "pool", "apply", "-f", str(f))
-    assert again.stdout.splitlines() == ["pool/prod-a configured", "pool/small configured"]
+    assert again.stdout.splitlines() == ["pool/prod-a unchanged", "pool/small unchanged"]
     table = cli(url, "pool", "list")
     assert table.stdout.splitlines()[0].split()[:3] == ["NAME", "CIDR", "BLOCKSIZE"]
     rows = json.loads(cli(url, "pool", "list", "-o", "json").stdout)
     small = next(r for r in rows if r["name"] == "small")
-    assert small["free"] == 256 - 2 - 4 and small["blocks"] == "0/16"
+    assert small["free"] == 256 - 2 - 4
+    assert (small["blocksClaimed"], small["blocksTotal"]) == (0, 16)
     assert small["nodeSelector"] == {"zone": "a"}
 
 
@@ -76,7 +77,7 @@ def test_pool_apply_list_and_json(url: str, tmp_path: Path) -> None:
         ("pools: [{name: a, cidr: 10.1.0.0/16}, {name: a, cidr: 10.2.0.0/16}]", "twice"),
         ("pools: [{name: a, cidr: 10.1.0.0/24, exclude: [10.9.0.1]}]", "outside"),
         ("pools: [{name: Bad_Name, cidr: 10.1.0.0/24}]", "invalid pool"),
-        ("pools: [{name: a, cidr: 10.1.0.0/24, colour: red}]", "invalid pool"),
+        ("pools: [{name: a, cidr: 10.1.0.0/24, colour: red}]", "unknown key 'colour'"),
         ("pools: [{name: a]", "not valid YAML"),
         ("just a string", "must be a mapping"),
         ("", "holds no pool"),
@@ -153,7 +154,9 @@ async def test_show_history_release_and_check_repair(url: str, tmp_path: Path) -
     out = cli(url, "ipam", "release", "prod/db/0")
     assert out.stdout.strip() == f"reservation prod/db/0 released ({res.address})"
     assert await ipam.reservation(key) is None
-    out = cli(url, "ipam", "release", "prod/db/0")
+    out = cli(url, "ipam", "release", "prod/db/0")  # a missing key is an error, as kubectl
+    assert out.returncode == 1 and out.stderr.startswith("error: reservation prod/db/0 not found")
+    out = cli(url, "ipam", "release", "prod/db/0", "--ignore-not-found")
     assert "not found" in out.stdout and out.returncode == 0
     await ipam.aclose()
 

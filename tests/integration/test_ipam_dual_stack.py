@@ -240,3 +240,24 @@ async def test_store_of_the_old_layout_is_refused(redis_url: str) -> None:
         assert await ipam.pool_specs() == []
     finally:
         await ipam.aclose()
+
+
+async def test_a_second_family_listed_later_claims_its_block_for_the_home(
+        dual: RedisIpam) -> None:
+    """Found by the state machine: a reservation already homed on n1 that later takes an
+    explicit IPv6 address in an unclaimed block got a migration to n1 instead of the
+    block; when n1 then claimed that block for its own use, the migration pointed at
+    the block's own node (check: migration-mismatch). The home claims the block."""
+    first = await dual.claim(K0, pools=["v4"], node="n1", holder="uid-1")
+    assert first.node == "n1"
+    listed = ipaddress.IPv6Address("fd00:20::8:0:0:40")  # far from any block handed out
+    res = await dual.claim(K0, pools=["v4", "v6"], addresses=[listed], node="n1")
+    assert res.address6 == listed and res.node == "n1" and res.epoch == 1
+    blocks = {b.cidr: b.node for b in await dual.blocks("v6")}
+    home_block = next(c for c in blocks if listed in c)
+    assert blocks[home_block] == "n1"
+    view = await dual.routing_view()
+    assert not [m for m in view.migrated if m.address == listed], "routed on its own"
+    for i in range(3):  # n1 takes more addresses: nothing may disagree
+        await dual.allocate(node="n1", owner=ephemeral_owner(f"c{i}"), pools=["v6"])
+    assert await check_and_repair(dual) == []

@@ -68,7 +68,7 @@ class Bed:
 
     def info(self, key: str, labels: dict[str, str] | None = None) -> PodInfo:
         p = self.pod(key)
-        return PodInfo(namespace=p.namespace, name=p.name, address=p.address,
+        return PodInfo(namespace=p.namespace, name=p.name, addresses=p.addresses,
                        labels=labels if labels is not None else {"pod": p.name},
                        named_ports=NAMED)
 

@@ -21,7 +21,7 @@ def free_port() -> int:
 
 class RedisServer:
     def __init__(self, *, appendfsync: str = "everysec", port: int | None = None,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, password: str = "") -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed; run 'make setup' (apt-get "
@@ -32,11 +32,14 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="stickyip-redis-"))
         self.appendfsync = appendfsync
         self.extra = extra or []
+        #: requirepass: clients must AUTH (the URL carries it)
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         # A port picked by free_port() can be taken by another process before
@@ -56,7 +59,7 @@ class RedisServer:
             self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
             "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
             "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
-            *self.extra,
+            *(["--requirepass", self.password] if self.password else []), *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
@@ -67,6 +70,9 @@ class RedisServer:
                 raise RuntimeError(f"redis-server exited: {err}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    if self.password:
+                        s.sendall(f"AUTH {self.password}\r\n".encode())
+                        s.recv(64)
                     s.sendall(b"PING\r\n")
                     if s.recv(64).startswith(b"+PONG"):
                         return self

@@ -8,10 +8,13 @@
 #endif
 
 #define STICKYIP_FLAG_FENCED 1
+#define STICKYIP_FLAG_V4 2  /* addr holds the pod's IPv4 address */
+#define STICKYIP_FLAG_V6 4  /* addr6 holds the pod's IPv6 address */
 
 struct stickyip_endpoint {
-    u32 addr;   /* the pod's address, network byte order */
-    u32 flags;  /* STICKYIP_FLAG_* */
+    u32 addr;       /* the pod's IPv4 address, network byte order */
+    u32 flags;      /* STICKYIP_FLAG_* */
+    __be32 addr6[4]; /* the pod's IPv6 address, network byte order */
 };
 
 struct stickyip_ep_counters {

@@ -1,6 +1,6 @@
 /* Packet parsing, NAT rewriting and reject-packet building for the feature
- * programs (services and policy). IPv4 only; packets with IP options or
- * fragments are parsed for policy (ports 0) but never rewritten.
+ * programs (services and policy), IPv4; feat_pkt6.h does the same for IPv6. Packets
+ * with IP options or fragments are parsed for policy (ports 0) but never rewritten.
  */
 #ifndef STICKYIP_FEAT_PKT_H
 #define STICKYIP_FEAT_PKT_H
@@ -94,10 +94,11 @@ static __always_inline void feat_nat_addr(struct __sk_buff *skb, int off, __be32
     bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
 }
 
-static __always_inline void feat_nat_port(struct __sk_buff *skb, int off, __be16 from, __be16 to,
-                                          __u8 proto)
+/* Rewrite the port at ``off``, fixing the transport checksum at ``csum`` (0: none);
+ * the same for both families (ports are not in the pseudo header). */
+static __always_inline void feat_nat_port_at(struct __sk_buff *skb, int off, int csum,
+                                             __be16 from, __be16 to, __u8 proto)
 {
-    int csum = feat_l4_csum_off(proto);
     __u64 flags = sizeof(to);
 
     if (from == to)
@@ -107,6 +108,12 @@ static __always_inline void feat_nat_port(struct __sk_buff *skb, int off, __be16
     if (csum)
         bpf_l4_csum_replace(skb, csum, from, to, flags);
     bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+}
+
+static __always_inline void feat_nat_port(struct __sk_buff *skb, int off, __be16 from, __be16 to,
+                                          __u8 proto)
+{
+    feat_nat_port_at(skb, off, feat_l4_csum_off(proto), from, to, proto);
 }
 
 /* Swap MAC addresses so that the packet can be sent back where it came from. */

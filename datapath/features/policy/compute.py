@@ -9,6 +9,13 @@ any policy) that contains its address; for other addresses that longest prefix
 alone. An ipBlock then selects exactly the identities whose prefix lies inside its
 CIDR and inside none of its excepts, which makes ``except`` exact even for pod IPs
 (the ipcache is an LPM trie: an address resolves to its longest prefix).
+
+Both families: every address of a pod is its own identity member (a dual-stack pod
+has one identity per family, same labels, each with its family's longest prefix), so
+an IPv4 ipBlock never selects a pod's IPv6 traffic nor the reverse, while pod and
+namespace selectors select both. IPv4 prefixes and addresses go to the IPv4 ipcache,
+IPv6 ones to the IPv6 ipcache; a pod is one policy endpoint (one id, one set of rules
+and deny counters) whichever address its packets carry.
 """
 
 from __future__ import annotations
@@ -32,8 +39,14 @@ from datapath.maps import ipcache as ipcache_map
 from datapath.maps.state import Key, MapState, Value
 
 WORLD = ipaddress.IPv4Network("0.0.0.0/0")
+WORLD6 = ipaddress.IPv6Network("::/0")
+#: link-local sources reach a pod only from the host side of its veth (its gateway)
+LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/10")
 FIRST_IDENTITY = 256
-MAP_ORDER = (ipcache_map.NAME, policy_rules.NAME, policy_endpoints.NAME)
+MAP_ORDER = (ipcache_map.NAME, ipcache_map.NAME6, policy_rules.NAME, policy_endpoints.NAME,
+             policy_endpoints.NAME6)
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Allocator:
@@ -60,7 +73,7 @@ class IdentityKey:
     namespace: str | None  # None: not a pod (an address range)
     labels: frozenset[tuple[str, str]]
     ns_labels: frozenset[tuple[str, str]]
-    prefix: ipaddress.IPv4Network
+    prefix: IPNetwork
 
 
 @dataclass(slots=True)
@@ -71,7 +84,8 @@ class PolicyState:
     identities: dict[IdentityKey, int] = field(default_factory=dict)
     #: (ep_id, direction) -> names of the policies selecting that endpoint that way
     selecting: dict[tuple[int, int], list[PolicyKey]] = field(default_factory=dict)
-    endpoints: dict[ipaddress.IPv4Address, int] = field(default_factory=dict)
+    #: local pod address (both of a dual-stack pod) -> its endpoint id
+    endpoints: dict[IPAddress, int] = field(default_factory=dict)
 
 
 def port_prefixes(start: int, end: int) -> list[tuple[int, int]]:
@@ -95,40 +109,45 @@ def _policy_types(spec: dict[str, Any]) -> tuple[bool, bool]:
     return True, bool(spec.get("egress"))
 
 
-def _net(cidr: str) -> ipaddress.IPv4Network:
+def _net(cidr: str) -> IPNetwork:
     try:
-        return ipaddress.IPv4Network(cidr, strict=False)
+        return ipaddress.ip_network(cidr, strict=False)
     except ValueError as e:
         raise InvalidPolicy(f"bad ipBlock CIDR {cidr!r}") from e
 
 
 class _Ctx:
     def __init__(self, namespaces: dict[str, NamespaceInfo], pods: list[PodInfo],
-                 prefixes: list[ipaddress.IPv4Network], ids: Allocator) -> None:
+                 prefixes: list[IPNetwork], ids: Allocator) -> None:
         self.namespaces = namespaces
-        self.prefixes = sorted(prefixes, key=lambda n: n.prefixlen, reverse=True)
+        self.prefixes = sorted(prefixes, key=lambda n: (n.prefixlen, n.version), reverse=True)
         self.ids = ids
         self.identities: dict[IdentityKey, int] = {}
-        self.pod_ident: dict[str, int] = {}
+        #: (pod key, address) -> identity
+        self.pod_ident: dict[tuple[str, IPAddress], int] = {}
         self.pods_by_ident: dict[int, list[PodInfo]] = {}
         for p in pods:
-            ctx = self.context(p.address)
             ns = namespaces.get(p.namespace, NamespaceInfo(p.namespace))
-            k = IdentityKey(p.namespace, frozenset(p.labels.items()),
-                            frozenset(ns.all_labels().items()), ctx)
-            i = self._ident(k)
-            self.pod_ident[p.key] = i
-            self.pods_by_ident.setdefault(i, []).append(p)
+            for address in p.addresses:
+                k = IdentityKey(p.namespace, frozenset(p.labels.items()),
+                                frozenset(ns.all_labels().items()), self.context(address))
+                i = self._ident(k)
+                self.pod_ident[(p.key, address)] = i
+                self.pods_by_ident.setdefault(i, []).append(p)
         for pfx in self.prefixes:
             self._ident(IdentityKey(None, frozenset(), frozenset(), pfx))
 
-    def context(self, addr: ipaddress.IPv4Address) -> ipaddress.IPv4Network:
-        return next(p for p in self.prefixes if addr in p)
+    def context(self, addr: IPAddress) -> IPNetwork:
+        return next(p for p in self.prefixes if p.version == addr.version and addr in p)
 
     def _ident(self, k: IdentityKey) -> int:
         if k not in self.identities:
-            is_world = k.namespace is None and k.prefix == WORLD
-            self.identities[k] = ipcache_map.ID_WORLD if is_world else self.ids.get(k)
+            if k.namespace is None and k.prefix == WORLD:
+                self.identities[k] = ipcache_map.ID_WORLD
+            elif k.namespace is None and k.prefix == WORLD6:
+                self.identities[k] = ipcache_map.ID_WORLD6
+            else:
+                self.identities[k] = self.ids.get(k)
         return self.identities[k]
 
     def peer(self, peer: dict[str, Any], policy_ns: str) -> set[int]:
@@ -138,8 +157,8 @@ class _Ctx:
             cidr = _net(block["cidr"])
             excepts = [_net(e) for e in block.get("except") or []]
             return {i for k, i in self.identities.items()
-                    if k.prefix.subnet_of(cidr)
-                    and not any(k.prefix.subnet_of(e) for e in excepts)}
+                    if _inside(k.prefix, cidr)
+                    and not any(_inside(k.prefix, e) for e in excepts)}
         pod_sel = peer.get("podSelector")
         ns_sel = peer.get("namespaceSelector")
         out = set()
@@ -155,6 +174,15 @@ class _Ctx:
                 continue
             out.add(i)
         return out
+
+
+def _inside(prefix: IPNetwork, net: IPNetwork) -> bool:
+    """``prefix`` lies inside ``net`` (never across families)."""
+    return prefix.version == net.version and prefix.subnet_of(net)  # type: ignore[arg-type]
+
+
+def _addr_key(prefixlen: int, address: IPAddress) -> tuple[int, int]:
+    return (prefixlen, fields.be32(address) if address.version == 4 else fields.be128(address))
 
 
 def _port_entries(port: dict[str, Any], named_on: Iterable[PodInfo]
@@ -190,15 +218,15 @@ def _allow(policy: dict[Key, Value], n: int, ep_id: int, ident: int, direction: 
 
 
 def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceInfo],
-            pods: list[PodInfo], local: Iterable[ipaddress.IPv4Address],
-            host_addresses: Iterable[ipaddress.IPv4Address] = (),
+            pods: list[PodInfo], local: Iterable[IPAddress],
+            host_addresses: Iterable[IPAddress] = (),
             identities: Allocator | None = None, endpoint_ids: Allocator | None = None
             ) -> PolicyState:
     """Everything the policy maps should hold for the pods at ``local`` addresses."""
     ids = identities or Allocator(FIRST_IDENTITY)
     eps = endpoint_ids or Allocator(1)
     ns_map = {n.name: n for n in namespaces}
-    prefixes = {WORLD}
+    prefixes: set[IPNetwork] = {WORLD, WORLD6}
     for pol in policies:
         spec = pol.get("spec") or {}
         for rule in (spec.get("ingress") or []) + (spec.get("egress") or []):
@@ -209,22 +237,30 @@ def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceIn
                     prefixes.update(_net(e) for e in block.get("except") or [])
     ctx = _Ctx(ns_map, pods, list(prefixes), ids)
     state = PolicyState()
-    ipcache: dict[Key, Value] = {}
+    ipcache: dict[int, dict[Key, Value]] = {4: {}, 6: {}}
     for pfx in ctx.prefixes:
         k = IdentityKey(None, frozenset(), frozenset(), pfx)
-        ipcache[(pfx.prefixlen, fields.be32(pfx.network_address))] = (ctx.identities[k],)
+        ipcache[pfx.version][_addr_key(pfx.prefixlen, pfx.network_address)] = (
+            ctx.identities[k],)
     for p in pods:
-        ipcache[(32, fields.be32(p.address))] = (ctx.pod_ident[p.key],)
-    for h in [*host_addresses, lb_conntrack.HAIRPIN_ADDR]:
-        ipcache[(32, fields.be32(h))] = (ipcache_map.ID_HOST,)
+        for address in p.addresses:
+            ipcache[address.version][_addr_key(address.max_prefixlen, address)] = (
+                ctx.pod_ident[(p.key, address)],)
+    for h in [*host_addresses, lb_conntrack.HAIRPIN_ADDR, lb_conntrack.HAIRPIN_ADDR6]:
+        ipcache[h.version][_addr_key(h.max_prefixlen, h)] = (ipcache_map.ID_HOST,)
+    ipcache[6][_addr_key(LINK_LOCAL6.prefixlen, LINK_LOCAL6.network_address)] = (
+        ipcache_map.ID_HOST,)
     policy: dict[Key, Value] = {}
-    ep_map: dict[Key, Value] = {}
+    ep_map: dict[int, dict[Key, Value]] = {4: {}, 6: {}}
     local_set = set(local)
+    local_pods: list[str] = []
     for pod in pods:
-        if pod.address not in local_set:
+        if not local_set.intersection(pod.addresses):
             continue
-        ep_id = eps.get(pod.address)
-        state.endpoints[pod.address] = ep_id
+        ep_id = eps.get(pod.key)
+        local_pods.append(pod.key)
+        for address in pod.addresses:
+            state.endpoints[address] = ep_id
         flags = 0
         for n, pol in enumerate(policies):
             meta = pol.get("metadata") or {}
@@ -273,10 +309,13 @@ def compute(*, policies: list[NetworkPolicyObject], namespaces: list[NamespaceIn
                         for proto, port, bits in entries:
                             _allow(policy, n, ep_id, ident, direction, proto, port, bits)
         if flags:
-            ep_map[(fields.be32(pod.address),)] = (ep_id, flags)
-    eps.retain(state.endpoints)
+            for address in pod.addresses:
+                ep_map[address.version][_addr_key(address.max_prefixlen, address)[1:]] = (
+                    ep_id, flags)
+    eps.retain(local_pods)
     ids.retain(k for k, i in ctx.identities.items() if i >= FIRST_IDENTITY)
     state.identities = ctx.identities
-    state.maps = {ipcache_map.NAME: ipcache, policy_rules.NAME: policy,
-                  policy_endpoints.NAME: ep_map}
+    state.maps = {ipcache_map.NAME: ipcache[4], ipcache_map.NAME6: ipcache[6],
+                  policy_rules.NAME: policy, policy_endpoints.NAME: ep_map[4],
+                  policy_endpoints.NAME6: ep_map[6]}
     return state

@@ -23,13 +23,14 @@ log = logging.getLogger("stickyip.datapath.features.policy")
 
 class PolicyManager:
     def __init__(self, writer: MapWriter, *,
-                 host_addresses: list[ipaddress.IPv4Address] | None = None) -> None:
+                 host_addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None
+                 ) -> None:
         self.writer = writer
         self.host_addresses = host_addresses or []
         self.namespaces: dict[str, NamespaceInfo] = {}
         self.pods: dict[str, PodInfo] = {}
         self.policies: dict[str, NetworkPolicyObject] = {}
-        self.local: set[ipaddress.IPv4Address] = set()
+        self.local: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
         self.applied: MapState = {}
         self.state = PolicyState()
         self._identities = Allocator(FIRST_IDENTITY)
@@ -62,7 +63,8 @@ class PolicyManager:
         self.policies.pop(key, None)
         return self.sync()
 
-    def set_local(self, addresses: set[ipaddress.IPv4Address]) -> MapOps:
+    def set_local(self, addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address]
+                  ) -> MapOps:
         self.local = set(addresses)
         return self.sync()
 

@@ -8,6 +8,7 @@ from typing import Any, NewType, TypedDict
 
 #: "namespace/name" of a NetworkPolicy
 PolicyKey = NewType("PolicyKey", str)
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Identity = NewType("Identity", int)
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -36,7 +37,8 @@ class NamespaceInfo:
 class PodInfo:
     namespace: str
     name: str
-    address: ipaddress.IPv4Address
+    #: the pod's addresses (one per family on a dual-stack pod)
+    addresses: tuple[IPAddress, ...]
     labels: dict[str, str] = field(default_factory=dict)
     #: container port name -> [(protocol, port)]
     named_ports: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
@@ -45,15 +47,31 @@ class PodInfo:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def address(self) -> IPAddress:
+        return self.addresses[0]
+
+
+def pod_addresses(status: dict[str, Any]) -> tuple[IPAddress, ...]:
+    """``status.podIPs`` (every family), else ``status.podIP``; unparsable ones skipped."""
+    raw = [p.get("ip") for p in status.get("podIPs") or [] if isinstance(p, dict)]
+    if not raw:
+        raw = [status.get("podIP")]
+    out: list[IPAddress] = []
+    for ip in raw:
+        try:
+            out.append(ipaddress.ip_address(ip or ""))
+        except ValueError:
+            continue
+    return tuple(out)
+
 
 def pod_info(obj: dict[str, Any]) -> PodInfo | None:
-    """A PodInfo from Pod JSON, or None while it has no IPv4 address."""
+    """A PodInfo from Pod JSON, or None while it has no address."""
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
-    ip = status.get("podIP") or ""
-    try:
-        addr = ipaddress.IPv4Address(ip)
-    except ValueError:
+    addresses = pod_addresses(status)
+    if not addresses:
         return None
     if status.get("phase") in ("Succeeded", "Failed"):
         return None
@@ -64,4 +82,5 @@ def pod_info(obj: dict[str, Any]) -> PodInfo | None:
                 named.setdefault(p["name"], []).append(
                     (p.get("protocol") or "TCP", int(p["containerPort"])))
     return PodInfo(namespace=meta.get("namespace", "default"), name=meta.get("name", ""),
-                   address=addr, labels=dict(meta.get("labels") or {}), named_ports=named)
+                   addresses=addresses, labels=dict(meta.get("labels") or {}),
+                   named_ports=named)

@@ -32,7 +32,8 @@ class ServiceManager:
     """Desired service state per Service, applied through a :class:`MapWriter`."""
 
     def __init__(self, writer: MapWriter, *, node_name: str,
-                 node_addresses: list[ipaddress.IPv4Address], default_maglev: bool = False
+                 node_addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
+                 default_maglev: bool = False
                  ) -> None:
         self.writer = writer
         self.node_name = node_name

@@ -12,8 +12,10 @@ from datapath.maps import fields, lb_backends, lb_maglev, lb_services, lb_slots
 from datapath.maps.state import Key, MapState, Value
 
 #: upserts in this order (backends before the slots that name them, slots before the
-#: service that counts them); deletes in the reverse order.
-MAP_ORDER = (lb_backends.NAME, lb_slots.NAME, lb_maglev.NAME, lb_services.NAME)
+#: service that counts them); deletes in the reverse order. Frontends and backends of
+#: IPv6 service ports go to the IPv6 maps; slots and Maglev tables are keyed by ids.
+MAP_ORDER = (lb_backends.NAME, lb_backends.NAME6, lb_slots.NAME, lb_maglev.NAME,
+             lb_services.NAME, lb_services.NAME6)
 
 
 class IdAllocator:
@@ -44,8 +46,9 @@ def port_entries(sp: ServicePort, *, svc_ids: IdAllocator, backend_ids: IdAlloca
     flags = (lb_services.F_AFFINITY if sp.affinity_timeout_s else 0) | (
         lb_services.F_MAGLEV if sp.maglev else 0)
     bids = [backend_ids.get((sp.key, b.address, b.port)) for b in sp.backends]
+    addr = fields.be32 if sp.family == 4 else fields.be128
     backends: dict[Key, Value] = {
-        (bid,): (fields.be32(b.address), fields.be16(b.port), proto, 0)
+        (bid,): (addr(b.address), fields.be16(b.port), proto, 0)  # type: ignore[arg-type]
         for bid, b in zip(bids, sp.backends, strict=True)}
     slots: dict[Key, Value] = {(svc_id, i + 1): (bid,) for i, bid in enumerate(bids)}
     maglev: dict[Key, Value] = {}
@@ -53,11 +56,12 @@ def port_entries(sp: ServicePort, *, svc_ids: IdAllocator, backend_ids: IdAlloca
         table = maglev_table([f"{b.address}:{b.port}" for b in sp.backends], maglev_m)
         maglev = {(svc_id, j): (bids[i],) for j, i in enumerate(table)}
     svc: dict[Key, Value] = {
-        (fields.be32(f.address), fields.be16(f.port), proto, 0):
+        (addr(f.address), fields.be16(f.port), proto, 0):  # type: ignore[arg-type]
             (svc_id, len(bids), flags, sp.affinity_timeout_s, 0)
         for f in sp.frontends}
-    return {lb_backends.NAME: backends, lb_slots.NAME: slots, lb_maglev.NAME: maglev,
-            lb_services.NAME: svc}
+    v6 = sp.family == 6
+    return {lb_backends.NAME6 if v6 else lb_backends.NAME: backends, lb_slots.NAME: slots,
+            lb_maglev.NAME: maglev, lb_services.NAME6 if v6 else lb_services.NAME: svc}
 
 
 def service_entries(ports: list[ServicePort], *, svc_ids: IdAllocator,

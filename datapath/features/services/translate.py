@@ -3,7 +3,14 @@ serves it) into :class:`ServicePort` records, with kube-proxy's semantics: Clust
 and NodePort frontends, target ports resolved through the EndpointSlice port of the
 same name (so named target ports work), only ready endpoints (serving terminating
 ones only when no endpoint is ready), ``internalTrafficPolicy: Local``, ClientIP
-session affinity with its timeout, and the backend algorithm annotation."""
+session affinity with its timeout, and the backend algorithm annotation.
+
+Families: a Service is served in each family of ``spec.ipFamilies`` (only the first
+for ``ipFamilyPolicy: SingleStack``; without ``ipFamilies``, the families of its
+cluster IPs), as the API server fills them for SingleStack, PreferDualStack and
+RequireDualStack. Each family gets its own service ports: that family's cluster IP
+and node addresses as frontends, and as backends the endpoints of the EndpointSlices
+whose ``addressType`` is that family (IPv4 frontends never lead to IPv6 backends)."""
 
 from __future__ import annotations
 
@@ -15,11 +22,13 @@ from datapath.features.services.models import (
     DEFAULT_AFFINITY_TIMEOUT_S,
     Backend,
     Frontend,
+    IPAddress,
     ServiceKey,
     ServicePort,
 )
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+FAMILY_NAMES = {"IPv4": 4, "IPv6": 6}
 
 
 class ObjectMeta(TypedDict, total=False):
@@ -49,12 +58,23 @@ def service_key(obj: ServiceObject | EndpointSliceObject) -> ServiceKey:
     return ServiceKey(f"{meta.get('namespace', 'default')}/{name}")
 
 
-def _v4(addr: str) -> ipaddress.IPv4Address | None:
+def _ip(addr: str) -> IPAddress | None:
     try:
-        ip = ipaddress.ip_address(addr)
+        return ipaddress.ip_address(addr)
     except ValueError:
         return None
-    return ip if isinstance(ip, ipaddress.IPv4Address) else None
+
+
+def families(spec: dict[str, Any]) -> list[int]:
+    """The address families a Service is served in (see the module docstring)."""
+    fams = [FAMILY_NAMES[f] for f in spec.get("ipFamilies") or [] if f in FAMILY_NAMES]
+    if not fams:
+        ips = [_ip(a) for a in spec.get("clusterIPs") or [spec.get("clusterIP") or ""]]
+        fams = [ip.version for ip in ips if ip is not None] or [4]
+    fams = list(dict.fromkeys(fams))
+    if spec.get("ipFamilyPolicy") == "SingleStack":
+        fams = fams[:1]
+    return fams
 
 
 def _cond(ep: dict[str, Any], name: str, default: bool) -> bool:
@@ -74,15 +94,17 @@ def select_endpoints(endpoints: list[dict[str, Any]], *, local_node: str | None
 
 
 def translate(service: ServiceObject, slices: list[EndpointSliceObject], *, node_name: str,
-              node_addresses: list[ipaddress.IPv4Address], default_maglev: bool = False
+              node_addresses: list[IPAddress], default_maglev: bool = False
               ) -> list[ServicePort]:
     spec = service.get("spec", {})
     meta = service.get("metadata", {})
     key = service_key(service)
     if spec.get("type") == "ExternalName":
         return []
-    cluster_ips = [ip for ip in (_v4(a) for a in (spec.get("clusterIPs")
-                                                   or [spec.get("clusterIP") or ""])) if ip]
+    fams = families(spec)
+    cluster_ips = [ip for ip in (_ip(a) for a in (spec.get("clusterIPs")
+                                                   or [spec.get("clusterIP") or ""]))
+                   if ip is not None and ip.version in fams]
     node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
     local = spec.get("internalTrafficPolicy") == "Local"
     affinity = 0
@@ -92,17 +114,18 @@ def translate(service: ServiceObject, slices: list[EndpointSliceObject], *, node
     algo = (meta.get("annotations") or {}).get(ALGORITHM_ANNOTATION, "")
     maglev = algo == "maglev" or (default_maglev and algo != "random")
     out = []
-    for p in spec.get("ports") or []:
+    for p, fam in ((p, fam) for p in spec.get("ports") or [] for fam in fams):
         name = p.get("name") or ""
         proto = p.get("protocol") or "TCP"
-        frontends = [Frontend(ip, int(p["port"])) for ip in cluster_ips]
+        frontends = [Frontend(ip, int(p["port"])) for ip in cluster_ips if ip.version == fam]
         if node_ports and p.get("nodePort"):
-            frontends += [Frontend(a, int(p["nodePort"])) for a in node_addresses]
+            frontends += [Frontend(a, int(p["nodePort"])) for a in node_addresses
+                          if a.version == fam]
         if not frontends:
-            continue  # headless: nothing to balance
+            continue  # headless, or no address of this family: nothing to balance
         candidates: list[tuple[dict[str, Any], int]] = []
         for sl in slices:
-            if sl.get("addressType", "IPv4") != "IPv4":
+            if FAMILY_NAMES.get(sl.get("addressType", "IPv4")) != fam:
                 continue
             port = next((int(sp["port"]) for sp in sl.get("ports") or []
                          if (sp.get("name") or "") == name
@@ -116,8 +139,8 @@ def translate(service: ServiceObject, slices: list[EndpointSliceObject], *, node
         for ep, port in candidates:
             if id(ep) in chosen_ids:
                 for a in ep.get("addresses") or []:
-                    ip = _v4(a)
-                    if ip is not None:
+                    ip = _ip(a)
+                    if ip is not None and ip.version == fam:
                         backends.add(Backend(ip, port))
         if proto == "SCTP":
             # the datapath rewrites SCTP addresses (its CRC32c covers no IP header) but
@@ -129,5 +152,5 @@ def translate(service: ServiceObject, slices: list[EndpointSliceObject], *, node
         out.append(ServicePort(service=key, port_name=name, protocol=proto,
                                frontends=tuple(sorted(set(frontends))),
                                backends=tuple(sorted(backends)),
-                               affinity_timeout_s=affinity, maglev=maglev))
+                               affinity_timeout_s=affinity, maglev=maglev, family=fam))
     return out

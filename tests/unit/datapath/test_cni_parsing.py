@@ -106,6 +106,31 @@ def test_forwards_to_the_agent_and_relays_errors(tmp_path: Path) -> None:
     assert seen[0]["containerId"] == "abc" and seen[0]["ifname"] == "eth0"
 
 
+def test_a_0_4_0_result_names_the_family_of_each_address(tmp_path: Path) -> None:
+    path = str(tmp_path / "a.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    ips = [{"address": "10.0.0.1/32", "gateway": "169.254.1.1", "interface": 1},
+           {"address": "fd00::1/128", "gateway": "fe80::1", "interface": 1}]
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.makefile("rb").readline()
+        conn.sendall(json.dumps({"ok": True, "result": {"ips": ips}}).encode() + b"\n")
+        conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    conf = json.dumps(dict(CONF, cniVersion="0.4.0", agentSocket=path)).encode()
+    rc, out = cni.run(_env(), conf)
+    t.join(5)
+    srv.close()
+    assert rc == 0 and out is not None
+    assert [(ip["address"], ip["version"]) for ip in out["ips"]] == [("10.0.0.1/32", "4"),
+                                                                     ("fd00::1/128", "6")]
+
+
 def test_plugin_imports_only_the_standard_library() -> None:
     code = ("import sys, datapath.cni; bad = [m for m in sys.modules if m.split('.')[0] in "
             "('pydantic', 'redis', 'pyroute2', 'aiohttp', 'ipam', 'bcc', 'prometheus_client')];"

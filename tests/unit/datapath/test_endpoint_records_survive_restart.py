@@ -32,3 +32,37 @@ def test_records_survive_a_restart(tmp_path: Path) -> None:
     assert again.load() == [a]
     assert again.get("a", "eth0") is not None and again.get("a", "eth0").fenced  # type: ignore[union-attr]
     assert sorted(p.name for p in (tmp_path / "endpoints").iterdir()) == ["a@eth0.json"]
+
+
+def test_dual_stack_records_round_trip_and_old_single_address_records_still_load(
+        tmp_path: Path) -> None:
+    store = EndpointStore(str(tmp_path))
+    dual = EndpointRecord(container_id="d", ifname="eth0", host_ifname="sipd",
+                          netns="/run/netns/d", pool="p4",
+                          addresses=[ipaddress.IPv6Address("fd00::7"),
+                                     ipaddress.IPv4Address("10.0.0.7")],
+                          owner="eph/d/eth0", kind="ephemeral")
+    assert dual.addresses == [ipaddress.IPv4Address("10.0.0.7"), ipaddress.IPv6Address("fd00::7")]
+    assert dual.address == ipaddress.IPv4Address("10.0.0.7")
+    assert dual.address_of(6) == ipaddress.IPv6Address("fd00::7")
+    store.put(dual)
+    # a record written by an agent before dual-stack: one "address"
+    (tmp_path / "endpoints" / "old@eth0.json").write_text(
+        '{"container_id": "old", "ifname": "eth0", "host_ifname": "sipold", '
+        '"netns": "/run/netns/old", "address": "10.0.0.9", "pool": "p4", '
+        '"owner": "eph/old/eth0", "kind": "ephemeral"}')
+    again = EndpointStore(str(tmp_path))
+    loaded = {r.container_id: r for r in again.load()}
+    assert loaded["d"] == dual
+    assert loaded["old"].addresses == [ipaddress.IPv4Address("10.0.0.9")]
+
+
+def test_two_addresses_of_one_family_are_refused() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="one address per family"):
+        EndpointRecord(container_id="x", ifname="eth0", host_ifname="sipx", netns="/x",
+                       pool="p", owner="eph/x/eth0", kind="ephemeral",
+                       addresses=[ipaddress.IPv4Address("10.0.0.1"),
+                                  ipaddress.IPv4Address("10.0.0.2")])

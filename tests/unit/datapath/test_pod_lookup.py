@@ -28,6 +28,11 @@ def test_opted_in_statefulset_pod() -> None:
     assert sticky_key_of(_pod()) == (ReservationKey.of("prod", "db", 2), "prod-a")
 
 
+def test_a_dual_stack_pod_names_one_pool_per_family() -> None:
+    pod = _pod(annotations={"stickyip.io/pool": "prod-a, prod-a6"})
+    assert sticky_key_of(pod) == (ReservationKey.of("prod", "db", 2), "prod-a,prod-a6")
+
+
 def test_pod_index_label_alone_and_pool_is_optional() -> None:
     pod = _pod(name="", labels={"stickyip.io/fixed-ip": "true",
                                 "apps.kubernetes.io/pod-index": "7"}, annotations={})

@@ -1,7 +1,8 @@
 """Pure NetworkPolicy computation: port ranges as prefixes, label selectors, and the
 map entries checked by emulating the eBPF lookups (LPM ipcache, four LPM policy
 lookups) against an independent, direct reading of the NetworkPolicy semantics on
-randomly generated policies."""
+randomly generated policies, over IPv4, IPv6 and dual-stack pods and ipBlocks of
+both families."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from datapath.maps import fields, ipcache, policy_denied, policy_endpoints, poli
 from datapath.maps.state import MapState, MemoryMaps
 
 A = ipaddress.IPv4Address
+A6 = ipaddress.IPv6Address
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @given(st.integers(0, 65535), st.integers(0, 2000))
@@ -63,9 +66,18 @@ def test_selector_operators() -> None:
 NAMESPACES = [NamespaceInfo("x", {"ns": "x"}), NamespaceInfo("y", {"ns": "y"}),
               NamespaceInfo("z", {"ns": "z", "env": "prod"})]
 NAMED = {"web": [("TCP", 80)], "dns": [("UDP", 53)]}
-PODS = [PodInfo(ns, name, A(f"10.0.{i}.{j + 1}"), {"pod": name}, NAMED)
+
+
+def _addresses(i: int, j: int) -> tuple[Addr, ...]:
+    """Dual-stack pods, but z/a is IPv4-only and z/b IPv6-only."""
+    v4, v6 = A(f"10.0.{i}.{j + 1}"), A6(f"fd00:{i}::{j + 1}")
+    return {(2, 0): (v4,), (2, 1): (v6,)}.get((i, j), (v4, v6))
+
+
+PODS = [PodInfo(ns, name, _addresses(i, j), {"pod": name}, NAMED)
         for i, ns in enumerate("xyz") for j, name in enumerate("abc")]
-EXTERNAL = [A("192.168.1.1"), A("192.168.1.200"), A("8.8.8.8")]
+EXTERNAL: list[Addr] = [A("192.168.1.1"), A("192.168.1.200"), A("8.8.8.8"),
+                        A6("fd00:99::1"), A6("2001:db8::1"), A6("fd00:1::200")]
 PROBES = [(6, 80), (6, 81), (17, 53), (17, 80), (132, 80)]
 
 
@@ -84,20 +96,25 @@ def _policy_bits(ep: int, ident: int, d: int, proto: int, port: int) -> int:
     return (ep << 64) | (ident << 32) | (d << 24) | (proto << 16) | port
 
 
-def emulate(maps: MapState, src: A, dst: A, proto: int, port: int,
-            endpoints: dict[A, int]) -> bool:
-    """What the programs decide for a new connection src -> dst (both directions)."""
-    ipc = {(k[0], int(fields.from_be32(k[1]))): v
-           for k, v in maps[ipcache.NAME].items()}
+def emulate(maps: MapState, src: Addr, dst: Addr, proto: int, port: int,
+            endpoints: dict[Addr, int]) -> bool:
+    """What the programs decide for a new connection src -> dst (both directions), on
+    the maps of the packet's family."""
+    v6 = src.version == 6
+    bits = 128 if v6 else 32
+    decode = fields.from_be128 if v6 else fields.from_be32
+    ipc = {(k[0], int(decode(k[1]))): v
+           for k, v in maps[ipcache.NAME6 if v6 else ipcache.NAME].items()}
     pol = {(k[0], _policy_bits(k[1], k[2], k[3], k[4], fields.from_be16(k[5]))): v
            for k, v in maps[policy_rules.NAME].items()}
-    eps = {fields.from_be32(k[0]): v for k, v in maps[policy_endpoints.NAME].items()}
+    eps = {decode(k[0]): v
+           for k, v in maps[policy_endpoints.NAME6 if v6 else policy_endpoints.NAME].items()}
 
-    def ident(a: A) -> int:
-        v = lpm(ipc, 32, int(a))
+    def ident(a: Addr) -> int:
+        v = lpm(ipc, bits, int(a))
         return v[0] if v else ipcache.ID_WORLD
 
-    def allowed(ep_addr: A, peer: A, d: int, flag: int) -> bool:
+    def allowed(ep_addr: Addr, peer: Addr, d: int, flag: int) -> bool:
         ep = eps.get(ep_addr)
         if not ep or not ep[1] & flag:
             return True
@@ -109,20 +126,25 @@ def emulate(maps: MapState, src: A, dst: A, proto: int, port: int,
             and allowed(dst, src, policy_rules.DIR_INGRESS, policy_endpoints.F_INGRESS_ENFORCED))
 
 
-def semantic(policies: list[dict[str, Any]], src: A, dst: A, proto: int, port: int) -> bool:
+def semantic(policies: list[dict[str, Any]], src: Addr, dst: Addr, proto: int,
+             port: int) -> bool:
     """The NetworkPolicy spec read directly, independently of compute.py."""
-    pods = {p.address: p for p in PODS}
+    pods = {a: p for p in PODS for a in p.addresses}
     nss = {n.name: {**n.labels, "kubernetes.io/metadata.name": n.name} for n in NAMESPACES}
     pname = {6: "TCP", 17: "UDP", 132: "SCTP"}[proto]
 
     def sel(s: dict[str, Any] | None, labels: dict[str, str]) -> bool:
         return matches(cast(LabelSelector | None, s), labels)  # selectors are unit-tested above
 
-    def peer_ok(peer: dict[str, Any], addr: A, pol_ns: str) -> bool:
+    def within(addr: Addr, cidr: str) -> bool:
+        net = ipaddress.ip_network(cidr)
+        return net.version == addr.version and addr in net
+
+    def peer_ok(peer: dict[str, Any], addr: Addr, pol_ns: str) -> bool:
         if "ipBlock" in peer:
             b = peer["ipBlock"]
-            return addr in ipaddress.IPv4Network(b["cidr"]) and not any(
-                addr in ipaddress.IPv4Network(e) for e in b.get("except", []))
+            return within(addr, b["cidr"]) and not any(
+                within(addr, e) for e in b.get("except", []))
         p = pods.get(addr)
         if p is None:
             return False
@@ -151,7 +173,7 @@ def semantic(policies: list[dict[str, Any]], src: A, dst: A, proto: int, port: i
                 return True
         return False
 
-    def side(ep: A, peer: A, direction: str, field: str) -> bool:
+    def side(ep: Addr, peer: Addr, direction: str, field: str) -> bool:
         pod = pods.get(ep)
         if pod is None:
             return True
@@ -188,7 +210,10 @@ peer_st = st.one_of(
     st.sampled_from([{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.1.0/24"]}},
                      {"ipBlock": {"cidr": "10.0.1.2/32"}},
                      {"ipBlock": {"cidr": "192.168.1.0/24", "except": ["192.168.1.128/25"]}},
-                     {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]))
+                     {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}},
+                     {"ipBlock": {"cidr": "fd00::/16", "except": ["fd00:1::/32"]}},
+                     {"ipBlock": {"cidr": "fd00:1::2/128"}},
+                     {"ipBlock": {"cidr": "::/0", "except": ["fd00::/8"]}}]))
 port_st = st.sampled_from([{"port": 80}, {"port": 81, "protocol": "TCP"},
                            {"port": 53, "protocol": "UDP"}, {"protocol": "UDP"},
                            {"port": 79, "endPort": 81}, {"port": "web"},
@@ -219,13 +244,14 @@ def policy_st(draw: Any) -> dict[str, Any]:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(policy_st(), min_size=1, max_size=3))
 def test_emulated_datapath_agrees_with_the_spec(policies: list[dict[str, Any]]) -> None:
-    local = [p.address for p in PODS]
+    local = [a for p in PODS for a in p.addresses]
     state = compute(policies=cast(list[NetworkPolicyObject], policies),
                     namespaces=NAMESPACES, pods=PODS, local=local)
     addrs = local + EXTERNAL
     for src in addrs:
         for dst in addrs:
-            if src == dst or (src in EXTERNAL and dst in EXTERNAL):
+            if src == dst or (src in EXTERNAL and dst in EXTERNAL) \
+                    or src.version != dst.version:
                 continue
             for proto, port in PROBES:
                 want = semantic(policies, src, dst, proto, port)
@@ -240,16 +266,16 @@ def test_manager_writes_only_changes_and_attributes_denies_per_policy() -> None:
         m.set_namespace(n)
     for p in PODS:
         m.set_pod(p)
-    m.set_local({p.address for p in PODS})
+    m.set_local({a for p in PODS for a in p.addresses})
     deny = {"metadata": {"name": "deny", "namespace": "x"},
             "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"]}}
     ops = m.set_policy(cast(NetworkPolicyObject, deny))
-    assert len(ops) == 1  # one endpoint entry: enforced, no allow entries
+    assert len(ops) == 2  # x/a's two endpoint entries (one per family), no allow entries
     ep_id = m.state.endpoints[PODS[0].address]
     maps.update(policy_denied.NAME, (ep_id, policy_rules.DIR_INGRESS), (7,))
     assert m.denied() == {"x/deny": 7}
     assert len(m.set_pod(PODS[5])) == 0  # nothing changed, nothing written
-    assert len(m.delete_policy("x/deny")) == 1
+    assert len(m.delete_policy("x/deny")) == 2
 
 
 def test_egress_named_port_to_anyone_opens_only_pods_serving_it() -> None:
@@ -259,9 +285,47 @@ def test_egress_named_port_to_anyone_opens_only_pods_serving_it() -> None:
            "spec": {"podSelector": {}, "policyTypes": ["Egress"],
                     "egress": [{"ports": [{"port": "web"}, {"port": 443}]}]}}
     state = compute(policies=[cast(NetworkPolicyObject, pol)], namespaces=NAMESPACES,
-                    pods=PODS, local=[p.address for p in PODS])
+                    pods=PODS, local=[a for p in PODS for a in p.addresses])
     src, pod, outside = PODS[0].address, PODS[4].address, EXTERNAL[0]
     assert emulate(state.maps, src, pod, 6, 80, state.endpoints)  # y/b serves web on 80
     assert not emulate(state.maps, src, outside, 6, 80, state.endpoints)
     assert not emulate(state.maps, src, pod, 6, 81, state.endpoints)
     assert emulate(state.maps, src, outside, 6, 443, state.endpoints)  # numeric: anyone
+
+
+def test_a_dual_stack_pod_is_one_endpoint_with_one_identity_per_family() -> None:
+    pol = {"metadata": {"name": "p", "namespace": "x"},
+           "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"],
+                    "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.1.0/24"}}]},
+                                {"from": [{"ipBlock": {"cidr": "fd00:2::/32"}}]}]}}
+    xa, yb, zc = PODS[0], PODS[4], PODS[8]
+    state = compute(policies=[cast(NetworkPolicyObject, pol)], namespaces=NAMESPACES,
+                    pods=PODS, local=[a for p in PODS for a in p.addresses])
+    v4, v6 = xa.addresses
+    assert state.endpoints[v4] == state.endpoints[v6]  # one endpoint: rules and counters
+    ipc4 = {k[1]: v[0] for k, v in state.maps[ipcache.NAME].items() if k[0] == 32}
+    ipc6 = {k[1]: v[0] for k, v in state.maps[ipcache.NAME6].items() if k[0] == 128}
+    assert ipc4[fields.be32(yb.addresses[0])] != ipc6[fields.be128(yb.addresses[1])]
+    # an IPv4 ipBlock admits y/b's IPv4 address, not its IPv6 one, and the reverse
+    assert emulate(state.maps, yb.addresses[0], v4, 6, 80, state.endpoints)
+    assert not emulate(state.maps, yb.addresses[1], v6, 6, 80, state.endpoints)
+    assert emulate(state.maps, zc.addresses[1], v6, 6, 80, state.endpoints)
+    assert not emulate(state.maps, zc.addresses[0], v4, 6, 80, state.endpoints)
+    # the host: hairpin addresses of both families and link-local sources (its gateway)
+    host6 = {ipaddress.IPv6Network((fields.from_be128(k[1]), k[0])): v[0]
+             for k, v in state.maps[ipcache.NAME6].items()}
+    assert host6[ipaddress.IPv6Network("fe80::/10")] == ipcache.ID_HOST
+    assert host6[ipaddress.IPv6Network("fdff:ffff:ffff:ffff::2a01/128")] == ipcache.ID_HOST
+    assert host6[ipaddress.IPv6Network("::/0")] == ipcache.ID_WORLD6
+
+
+def test_pod_addresses_come_from_pod_ips() -> None:
+    from datapath.features.policy.models import pod_info
+
+    info = pod_info({"metadata": {"name": "p", "namespace": "x"},
+                     "status": {"podIP": "10.0.0.1",
+                                "podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}]}})
+    assert info is not None and info.addresses == (A("10.0.0.1"), A6("fd00::1"))
+    only = pod_info({"metadata": {"name": "p"}, "status": {"podIP": "fd00::2"}})
+    assert only is not None and only.addresses == (A6("fd00::2"),)
+    assert pod_info({"metadata": {"name": "p"}, "status": {}}) is None

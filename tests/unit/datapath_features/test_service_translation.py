@@ -170,3 +170,78 @@ def test_sctp_is_served_only_without_port_remapping() -> None:
         {"name": "s", "port": 9001, "protocol": "SCTP"}])], node_name="n1",
                          node_addresses=[NODE_IP])
     assert remapped == []
+
+
+# --------------------------------------------------------------- IPv6 and dual-stack
+
+NODE_IP6 = ipaddress.IPv6Address("2001:db8::1")
+V4, V6 = ipaddress.IPv4Address, ipaddress.IPv6Address
+
+
+def eps6(endpoints: list[dict[str, Any]], name: str = "web-6") -> Any:
+    out = eps(endpoints, name=name)
+    out["addressType"] = "IPv6"
+    return out
+
+
+def dual(**spec: Any) -> Any:
+    return svc(clusterIP="10.96.0.10", clusterIPs=["10.96.0.10", "fd00:96::10"],
+               ipFamilies=["IPv4", "IPv6"], **spec)
+
+
+def by_family(out: list[Any]) -> dict[int, Any]:
+    assert len({sp.family for sp in out}) == len(out)
+    return {sp.family: sp for sp in out}
+
+
+def test_a_dual_stack_service_has_one_port_per_family_with_backends_of_that_family() -> None:
+    slices = [eps([ep("10.0.0.1")]), eps6([ep("fd00::1"), ep("fd00::2")])]
+    for policy in ("PreferDualStack", "RequireDualStack"):
+        out = by_family(translate(dual(ipFamilyPolicy=policy, type="NodePort", ports=[
+            {"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]), slices,
+            node_name="n1", node_addresses=[NODE_IP, NODE_IP6]))
+        assert set(out[4].frontends) == {Frontend(V4("10.96.0.10"), 80),
+                                         Frontend(NODE_IP, 30080)}
+        assert out[4].backends == (Backend(V4("10.0.0.1"), 8080),)
+        assert set(out[6].frontends) == {Frontend(V6("fd00:96::10"), 80),
+                                         Frontend(NODE_IP6, 30080)}
+        assert out[6].backends == (Backend(V6("fd00::1"), 8080), Backend(V6("fd00::2"), 8080))
+        assert out[4].key != out[6].key
+
+
+def test_single_stack_serves_only_its_family_even_beside_other_slices() -> None:
+    slices = [eps([ep("10.0.0.1")]), eps6([ep("fd00::1")])]
+    v6 = translate(svc(clusterIP="fd00:96::10", clusterIPs=["fd00:96::10"],
+                       ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack", type="NodePort",
+                       ports=[{"name": "http", "port": 80, "nodePort": 30080}]),
+                   slices, node_name="n1", node_addresses=[NODE_IP, NODE_IP6])
+    assert [(sp.family, set(sp.frontends), sp.backends) for sp in v6] == [
+        (6, {Frontend(V6("fd00:96::10"), 80), Frontend(NODE_IP6, 30080)},
+         (Backend(V6("fd00::1"), 8080),))]
+    # SingleStack keeps the first family even when more cluster IPs were written
+    first = translate(dual(ipFamilyPolicy="SingleStack"), slices, node_name="n1",
+                      node_addresses=[])
+    assert [sp.family for sp in first] == [4]
+    # without ipFamilies (an older object), the cluster IPs tell the families
+    implied = translate(svc(clusterIP="fd00:96::10", clusterIPs=["fd00:96::10"]), slices,
+                        node_name="n1", node_addresses=[])
+    assert [sp.family for sp in implied] == [6]
+
+
+def test_ipv6_service_entries_go_to_the_ipv6_maps() -> None:
+    maps = MemoryMaps()
+    m = ServiceManager(maps, node_name="n1", node_addresses=[])
+    m.set_service(dual(ipFamilyPolicy="PreferDualStack"))
+    m.set_slice(eps([ep("10.0.0.1")]))
+    m.set_slice(eps6([ep("fd00::1")]))
+    key6 = (fields.be128("fd00:96::10"), fields.be16(80), 6, 0)
+    assert maps.maps[lb_services.NAME6][key6][1] == 1
+    (_bid6, value6), = maps.maps[lb_backends.NAME6].items()
+    assert fields.from_be128(value6[0]) == V6("fd00::1") and value6[1] == fields.be16(8080)
+    key4 = (fields.be32("10.96.0.10"), fields.be16(80), 6, 0)
+    assert maps.maps[lb_services.NAME][key4][1] == 1
+    assert maps.maps[lb_services.NAME][key4][0] != maps.maps[lb_services.NAME6][key6][0]
+    assert fields.from_be32(maps.maps[lb_backends.NAME][next(iter(
+        maps.maps[lb_backends.NAME]))][0]) == V4("10.0.0.1")
+    m.delete_service(next(iter(m.services)))
+    assert all(not entries for entries in maps.maps.values())
