@@ -97,6 +97,7 @@ class EndpointManager:
             rec = await self._prepare(req, cid, ifname)
             self._adding[rec.key] = False
         probe = asyncio.ensure_future(self._no_conflict(rec))
+        await asyncio.sleep(0)  # the probe goes out now, not after the plumbing
         try:
             try:
                 async with self.lock:
