@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,3 +59,19 @@ def percentile(samples: list[float], q: float) -> float:
     s = sorted(samples)
     k = min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))
     return s[k]
+
+
+def median_of_medians(rounds: list[list[float]]) -> float:
+    """The statistic every contender gets: each round's median, then their median."""
+    return float(statistics.median(statistics.median(r) for r in rounds))
+
+
+def tool_version(cmd: list[str]) -> str:
+    """The first line a tool prints about its version (e.g. ``["nft", "--version"]``),
+    recorded with the results so that a baseline says exactly what ran."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unavailable ({e})"
+    text = (done.stdout or done.stderr).strip()
+    return text.splitlines()[0] if text else f"no output (exit {done.returncode})"

@@ -88,9 +88,11 @@ class AgentSettings(BaseSettings):
         default="", description="install the CNI plugin here at start-up (e.g. /opt/cni/bin), "
         "as a standalone 'python -S' script; empty: do not install")
     conflict_probe_wait: float = Field(
-        default=0.2, ge=0, description="seconds ADD listens for another holder of a pod's "
+        default=0.03, ge=0, description="seconds ADD listens for another holder of a pod's "
         "address on the node's links (ARP probe, IPv6 duplicate address detection; "
-        "the probe goes out twice); 0: no probing")
+        "the probe goes out twice within it), while the pod is plumbed; detects holders "
+        "answering within that time (the periodic re-check catches slower ones); "
+        "0: no probing")
     conflict_links: list[str] = Field(
         default_factory=list, description="links to probe and announce on (default: every "
         "up Ethernet link but loopback and pod veths); in the environment a JSON list")

@@ -19,6 +19,7 @@ import logging
 import select
 import socket
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ def node_links(skip_prefix: str, only: Sequence[str] = ()) -> list[Link]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         indexes = dict((name, index) for index, name in socket.if_nameindex())
         for name in list(only) or sorted(indexes):
+            if not only and name.startswith(skip_prefix):
+                continue  # a pod veth (a node has hundreds): no ioctl, no rtnl lock taken
             try:
                 req = struct.pack("16sH14s", name.encode(), 0, b"")
                 flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, req)[:18])[1]
@@ -166,25 +169,41 @@ class RawProber:
             raise NetlinkFailure(f"cannot probe the node's links for address conflicts: "
                                  f"{e.strerror or e}") from e
         finally:
-            for s, _ in socks:
-                s.close()
+            _close_later([s for s, _ in socks])
 
     def _announce(self, addresses: list[IPAddress]) -> None:
+        socks = []
         try:
             for link in self._links():
-                with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
-                    s.bind((link.name, 0))
-                    for a in addresses:
-                        s.send(probe.announcement(link.mac, a))
+                s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+                socks.append(s)
+                s.bind((link.name, 0))
+                for a in addresses:
+                    s.send(probe.announcement(link.mac, a))
         except OSError as e:
             # an announcement is a courtesy to neighbours; the pod runs without it
             log.warning("cannot announce addresses", extra={"error": str(e)})
+        finally:
+            _close_later(socks)
+
+
+def _close_later(socks: list[socket.socket]) -> None:
+    """Close raw sockets off the caller's path: closing a packet socket waits for an
+    RCU grace period (milliseconds to tens of them on a busy node), which an ADD need
+    not wait for."""
+    def close() -> None:
+        for s in socks:
+            s.close()
+    if socks:
+        threading.Thread(target=close, daemon=True, name="close-raw-sockets").start()
 
 
 def _open(link: Link, family: int) -> socket.socket:
     """A raw socket on ``link`` receiving ARP (4) or neighbour discovery (6) only."""
     proto = probe.ETH_P_ARP if family == 4 else probe.ETH_P_IPV6
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+    # Protocol 0 until bound: a socket created for a protocol receives it on every link
+    # at once, and binding it to one link then waits for an RCU grace period.
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         if family == 6:
             prog = ctypes.create_string_buffer(_nd_filter())  # copied by the kernel
@@ -204,7 +223,7 @@ def _open(link: Link, family: int) -> socket.socket:
 
 
 def _family_of(s: socket.socket) -> int:
-    return 4 if s.proto == socket.htons(probe.ETH_P_ARP) else 6
+    return 4 if s.getsockname()[1] == probe.ETH_P_ARP else 6
 
 
 def _drain(s: socket.socket) -> None:

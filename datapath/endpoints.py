@@ -84,36 +84,42 @@ class EndpointManager:
     # ------------------------------------------------------------------ ADD
 
     async def add(self, req: dict[str, Any]) -> dict[str, Any]:
-        """CNI ADD. Under the agent's lock: the checks and the IPAM call; without it: the
-        conflict probe (it waits on the network, and many pods starting at once must not
-        wait for each other's probes); under the lock again: the plumbing, undone step
-        by step on any failure."""
+        """CNI ADD. Under the agent's lock: the checks and the IPAM call. Then the
+        conflict probe runs (it waits on the network; many pods starting at once must
+        not wait for each other's probes) while, under the lock again, the pod is
+        plumbed: veth, addresses, routes, hooks are local to the node, and nothing is
+        announced until the probe has passed. A conflict, a failure, or a DEL meanwhile
+        undoes every step."""
         cid, ifname = _ids(req)
         async with self.lock:
             if (cid, ifname) in self._adding:
                 raise InterfaceExists(f"interface {ifname} of container {cid} is being added")
             rec = await self._prepare(req, cid, ifname)
             self._adding[rec.key] = False
+        probe = asyncio.ensure_future(self._no_conflict(rec))
+        await asyncio.sleep(0)  # the probe goes out now, not after the plumbing
         try:
             try:
-                await self._no_conflict(rec)
-            except BaseException:
                 async with self.lock:
-                    await self._undo_add(rec)
-                raise
-            async with self.lock:
-                try:
                     if self._adding[rec.key]:
                         raise TryAgain(f"container {cid} was deleted while being added")
                     await self._create(rec)
                     idx = self.ifindex[rec.host_ifname]
                     for hook in self.hooks:
                         await hook.endpoint_added(rec.endpoint(idx))
+                await probe
+                async with self.lock:
+                    if self._adding[rec.key]:
+                        raise TryAgain(f"container {cid} was deleted while being added")
                     if self.prober is not None:
                         await self.prober.announce(rec.addresses)
-                except BaseException:
+            except BaseException:
+                if not probe.done():
+                    probe.cancel()
+                    await asyncio.gather(probe, return_exceptions=True)
+                async with self.lock:
                     await self._undo_add(rec)
-                    raise
+                raise
         finally:
             self._adding.pop(rec.key, None)
         log.info("endpoint added", extra={"container": cid,
@@ -343,10 +349,10 @@ class EndpointManager:
             valid.add((str(a["containerID"]), str(a["ifname"])))
         removed = []
         for rec in list(self.records.all()):
-            if rec.key not in valid:
+            if rec.key not in valid and rec.key not in self._adding:  # not an ADD's
                 await self.delete({"containerId": rec.container_id, "ifname": rec.ifname})
                 removed.append(f"{rec.container_id}/{rec.ifname}")
-        # an ADD probing the network has a lease and no record yet: not a leak
+        # an ADD still in progress has a lease (and maybe a record): not a leak
         valid_owners = {f"eph/{c}/{i}" for c, i in valid | set(self._adding)}
         seen: set[str] = set()
         for spec in await self.ipam.pool_specs():

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 from redis.exceptions import NoScriptError, RedisError
 
 from ipam import layout, ranges, scripts
@@ -69,6 +70,24 @@ from ipam.runner import Durability, ScriptRunner
 log = logging.getLogger("stickyip.ipam")
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+_KINDS = {k.value: k for k in LeaseKind}
+_STATES = {s.value: s for s in ReservationState}
+_POLICIES = {p.value: p for p in NodeFailurePolicy}
+
+
+def _built(cls: type[M], values: dict[str, Any]) -> M:
+    """``cls.model_construct(**values)`` for a model whose every field is given, at a
+    fraction of its cost (it runs for every lease a call returns): the same instance
+    state, checked against model_construct by tests/unit/ipam/test_decoded_leases.py."""
+    m = cls.__new__(cls)
+    object.__setattr__(m, "__dict__", values)
+    object.__setattr__(m, "__pydantic_fields_set__", set(values))
+    object.__setattr__(m, "__pydantic_extra__", None)
+    object.__setattr__(m, "__pydantic_private__", None)
+    return m
+
+
 #: Kept for callers of the 0.1 name: a registered pool as the client caches it.
 PoolCache = PoolRef
 FAMILIES = ("ip4", "ip6")
@@ -130,7 +149,7 @@ class RedisIpam:
             client, batching=batching,
             durability=Durability(replicas=replicas,
                                   timeout_ms=max(1, int(replica_timeout * 1000))),
-            call_timeout=call_timeout)
+            call_timeout=call_timeout, many=scripts.MANY)
         self._specs: tuple[float, list[PoolSpec]] | None = None
         self.actor = actor
         self.clock = clock
@@ -385,10 +404,11 @@ class RedisIpam:
 
     # ---------------------------------------------------------------- records
 
-    def _decode_with(self, refs: dict[str, PoolRef], raw: str | bytes) -> Lease:
+    def _decode_with(self, refs: dict[str, PoolRef], raw: str | bytes | dict[str, Any]
+                     ) -> Lease:
         # Records are written only by our scripts: build without re-validating (this
         # is on every allocation's path).
-        d = json.loads(raw)
+        d = json.loads(raw) if not isinstance(raw, dict) else raw
         addrs: list[LeaseAddress] = []
         pools: list[PoolName] = []
         for fam in FAMILIES:
@@ -399,28 +419,29 @@ class RedisIpam:
             if "b" in a:
                 ref = refs[a["p"]]
                 block = int(a["b"], 16)
-                addrs.append(LeaseAddress.model_construct(
-                    pool=PoolName(a["p"]), address=ref.geo.at(block, int(a["o"])),
-                    block=block))
+                addrs.append(_built(LeaseAddress, {
+                    "pool": PoolName(a["p"]), "address": ref.geo.at(block, int(a["o"])),
+                    "block": block}))
         first_pool = addrs[0].pool if addrs else (pools[0] if pools else PoolName(""))
-        return Lease.model_construct(
-            owner=OwnerKey(d["owner"]),
-            pool=first_pool,
-            kind=LeaseKind(d["kind"]),
-            address=addrs[0].address if addrs else None,
-            addresses=tuple(addrs),
-            pools=tuple(pools),
-            node=NodeName(d["node"]) if d.get("node") else None,
-            epoch=int(d.get("epoch", 0)),
-            holder=d.get("holder") or "",
-            pod=d.get("pod") or "",
-            state=ReservationState(d.get("state", "bound")),
-            retain=float(d.get("retain", 0)),
-            policy=NodeFailurePolicy(d.get("policy", "migrate")),
-            expires_at=float(d.get("expires", 0)),
-            created_at=float(d.get("created", 0)),
-            updated_at=float(d.get("updated", 0)),
-        )
+        node = d.get("node")
+        return _built(Lease, {
+            "owner": OwnerKey(d["owner"]),
+            "pool": first_pool,
+            "kind": _KINDS[d["kind"]],
+            "address": addrs[0].address if addrs else None,
+            "addresses": tuple(addrs),
+            "pools": tuple(pools),
+            "node": NodeName(node) if node else None,
+            "epoch": int(d.get("epoch", 0)),
+            "holder": d.get("holder") or "",
+            "pod": d.get("pod") or "",
+            "state": _STATES[d.get("state", "bound")],
+            "retain": float(d.get("retain", 0)),
+            "policy": _POLICIES[d.get("policy", "migrate")],
+            "expires_at": float(d.get("expires", 0)),
+            "created_at": float(d.get("created", 0)),
+            "updated_at": float(d.get("updated", 0)),
+        })
 
     async def _decode(self, raw: str | bytes) -> Lease:
         d = json.loads(raw)
@@ -428,8 +449,11 @@ class RedisIpam:
         for fam in FAMILIES:
             a = d.get(fam)
             if isinstance(a, dict) and "b" in a:
-                refs[a["p"]] = await self._pool_gen(a["p"], str(a.get("g", "")))
-        return self._decode_with(refs, raw)
+                name, gen = a["p"], str(a.get("g", ""))
+                ref = self._pools.get(name)
+                refs[name] = ref if ref is not None and ref.gen == gen else (
+                    await self._pool_gen(name, gen))
+        return self._decode_with(refs, d)
 
     def _fail(self, ref: PoolRef | None, reply: list[str], what: str) -> IpamError:
         code = reply[1] if len(reply) > 1 else "?"
@@ -1040,7 +1064,8 @@ class RedisIpam:
         ref = await self.pool_for_address(address)
         b, o = ref.geo.locate(address)
         raw = await self._guard(
-            self._r.lrange(ref.prefix + f"a:{ref.geo.block_hex(b)}:{o}", 0, -1))
+            self._r.lrange(ref.prefix + f"a:{ref.geo.block_hex(b)}:{o}", 0,
+                           scripts.AUDIT_CAP - 1))
         entries = []
         addr = str(ref.geo.at(b, o))
         for item in raw:

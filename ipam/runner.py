@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,6 +34,8 @@ def _s(v: Any) -> str:
 class Script:
     source: str
     sha: str = ""
+    #: the same script's many-calls form (``ipam.scripts.MANY``), if it has one
+    many: Script | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,28 @@ class NotConfirmed(RedisError):
 
 
 _Item = tuple[Script, str, tuple[Any, ...], "asyncio.Future[Any]"]
+#: At most this many calls ride one many-calls EVALSHA (it blocks Redis meanwhile).
+MANY_MAX = 32
+
+
+def _commands(batch: list[_Item]) -> list[list[_Item]]:
+    """The pipeline's commands: calls of a script with a many-calls form go together
+    (up to MANY_MAX per command), the rest one per command, in order of first
+    appearance. Only calls made concurrently share a batch, so none of them waits
+    for another: their relative order was never promised."""
+    out: list[list[_Item]] = []
+    open_groups: dict[tuple[int, str], list[_Item]] = {}
+    for item in batch:
+        sc, key = item[0], item[1]
+        if sc.many is None:
+            out.append([item])
+            continue
+        group = open_groups.get((id(sc), key))
+        if group is None or len(group) >= MANY_MAX:
+            group = open_groups[(id(sc), key)] = []
+            out.append(group)
+        group.append(item)
+    return out
 
 
 class _Batcher:
@@ -102,9 +126,17 @@ class _Batcher:
 
     async def _send(self, batch: list[_Item], *, reload: bool = True) -> None:
         waits = self._dur.replicas > 0
+        commands = _commands(batch)
         try:
             async with self._r.pipeline(transaction=False) as pipe:
-                for sc, key, args, _ in batch:
+                for cmd in commands:
+                    sc, key, args, _ = cmd[0]
+                    if len(cmd) > 1:
+                        assert sc.many is not None
+                        if not sc.many.sha:
+                            sc.many.sha = _s(await self._r.script_load(sc.many.source))
+                        args = tuple(x for item in cmd for x in (len(item[2]), *item[2]))
+                        sc = sc.many
                     if waits:
                         pipe.evalsha(sc.sha, 2, key, TOUCH, *args)
                     else:
@@ -128,22 +160,37 @@ class _Batcher:
                 confirmed = NotConfirmed(
                     f"only {int(acks)} of {self._dur.replicas} replicas confirmed the write "
                     f"within {self._dur.timeout_ms} ms")
-        redo = []
-        for item, res in zip(batch, results, strict=True):
-            fut = item[3]
-            if fut.done():
-                continue
+        redo: list[_Item] = []
+        reload_scripts: dict[int, Script] = {}
+        for cmd, res in zip(commands, results, strict=True):
             if isinstance(res, NoScriptError) and reload:
-                redo.append(item)
+                redo.extend(cmd)
+                stale = cmd[0][0] if len(cmd) == 1 else cmd[0][0].many
+                assert stale is not None
+                reload_scripts[id(stale)] = stale
+                continue
+            if len(cmd) == 1:
+                replies = [res]
             elif isinstance(res, Exception):
-                fut.set_exception(res)
-            elif confirmed is not None:
-                fut.set_exception(confirmed)
+                replies = [res] * len(cmd)  # the command failed: so did each call of it
+            elif not isinstance(res, list) or len(res) != len(cmd):
+                replies = [ResponseError(f"the many-calls script answered {len(cmd)} calls "
+                                         f"with {res!r:.200}")] * len(cmd)
             else:
-                fut.set_result(res)
+                replies = res
+            for item, reply in zip(cmd, replies, strict=True):
+                fut = item[3]
+                if fut.done():
+                    continue
+                if isinstance(reply, Exception):
+                    fut.set_exception(reply)
+                elif confirmed is not None:
+                    fut.set_exception(confirmed)
+                else:
+                    fut.set_result(reply)
         if redo:
             try:
-                for sc in {id(i[0]): i[0] for i in redo}.values():
+                for sc in reload_scripts.values():
                     sc.sha = _s(await self._r.script_load(sc.source))
             except (RedisError, OSError) as e:
                 for *_, fut in redo:
@@ -165,8 +212,11 @@ class ScriptRunner:
 
     def __init__(self, client: aioredis.Redis, *, batching: bool = True,
                  durability: Durability | None = None,
-                 call_timeout: float | None = None) -> None:
+                 call_timeout: float | None = None,
+                 many: Mapping[str, str] | None = None) -> None:
         self.redis = client
+        #: script source -> its many-calls form (batched calls of it share one EVALSHA)
+        self._many = dict(many or {})
         self.durability = durability or Durability()
         self.call_timeout = call_timeout
         self._batcher = _Batcher(client, self.durability) if batching else None
@@ -229,7 +279,8 @@ class ScriptRunner:
     def script(self, source: str) -> Script:
         sc = self._scripts.get(source)
         if sc is None:
-            sc = self._scripts[source] = Script(source)
+            many = self._many.get(source)
+            sc = self._scripts[source] = Script(source, many=Script(many) if many else None)
         return sc
 
     async def call(self, source: str, key: str, *args: Any, write: bool = True) -> list[str]:

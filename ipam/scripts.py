@@ -48,32 +48,46 @@ entry), field ``c`` = JSON list of changes (schema in docs/ipam.md).
 
 from __future__ import annotations
 
+import re
+
 from ipam import layout
 
 AUDIT_CAP = 100
+#: A history is trimmed back to AUDIT_CAP once it holds this many more (not on every
+#: push); readers take the newest AUDIT_CAP.
+AUDIT_SLACK = 25
 #: Change log length (approximate trimming): ~20,000 revisions of history.
 LOG_MAXLEN = 20000
 
 PRELUDE = """
-local T = 'sip:{stickyip}:'
-local LAYOUT, POOLS, SPECS, SPANS = T..'layout', T..'pools', T..'specs', T..'spans'
-local REC, EXP, COUNTS, HOMES = T..'rec', T..'exp', T..'count', T..'homes'
-local BYHOME = T..'byhome'
-local LOG, TOUCH, FENCED = T..'log', T..'touch', T..'fenced'
+local T = '%(prefix)s'
+local LAYOUT, POOLS, SPECS, SPANS = '%(layout)s', '%(pools)s', '%(specs)s', '%(spans)s'
+local REC, EXP, COUNTS, HOMES = '%(rec)s', '%(exp)s', '%(count)s', '%(homes)s'
+local BYHOME = '%(byhome)s'
+local LOG, TOUCH, FENCED = '%(log)s', '%(touch)s', '%(fenced)s'
 local FAMS = {'ip4', 'ip6'}
 local HEX = '0123456789abcdef'
 local CH = {}
 local PC = {}
 
-local function layout_ok() return redis.call('HGET', LAYOUT, 'version') == '%(version)s' end
+local LAYOUT_OK = nil
+local GATE_OPEN = nil
+local function layout_ok()
+  if LAYOUT_OK == nil then
+    LAYOUT_OK = redis.call('HGET', LAYOUT, 'version') == '%(version)s'
+  end
+  return LAYOUT_OK
+end
 -- New addresses are handed out only while the store is the server process the
 -- cluster's running pods were last reconciled with (layout field 'open' = its run_id,
 -- written by the scheduler's reconciliation): after a restart or failover the store
 -- may lack reservations that running pods hold. Never armed: always open.
 local function gate_open()
-  local want = redis.call('HGET', LAYOUT, 'open')
-  if not want then return true end
-  return want == string.match(redis.call('INFO', 'server'), 'run_id:(%%w+)')
+  if GATE_OPEN == nil then
+    local want = redis.call('HGET', LAYOUT, 'open')
+    GATE_OPEN = (not want) or want == string.match(redis.call('INFO', 'server'), 'run_id:(%%w+)')
+  end
+  return GATE_OPEN
 end
 -- KEYS[2] (given only when writes must be confirmed on replicas): a retry that finds
 -- its work done still writes, so WAIT after it covers the first attempt's writes
@@ -130,7 +144,7 @@ local function audit(p, b, o, op, owner, node, epoch, now, actor)
   local n = redis.call('LPUSH', k, cjson.encode({at=now, op=op, owner=owner, node=node,
                                                   epoch=epoch, actor=actor}))
   if n == 1 then redis.call('SADD', p.K..'aud', b..':'..o) end
-  if n > %(cap)d then redis.call('LTRIM', k, 0, %(cap)d - 1) end
+  if n > %(cap)d + %(slack)d then redis.call('LTRIM', k, 0, %(cap)d - 1) end
 end
 local function audit_rec(r, op, now, actor)
   for _, f in ipairs(FAMS) do
@@ -150,10 +164,9 @@ local function ensure_block(p, b)
     redis.call('HSET', p.K..'bf', b, p.bs)
   end
 end
+-- the lowest free offset of block B, or -1 (an unmaterialised block has no bitmap:
+-- BITPOS answers 0, and indeed all of it is free)
 local function first_free(p, b)
-  local f = bfree(p, b)
-  if f == nil then return 0 end
-  if f <= 0 then return -1 end
   local o = redis.call('BITPOS', p.K..'u:'..b, 0)
   if o < 0 or o >= p.bs then return -1 end
   return o
@@ -170,14 +183,15 @@ local function index_free(p, b)
     redis.call('ZREM', p.K..'free', b)
   end
 end
-local function mark(p, b, o)
-  ensure_block(p, b)
+-- MAT: the caller knows block B is materialised (its bitmap and free count exist)
+local function mark(p, b, o, mat)
+  if not mat then ensure_block(p, b) end
   if redis.call('SETBIT', p.K..'u:'..b, o, 1) == 0 then
     if redis.call('HINCRBY', p.K..'bf', b, -1) == 0 then index_free(p, b) end
   end
 end
-local function unmark(p, b, o)
-  if redis.call('HEXISTS', p.K..'bf', b) == 0 then return end
+local function unmark(p, b, o, mat)
+  if not mat and redis.call('HEXISTS', p.K..'bf', b) == 0 then return end
   if redis.call('SETBIT', p.K..'u:'..b, o, 0) == 1 then
     if redis.call('HINCRBY', p.K..'bf', b, 1) == 1 then index_free(p, b) end
   end
@@ -189,9 +203,17 @@ local function claim_block(p, b, node)
   redis.call('SADD', p.K..'nodes', node)
   index_free(p, b)
   change(at(p, b, nil, {op='block.claim', node=node}))
+  -- addresses of B routed to NODE while B had no node are now routed with the block
+  for _, o in ipairs(redis.call('HKEYS', p.K..'o:'..b)) do
+    local k = b..':'..o
+    if redis.call('HGET', p.K..'mig', k) == node then
+      redis.call('HDEL', p.K..'mig', k)
+      change(at(p, b, tonumber(o), {op='mig.clear'}))
+    end
+  end
 end
-local function take(p, b, o, owner)
-  mark(p, b, o)
+local function take(p, b, o, owner, mat)
+  mark(p, b, o, mat)
   redis.call('HSET', p.K..'o:'..b, o, owner)
   redis.call('HINCRBY', p.K..'bu', b, 1)
   redis.call('HINCRBY', p.K..'m', 'used', 1)
@@ -206,7 +228,7 @@ local function free_addr(p, b, o, owner)
   if redis.call('SISMEMBER', p.K..'ex', k) == 1 then
     redis.call('HINCRBY', p.K..'m', 'exheld', -1)
   else
-    unmark(p, b, o)
+    unmark(p, b, o, true)  -- held, so taken, so its block is materialised
   end
   if redis.call('HDEL', p.K..'mig', k) == 1 then change(at(p, b, o, {op='mig.clear'})) end
   return true
@@ -222,7 +244,7 @@ local function plan_alloc(p, node, borrow)
     if #bl == 0 then break end
     if redis.call('HGET', p.K..'blk', bl[1]) == node then
       local o = first_free(p, bl[1])
-      if o >= 0 then return {b=bl[1], o=o, how='own'} end
+      if o >= 0 then return {b=bl[1], o=o, how='own', mat=true} end
     end
     i = i + 1
   end
@@ -248,7 +270,7 @@ local function plan_alloc(p, node, borrow)
       local bl = redis.call('ZRANGEBYLEX', p.K..'free', '-', '+', 'LIMIT', i, 1)
       if #bl == 0 then break end
       local o = first_free(p, bl[1])
-      if o >= 0 then return {b=bl[1], o=o, how='borrow'} end
+      if o >= 0 then return {b=bl[1], o=o, how='borrow', mat=true} end
       i = i + 1
     end
   end
@@ -257,7 +279,7 @@ end
 local function commit_alloc(p, pl, node, owner)
   if pl.how == 'cur' then redis.call('HSET', p.K..'m', 'cur', pl.nxt) end
   if pl.how == 'cur' or pl.how == 'fb' then claim_block(p, pl.b, node) end
-  take(p, pl.b, pl.o, owner)
+  take(p, pl.b, pl.o, owner, pl.mat)
 end
 
 -- ----------------------------------------------------------------- records
@@ -328,8 +350,19 @@ local function entries(r)
   end
   return e
 end
+local function index_one(x, d)
+  if x[1] == 'h' then redis.call('HINCRBY', x[2], x[3], d)
+  elseif x[1] == 's' then redis.call(d > 0 and 'SADD' or 'SREM', x[2], x[3])
+  elseif d > 0 then redis.call('ZADD', x[2], x[4], x[3])
+  else redis.call('ZREM', x[2], x[3]) end
+end
 -- Move counters and indexes from record OLD to record NEW (either may be nil).
 local function reindex(old, new)
+  if not old or not new then  -- created or deleted: nothing to compare
+    local d = old and -1 or 1
+    for _, x in ipairs(entries(old or new)) do index_one(x, d) end
+    return
+  end
   local a, b = {}, {}
   for _, x in ipairs(entries(old)) do a[x[1]..' '..x[2]..' '..x[3]..' '..tostring(x[4])] = x end
   for _, x in ipairs(entries(new)) do b[x[1]..' '..x[2]..' '..x[3]..' '..tostring(x[4])] = x end
@@ -371,11 +404,19 @@ local function save(old, r)
   return enc
 end
 """.replace("%(version)s", layout.LAYOUT_VERSION).replace(
-    "%(maxlen)d", str(LOG_MAXLEN)).replace("%(cap)d", str(AUDIT_CAP)).replace("%%", "%")
+    "%(maxlen)d", str(LOG_MAXLEN)).replace("%(cap)d", str(AUDIT_CAP)).replace(
+    "%(slack)d", str(AUDIT_SLACK)).replace(
+    "%(prefix)s", layout.PREFIX).replace("%(layout)s", layout.LAYOUT).replace(
+    "%(pools)s", layout.POOLS).replace("%(specs)s", layout.SPECS).replace(
+    "%(spans)s", layout.SPANS).replace("%(rec)s", layout.RECORDS).replace(
+    "%(exp)s", layout.EXPIRY).replace("%(count)s", layout.COUNTS).replace(
+    "%(homes)s", layout.HOMES).replace("%(byhome)s", layout.BYHOME).replace(
+    "%(log)s", layout.LOG).replace(
+    "%(touch)s", layout.TOUCH).replace("%(fenced)s", layout.FENCED).replace("%%", "%")
 
 # KEYS[1] layout; ARGV: owner, node, now, actor, pod, holder, borrow(0|1), npools, pool...
 # An ephemeral lease: one address from NODE's blocks in each pool (one pool per family).
-ALLOCATE = PRELUDE + """
+ALLOCATE_BODY = """
 local owner, node, now, actor = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local pod, holder, borrow = ARGV[5], ARGV[6], ARGV[7] == '1'
 if not layout_ok() then return {'err', 'layout'} end
@@ -395,16 +436,21 @@ for i = 1, tonumber(ARGV[8]) do
 end
 local r = {owner=owner, kind='ephemeral', node=node, epoch=1, holder=holder, pod=pod,
            state='bound', retain=0, policy='migrate', expires=0, created=now, updated=now}
+local borrowed = false
 for _, x in ipairs(plans) do
   commit_alloc(x.p, x.pl, node, owner)
   r[x.f] = {p=x.p.name, g=x.p.g, b=x.pl.b, o=x.pl.o}
+  borrowed = borrowed or x.pl.how == 'borrow'
 end
-route(r, false)
+-- an address of NODE's own block, or of a block it claims now, is routed with the
+-- block (a free address carries no migration): only a borrowed one needs a route
+if borrowed then route(r, false) end
 local enc = save(nil, r)
 audit_rec(r, 'allocate', now, actor)
 commit()
 return {'new', enc}
 """
+ALLOCATE = PRELUDE + ALLOCATE_BODY
 
 # KEYS[1] layout; ARGV: owner, node|'', retain seconds|'' (-1 forever; '' keeps),
 #   policy|'' (keeps), holder|'', pod|'', now, actor, dry(0|1), npools,
@@ -546,15 +592,14 @@ return {'new', enc}
 # Free an owner's addresses. A bound reservation (a pod holds it) is refused unless
 # FORCE, and forced it is quarantined: its addresses stay taken until the holder is
 # confirmed gone (HOLDER_GONE). EXPECT_HOLDER: the caller knows that holder is gone.
-RELEASE = PRELUDE + """
+RELEASE_BODY = """
 local owner, now, actor = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local holder, force = ARGV[4], ARGV[5] == '1'
 if not layout_ok() then return {'err', 'layout'} end
 local cur = redis.call('HGET', REC, owner)
-if not cur or (ARGV[6] ~= '' and not has_pool(cjson.decode(cur), ARGV[6])) then
-  touch(); return {'absent'}
-end
+if not cur then touch(); return {'absent'} end
 local r = cjson.decode(cur)
+if ARGV[6] ~= '' and not has_pool(r, ARGV[6]) then touch(); return {'absent'} end
 if holder ~= '' and r.holder ~= holder then return {'err', 'holder', r.holder} end
 if r.kind == 'sticky' and holder == '' and r.holder ~= '' and
     (r.state == 'bound' or r.state == 'quarantined') then
@@ -570,6 +615,7 @@ drop(r, 'release', now, actor)
 commit()
 return {'released', cur}
 """
+RELEASE = PRELUDE + RELEASE_BODY
 
 # KEYS[1] layout; ARGV: owner, holder, now, actor
 # The holder pod of OWNER is confirmed gone (GC, reconciliation): a quarantined record
@@ -1238,3 +1284,79 @@ local id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 redis.call('HSET', LAYOUT, 'open', id)
 return {'ok', id}
 """
+
+
+# Many calls of one script in one EVALSHA (the runner's batches): ARGV is
+# n1, the n1 arguments of call 1, n2, the arguments of call 2, ...; the reply lists
+# each call's reply. Each call runs exactly as alone (validated before it writes,
+# idempotent on its owner, its own change-log revision); they share the script's
+# start-up and the pool reads.
+_MANY = """
+local out, i = {}, 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  CH = {}
+  out[#out + 1] = op({unpack(ARGV, i + 1, i + n)})
+  i = i + n + 1
+end
+return out
+"""
+
+
+def many(body: str) -> str:
+    return PRELUDE + "local function op(ARGV)\n" + body + "end\n" + _MANY
+
+
+ALLOCATE_MANY = many(ALLOCATE_BODY)
+RELEASE_MANY = many(RELEASE_BODY)
+#: The scripts the runner may batch, and their many-calls form.
+MANY = {ALLOCATE: ALLOCATE_MANY, RELEASE: RELEASE_MANY}
+
+
+def _units(prelude: str) -> tuple[str, list[tuple[str, str]]]:
+    """The prelude's declarations (always kept) and its functions, in order, as
+    (name, text); a comment block belongs to the function it precedes."""
+    head: list[str] = []
+    units: list[tuple[str, str]] = []
+    pending: list[str] = []
+    for line in prelude.splitlines(keepends=True):
+        m = re.match(r"local function (\w+)", line)
+        if m:
+            units.append((m.group(1), "".join(pending) + line))
+            pending = []
+        elif line.startswith("--") or not units:
+            pending.append(line)
+            if not units and not line.startswith("--"):
+                head.extend(pending)
+                pending = []
+        else:
+            name, text = units[-1]
+            units[-1] = (name, text + "".join(pending) + line)
+            pending = []
+    return "".join(head + pending), units
+
+
+def lean(source: str) -> str:
+    """``source`` with only the prelude functions its body needs (transitively).
+
+    Lua creates a closure for every ``local function`` each time a script runs; the
+    hot scripts need a few of the prelude's thirty, so each script carries only
+    those (in the prelude's order, so a function is defined before it is used)."""
+    if not source.startswith(PRELUDE):
+        return source
+    head, units = _units(PRELUDE)
+    body = source[len(PRELUDE):]
+    words = set(re.findall(r"\w+", body))
+    needed: set[str] = set()
+    for name, text in reversed(units):  # a function only calls earlier ones
+        if name in words:
+            needed.add(name)
+            words |= set(re.findall(r"\w+", text.split("\n", 1)[1] if "\n" in text else ""))
+    return head + "".join(text for name, text in units if name in needed) + body
+
+
+#: Every script above runs with the prelude functions it uses, no others.
+for _name, _value in list(globals().items()):
+    if _name.isupper() and _name != "PRELUDE" and isinstance(_value, str):
+        globals()[_name] = lean(_value)
+MANY = {lean(k): lean(v) for k, v in MANY.items()}

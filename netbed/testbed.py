@@ -317,6 +317,13 @@ class Testbed:
             node.agent.wait(timeout=30)
         node.agent = None
 
+    def policy_drops(self) -> int:
+        """Packets the agents' policy programs dropped so far, over every node."""
+        from netbed.topology import pinned_policy_drops
+
+        return sum(pinned_policy_drops(f"{node.pin_root}/features")
+                   for node in self.nodes.values())
+
     def agent_log(self, name: str) -> str:
         return self.nodes[name].log.read_text(errors="replace")
 

@@ -12,11 +12,39 @@ import ipaddress
 import json
 import secrets
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from datapath.hooks import Endpoint
+from datapath.maps import policy_denied
 from netbed.pods import probe_expecting, probe_many, start_program
 from netbed.shell import Namespaces, netns_path, sh
+
+
+def policy_drops(programs: Any) -> int:
+    """Packets the policy programs of ``programs`` (a loaded
+    :class:`datapath.loader.FeaturePrograms`) dropped so far, over every endpoint."""
+    return sum(int(value[0]) for _, value in programs.items(policy_denied.NAME))
+
+
+def pinned_policy_drops(pin_dir: str) -> int:
+    """The same, read from the policy drop map pinned under ``pin_dir`` by another
+    process (an agent's features hook): 0 while it does not exist."""
+    path = f"{pin_dir}/{policy_denied.NAME}"
+    done = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", path],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return 0
+    total = 0
+    for entry in json.loads(done.stdout or "[]"):
+        value = entry.get("formatted", entry).get("value")
+        if isinstance(value, dict):
+            total += int(value["packets"])
+        else:
+            total += int.from_bytes(bytes(int(x, 16) for x in value[:8]), "little")
+    return total
+
 
 GATEWAY = "169.254.1.1"
 GATEWAY6 = "fe80::1"
@@ -128,9 +156,11 @@ class Topology:
         return out
 
     def probe_expecting(self, probes: list[tuple[Pod, str, int, str]], want: list[bool],
-                        timeout: float = 0.5, sport: int = 0) -> list[tuple[bool, str]]:
-        """:func:`probe_expecting` from pods."""
-        return probe_expecting(self._procs(probes), want, timeout=timeout, sport=sport)
+                        timeout: float = 0.5, sport: int = 0,
+                        denied: Callable[[], int] | None = None) -> list[tuple[bool, str]]:
+        """:func:`probe_expecting` from pods (``denied``: the policy drop count)."""
+        return probe_expecting(self._procs(probes), want, timeout=timeout, sport=sport,
+                               denied=denied)
 
     def close(self) -> None:
         for pod in self.pods.values():

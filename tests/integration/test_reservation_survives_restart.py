@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,14 +33,58 @@ async def _ipam(url: str) -> RedisIpam:
     return RedisIpam(client, actor="test")
 
 
-def _workers(url: str, n: int, seconds: float) -> list[subprocess.Popen[str]]:
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.support.alloc_worker", url, "crash", f"n{i % 3}",
-             f"w{i}", str(seconds)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(n)
-    ]
+class Workers:
+    """Allocating client processes that run until told to stop; their acknowledged
+    allocations are read as they come (``acked``), so the test acts on what the
+    clients have seen, not on a clock."""
+
+    def __init__(self, url: str, n: int) -> None:
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.support.alloc_worker", url, "crash",
+                 f"n{i % 3}", f"w{i}", "0"],
+                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+            for i in range(n)]
+        self.acked: dict[str, str] = {}
+        self._lock = threading.Condition()
+        self._readers = [threading.Thread(target=self._read, args=(p,), daemon=True)
+                         for p in self.procs]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            owner, addr = line.split()
+            with self._lock:
+                self.acked[owner] = addr
+                self._lock.notify_all()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.acked)
+
+    async def wait_acked(self, n: int, *, within: float = 60.0) -> None:
+        """Until ``n`` allocations in all are acknowledged (a failure after ``within``)."""
+        def wait() -> bool:
+            with self._lock:
+                return self._lock.wait_for(lambda: len(self.acked) >= n, timeout=within)
+        assert await asyncio.to_thread(wait), (
+            f"only {self.count()} of {n} allocations acknowledged within {within} s")
+
+    def stop(self) -> int:
+        """Stop every worker; the number of calls they reported unacknowledged."""
+        errors = 0
+        for p in self.procs:
+            assert p.stdin is not None and p.stderr is not None
+            p.stdin.close()
+        for p, t in zip(self.procs, self._readers, strict=True):
+            assert p.stderr is not None
+            errors += p.stderr.read().count("unacked")
+            p.wait(timeout=30)
+            t.join(timeout=30)
+        return errors
 
 
 async def test_acknowledged_allocations_survive_kill9(server: RedisServer) -> None:
@@ -49,20 +92,16 @@ async def test_acknowledged_allocations_survive_kill9(server: RedisServer) -> No
     await ipam.apply_pool(PoolSpec(name="crash", cidr="10.40.0.0/16", block_size=26))
     await ipam.aclose()
 
-    procs = _workers(server.url, 4, seconds=3.0)
-    await asyncio.sleep(1.2)
-    server.kill9()  # mid-run, without warning
-    await asyncio.sleep(0.3)
-    server.start()  # same port and directory: replays the AOF
-    acked: dict[str, str] = {}
-    errors = 0
-    for p in procs:
-        out, err = p.communicate(timeout=30)
-        errors += err.count("unacked")
-        for line in out.splitlines():
-            owner, addr = line.split()
-            acked[owner] = addr
-    assert len(acked) > 100, "the workers acknowledged too few allocations to mean anything"
+    workers = Workers(server.url, 4)
+    try:
+        await workers.wait_acked(150)  # the clients are busy allocating
+        server.kill9()  # mid-run, without warning
+        before = workers.count()
+        server.start()  # same port and directory: replays the AOF
+        await workers.wait_acked(before + 100)  # and they carry on against the restart
+    finally:
+        workers.stop()
+    acked = dict(workers.acked)
 
     ipam = await _ipam(server.url)
     try:
@@ -91,17 +130,26 @@ async def test_retry_after_timeout_allocates_once(server: RedisServer) -> None:
     await retrying.pool("crash")  # cache the pool so the next call is the script itself
     await retrying.allocate(pool="crash", node="n1", owner=ephemeral_owner("warm"))
 
+    # The server is resumed once the client has timed out and is about to re-send:
+    # the first attempt sits unanswered in the stopped server, the retry follows it.
+    backoff = client.connection_pool.connection_kwargs["retry"]._backoff
+    compute = backoff.compute
+    retried = asyncio.Event()
+
+    def counting(failures: int) -> float:
+        retried.set()
+        return float(compute(failures))
+
+    backoff.compute = counting
     os.kill(pid, signal.SIGSTOP)  # the server takes the request but cannot answer
-    resume = threading.Timer(0.7, os.kill, (pid, signal.SIGCONT))
-    resume.start()
     try:
-        started = time.monotonic()
-        results = await asyncio.gather(*(
+        calls = asyncio.gather(*(
             retrying.allocate(pool="crash", node="n1", owner=ephemeral_owner(f"r{i}"))
             for i in range(5)))
-        assert time.monotonic() - started > 0.2, "the server was never stalled"
+        await asyncio.wait_for(retried.wait(), timeout=30)
+        os.kill(pid, signal.SIGCONT)
+        results = await calls
     finally:
-        resume.join()
         os.kill(pid, signal.SIGCONT)
     await retrying.aclose()
 

@@ -145,14 +145,15 @@ async def test_plain_pods_are_scheduled_without_a_reservation(
             pods = await pods_of(api, "web")
             return sum(1 for p in pods.values() if p["spec"].get("nodeName")) == 2
         await api.wait_for(placed, timeout=10)
-        await asyncio.sleep(0.5)
-        pods = await pods_of(api, "web")
-        nodes = [p["spec"].get("nodeName") for p in pods.values()]
-        assert sorted(n for n in nodes if n) == ["node-0", "node-1"], "600m twice never fits 1"
-        assert [r async for r in ipam.records("pool-a")] == []
 
         async def said_why(_: object) -> bool:
             events = await api.list("v1", "Event", "default")
             return any(e.get("reason") == "FailedScheduling" and "insufficient cpu" in
                        e.get("message", "") for e in events)
+        # The third pod was decided (and refused) once its event exists: nothing later
+        # can place it, so the placements below are final.
         await api.wait_for(said_why, timeout=10)
+        pods = await pods_of(api, "web")
+        nodes = [p["spec"].get("nodeName") for p in pods.values()]
+        assert sorted(n for n in nodes if n) == ["node-0", "node-1"], "600m twice never fits 1"
+        assert [r async for r in ipam.records("pool-a")] == []

@@ -17,7 +17,7 @@ from datapath.features.policy import NamespaceInfo, PodInfo, PolicyManager
 from datapath.features.policy.models import NetworkPolicyObject, PolicyKey
 from datapath.loader import FeaturePrograms
 from netbed.pods import DROPPED
-from netbed.topology import Pod, Topology
+from netbed.topology import Pod, Topology, policy_drops
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]
@@ -82,7 +82,8 @@ class Bed:
         keys = list(want)
         probes = [(self.pod(s), str(self.pod(d).address), port, proto)
                   for s, d, port, proto in keys]
-        res = self.topo.probe_expecting(probes, [want[k] for k in keys])
+        res = self.topo.probe_expecting(probes, [want[k] for k in keys],
+                                        denied=lambda: policy_drops(self.progs))
         return outcomes(keys, res)
 
 

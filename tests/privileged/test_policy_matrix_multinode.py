@@ -45,7 +45,8 @@ class Bed:
     def matrix(self, want: Matrix) -> Outcomes:
         keys = list(want)
         res = probe_expecting([(self.procs[s], self.tb.pods[d].address, port, proto)
-                               for s, d, port, proto in keys], [want[k] for k in keys])
+                               for s, d, port, proto in keys], [want[k] for k in keys],
+                              denied=self.tb.policy_drops)
         return outcomes(keys, res)
 
     async def converge(self, expected: Expect, within: float = 20.0, case: str = "") -> None:
@@ -208,7 +209,8 @@ async def test_service_backends_on_every_node_and_policy_after_dnat(bed: Bed) ->
         bed.api.create(obj)
 
     def served(src: str, n: int = 30, want: bool = True) -> set[str]:
-        res = probe_expecting([(bed.procs[src], VIP, 8080, "tcp")] * n, [want] * n)
+        res = probe_expecting([(bed.procs[src], VIP, 8080, "tcp")] * n, [want] * n,
+                              denied=bed.tb.policy_drops)
         return {r if ok else f"failed: {r}" for ok, r in res}
 
     async def eventually(src: str, want: set[str], expect_served: bool = True) -> None:

@@ -2,12 +2,15 @@
 
 Usage: python -m tests.support.alloc_worker URL POOL NODE PREFIX SECONDS
 Prints one line per acknowledged allocation: ``OWNER ADDRESS``; errors go to stderr.
+With SECONDS 0 it runs until its standard input closes (the parent decides when, on
+what it has seen, not on a clock).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 
 from ipam import IpamError, RedisIpam, ephemeral_owner
@@ -18,8 +21,14 @@ async def main(url: str, pool: str, node: str, prefix: str, seconds: float) -> N
     client, _ = await open_redis(url, socket_timeout=0.5, retries=5)
     ipam = RedisIpam(client, actor=prefix)
     deadline = time.monotonic() + seconds
+    stop = threading.Event()
+    if seconds <= 0:
+        def until_eof() -> None:
+            sys.stdin.read()
+            stop.set()
+        threading.Thread(target=until_eof, daemon=True).start()
     i = 0
-    while time.monotonic() < deadline:
+    while not stop.is_set() if seconds <= 0 else time.monotonic() < deadline:
         owner = ephemeral_owner(f"{prefix}-{i}")
         try:
             lease = await ipam.allocate(pool=pool, node=node, owner=owner)

@@ -410,7 +410,9 @@ async def test_a_squatted_address_refuses_add_naming_it_and_leaves_nothing_behin
     assert bed.conflicts == [[squat]]
     assert bed.prober.announced == []
     await bed.assert_nothing_left()  # no veth, route, map entry, record, nor lease
-    assert "netlink.create_veth" not in bed.steps.calls  # refused before any plumbing
+    # plumbed while probing, then undone: never announced
+    assert bed.steps.calls.index("netlink.create_veth") < bed.steps.calls.index(
+        "netlink.delete_link", bed.steps.calls.index("netlink.create_veth"))
 
     del bed.prober.squatters[v6]  # the other host is gone: the retry succeeds
     result = await bed.manager.add(bed.request("ADD", "c1", netns="/run/netns/ns-c1"))
@@ -491,3 +493,21 @@ async def test_a_del_during_the_probe_cancels_the_add(
     with pytest.raises(DatapathError, match="deleted while being added"):
         await adding
     await bed.assert_nothing_left()
+
+
+async def test_the_pod_is_plumbed_while_the_probe_waits_and_announced_only_after(
+        ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
+    bed = Bed(ipam, pool, tmp_path)
+    gated = _gated(bed)
+    adding = asyncio.create_task(bed.add("c1"))
+    await asyncio.wait_for(gated.all_waiting.wait(), 5)
+    for _ in range(1000):  # let the plumbing run (fakes: no real waiting)
+        if bed.records.get("c1", "eth0") is not None and not bed.manager.lock.locked():
+            break
+        await asyncio.sleep(0)
+    assert "netlink.attach_bpf" in bed.steps.calls, "nothing plumbed while probing"
+    assert bed.prober.announced == [], "announced before the probe passed"
+    gated.gate.set()
+    result = await adding
+    assert bed.prober.announced == [ipaddress.ip_address(result["ips"][0]["address"]
+                                                         .split("/")[0])]
