@@ -7,7 +7,7 @@ that answers TCP on port 8080 with its pod name and runs probes on request.
 Every name carries the run's random id; :meth:`Datapath.close` removes namespaces,
 processes and bpffs pins even after a failure. Built from the same pieces as the
 privileged tests' bed (:mod:`netbed`), but sharing the demo's Redis and driven by the
-demo kubelet."""
+stand-in kubelet (:mod:`netbed.kubelet`)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from demo.errors import ComponentFailed, DemoError
-from demo.kubelet import RunningPod
 from demo.procs import Component, Supervisor, cni_command, stickyip_command
 from netbed.agents import agent_command, cni_env, pod_args
 from netbed.deployed import deployed_agent
 from netbed.fabric import Fabric, FabricNode
+from netbed.kubelet import RunningPod
 from netbed.pods import program_command
 from netbed.relay import LoopbackRelay
 from netbed.shell import BPFFS, Namespaces, NetbedError, netns_path, remove_pins, sh
@@ -349,7 +349,7 @@ class Datapath:
 
 
 class NetnsRuntime:
-    """The kubelet's runtime in datapath mode (see :class:`demo.kubelet.PodRuntime`)."""
+    """The kubelet's runtime in datapath mode (see :class:`netbed.kubelet.PodRuntime`)."""
 
     def __init__(self, datapath: Datapath) -> None:
         self.dp = datapath

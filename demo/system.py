@@ -1,7 +1,7 @@
 """The whole system of the demo, started in order and torn down in reverse even after
 a failure or Ctrl-C: Redis (AOF, unix socket), the webhook over HTTPS with a generated
 CA, the Kubernetes API stand-in calling that webhook on Pod CREATE, its StatefulSet
-controller, the sticky scheduler, the demo kubelet and (as root) three nodes with their
+controller, the sticky scheduler, the stand-in kubelet and (as root) three nodes with their
 agents and the eBPF datapath in network namespaces."""
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 from demo.config import DemoSettings
 from demo.errors import ComponentFailed
-from demo.kubelet import AnnotationRuntime, Kubelet, PodRuntime
 from demo.procs import (
     Component,
     Supervisor,
@@ -33,6 +32,7 @@ from demo.procs import (
 from demo.tls import TlsFiles, make_webhook_pair
 from ipam import PoolSpec, RedisIpam, open_ipam
 from kubestandin import KubeStandIn, WebhookTarget, objects
+from netbed.kubelet import AnnotationRuntime, Kubelet, PodRuntime
 
 SCHEDULER = "stickyip-scheduler"
 FIXED_IP_LABEL = "stickyip.io/fixed-ip"
@@ -148,7 +148,7 @@ class System:
                 "webhook", "--cert", str(tls.cert), "--key", str(tls.key),
                 "--host", "127.0.0.1", "--port", str(port), "--scheduler-name", SCHEDULER,
             ], env=self._env() | {"STICKYIP_KUBE_HOST": self.api.url})
-            await self.sup.wait_until(self.webhook, lambda: _https_ok(port, tls.ca, "/readyz"),
+            await self.sup.wait_until(self.webhook, lambda: https_ok(port, tls.ca, "/readyz"),
                                       within=30, what="ready (/readyz)")
             p.note(f"https://127.0.0.1:{port}/mutate-pods, CA {tls.ca}")
         runtime: PodRuntime = AnnotationRuntime()
@@ -169,26 +169,11 @@ class System:
             self.scheduler = self.sup.start("scheduler", [
                 *stickyip_command(), "--redis-url", self.redis_url, "--log-level", "info",
                 "scheduler", "--name", SCHEDULER], env=env)
-            await self._wait_leader(self.scheduler)
+            await wait_leader(self.api, self.scheduler)
         self.kubelet = Kubelet(self.api, runtime, self.nodes, on_error=self._kubelet_error)
         self.kubelet.start()
         p.note(f"component logs in {self.dir}" + (
             "" if self.s.keep_logs else " (removed at the end; --keep-logs keeps them)"))
-
-    async def _wait_leader(self, comp: Component) -> None:
-        assert self.api is not None
-        api = self.api
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if not comp.alive():
-                raise ComponentFailed(f"scheduler exited ({comp.proc.returncode}):\n"
-                                      + comp.tail())
-            lease = await api.get("coordination.k8s.io/v1", "Lease", SCHEDULER, "kube-system")
-            if lease and (lease.get("spec") or {}).get("holderIdentity"):
-                return
-            await asyncio.sleep(0.05)
-        raise ComponentFailed("scheduler did not take its leader Lease within 30s:\n"
-                              + comp.tail())
 
     @property
     def pools(self) -> str:
@@ -234,7 +219,24 @@ class System:
         self.nodes.remove(node)
 
 
-def _https_ok(port: int, ca: Path, path: str) -> bool:
+async def wait_leader(api: KubeStandIn, comp: Component, *, name: str = SCHEDULER,
+                      namespace: str = "kube-system", within: float = 30) -> None:
+    """Until the scheduler ``comp`` holds its leader Lease ``namespace/name``."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not comp.alive():
+            raise ComponentFailed(f"scheduler exited ({comp.proc.returncode}):\n"
+                                  + comp.tail())
+        lease = await api.get("coordination.k8s.io/v1", "Lease", name, namespace)
+        if lease and (lease.get("spec") or {}).get("holderIdentity"):
+            return
+        await asyncio.sleep(0.05)
+    raise ComponentFailed(f"scheduler did not take its leader Lease within {within:.0f}s:\n"
+                          + comp.tail())
+
+
+def https_ok(port: int, ca: Path, path: str) -> bool:
+    """An HTTPS GET of ``path`` on 127.0.0.1:``port`` answers 200 (CA ``ca``)."""
     ctx = ssl.create_default_context(cafile=str(ca))
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=0.5)
     try:

@@ -84,12 +84,15 @@ def deployed_agent(manifest: Path = MANIFEST) -> DeployedAgent:
 
 
 @contextlib.asynccontextmanager
-async def deployed_testbed(**kwargs: Any) -> AsyncIterator[tuple[Any, Any]]:
+async def deployed_testbed(*, standin: dict[str, Any] | None = None, **kwargs: Any
+                           ) -> AsyncIterator[tuple[Any, Any]]:
     """A :class:`netbed.testbed.Testbed` (``kwargs`` are its own) whose agents run as
     the DaemonSet runs them: its hooks, flags and settings (its sync interval, not the
     bed's faster one), a routing feed when the DaemonSet follows one, and, when they
     read the Kubernetes API, the API stand-in relayed into the node namespaces.
-    Yields (bed, stand-in or None)."""
+    ``standin``: options of that :class:`kubestandin.KubeStandIn` (default: no
+    StatefulSet controller); given, the bed has a stand-in even if the agents do not
+    read it. Yields (bed, stand-in or None)."""
     from kubestandin import KubeStandIn
     from netbed.relay import ThreadedRelay
     from netbed.testbed import Testbed
@@ -98,11 +101,11 @@ async def deployed_testbed(**kwargs: Any) -> AsyncIterator[tuple[Any, Any]]:
     env = {**agent.env, **kwargs.pop("agent_env", {})}
     bed = {"hooks": agent.hooks, "agent_args": agent.flags,
            "sync_interval": agent.settings().sync_interval, "feed": agent.feed, **kwargs}
-    if not agent.kube:
+    if not agent.kube and standin is None:
         async with Testbed(agent_env=env, **bed) as tb:
             yield tb, None
         return
-    async with KubeStandIn(statefulset_controller=False) as api:
+    async with KubeStandIn(**{"statefulset_controller": False, **(standin or {})}) as api:
         relay = ThreadedRelay(int(api.url.rsplit(":", 1)[1]))
         try:
             async with Testbed(agent_env={**env, "STICKYIP_KUBE_HOST": api.url}, relay=relay,

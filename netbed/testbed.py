@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
 import os
 import secrets
@@ -159,7 +160,7 @@ class Testbed:
         self.nodes: dict[str, Node] = {}
         self.pods: dict[str, Pod] = {}
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._counter = 0
+        self._counter = itertools.count(1)
         self.redis: RedisServer | None = None
         self.redis_url = ""
         self.feed = feed
@@ -375,8 +376,8 @@ class Testbed:
         return CniCall(proc.returncode, out, proc.stderr.decode(errors="replace"))
 
     def new_pod_netns(self) -> str:
-        self._counter += 1
-        return self.namespaces.add(f"{self.prefix}-p{self._counter}")
+        """A fresh pod namespace (thread-safe: runtimes create them off the loop)."""
+        return self.namespaces.add(f"{self.prefix}-p{next(self._counter)}")
 
     async def add_pod(self, node: str, namespace: str, name: str, *, uid: str = "",
                       ifname: str = "eth0", container_id: str = "",

@@ -1,8 +1,11 @@
-"""The demo's kubelet: for every pod bound to one of its nodes it asks a pod runtime to
-start the pod (in datapath mode: a network namespace plus the real ``stickyip-cni``
-ADD on that node) and then marks it Running and Ready with its podIP; for every pod that
-disappears it stops it (CNI DEL, netns removed). A lost node's pods simply vanish, as
-they would on a machine that lost power."""
+"""The stand-in kubelet (the demo's, and the pod-startup benchmark's): for every pod
+bound to one of its nodes it asks a pod runtime to start the pod (with a datapath: a
+network namespace plus the real ``stickyip-cni`` ADD on that node) and then marks it
+Running and Ready with its podIP; for every pod that disappears it stops it (CNI DEL,
+netns removed). A lost node's pods simply vanish, as they would on a machine that lost
+power. Runtimes: :class:`AnnotationRuntime` (control plane only),
+``demo.datapath.NetnsRuntime`` (the demo's nodes) and :class:`TestbedRuntime`
+(a :class:`netbed.testbed.Testbed`'s nodes)."""
 
 from __future__ import annotations
 
@@ -12,12 +15,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kubestandin import KubeStandIn
 from kubestandin.errors import NotFound
 
-log = logging.getLogger("stickyip.demo.kubelet")
+if TYPE_CHECKING:
+    from netbed.testbed import Pod, Testbed
+
+log = logging.getLogger("stickyip.netbed.kubelet")
 
 Obj = dict[str, Any]
 
@@ -189,3 +195,42 @@ class Kubelet:
             return
         self.running.pop(running.uid, None)
         self._not_before.pop(running.uid, None)
+
+
+class TestbedRuntime:
+    """The kubelet's runtime on the nodes of a :class:`netbed.testbed.Testbed`: a fresh
+    network namespace per pod and the real ``stickyip-cni`` ADD on its node
+    (:meth:`Testbed.add_pod`, as a container runtime calls the plugin); CNI DEL and the
+    namespace removed when it stops."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, bed: Testbed) -> None:
+        self.bed = bed
+        self.pods: dict[str, Pod] = {}
+
+    async def start_pod(self, pod: Obj, node: str) -> str:
+        meta = pod["metadata"]
+        uid = str(meta["uid"])
+        if node not in self.bed.nodes:
+            raise PodNotReady(f"node {node} is not part of the bed")
+        netns = await asyncio.to_thread(self.bed.new_pod_netns)
+        try:
+            started = await self.bed.add_pod(node, str(meta["namespace"]), str(meta["name"]),
+                                             uid=uid, netns=netns)
+        except BaseException:
+            await asyncio.to_thread(self.bed.namespaces.delete, netns)
+            raise
+        self.pods[uid] = started
+        return ",".join(started.addresses)
+
+    async def stop_pod(self, running: RunningPod) -> None:
+        started = self.pods.pop(running.uid, None)
+        if started is not None:
+            await self.bed.del_pod(started)
+
+    async def forget_node(self, node: str, pods: list[RunningPod]) -> None:
+        for r in pods:
+            started = self.pods.pop(r.uid, None)
+            if started is not None:
+                await asyncio.to_thread(self.bed.namespaces.delete, started.netns)
