@@ -329,3 +329,46 @@ def test_pod_addresses_come_from_pod_ips() -> None:
     only = pod_info({"metadata": {"name": "p"}, "status": {"podIP": "fd00::2"}})
     assert only is not None and only.addresses == (A6("fd00::2"),)
     assert pod_info({"metadata": {"name": "p"}, "status": {}}) is None
+
+
+def test_manager_computes_only_when_an_input_changed() -> None:
+    """Most pod events change nothing the policy reads (scheduled, bound, Ready, no
+    address yet): every agent would otherwise recompute every pod of the cluster for
+    each of them. Skipped, the maps still equal those of a manager that computes
+    after every event."""
+    maps, every_maps = MemoryMaps(), MemoryMaps()
+    m, every = PolicyManager(maps), PolicyManager(every_maps)
+    deny = cast(NetworkPolicyObject, {
+        "metadata": {"name": "deny", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}})
+    relabelled = PodInfo(PODS[1].namespace, PODS[1].name, PODS[1].addresses,
+                         {"pod": "b", "tier": "new"}, NAMED)
+    events: list[tuple[str, Any, bool]] = [  # (method, argument, changes an input)
+        ("set_local", set(), True),  # the first computation always runs
+        *[("set_namespace", n, True) for n in NAMESPACES],
+        *[("set_pod", p, True) for p in PODS],
+        ("set_local", {a for p in PODS[:4] for a in p.addresses}, True),
+        ("set_policy", deny, True),
+        # replays of what is known, and deletions of what never was
+        *[("set_namespace", NamespaceInfo(n.name, dict(n.labels)), False) for n in NAMESPACES],
+        *[("set_pod", PodInfo(p.namespace, p.name, p.addresses, dict(p.labels), NAMED),
+           False) for p in PODS],
+        ("set_policy", cast(NetworkPolicyObject, dict(deny)), False),
+        ("delete_pod", "x/never-had-an-address", False),
+        ("delete_policy", "x/none", False),
+        ("delete_namespace", "none", False),
+        ("set_local", {a for p in PODS[:4] for a in p.addresses}, False),
+        # real changes
+        ("set_pod", relabelled, True),
+        ("delete_pod", PODS[2].key, True),
+        ("delete_policy", "x/deny", True),
+    ]
+    for method, arg, changes in events:
+        before = m.syncs
+        getattr(m, method)(arg)
+        getattr(every, method)(arg)
+        every.sync()
+        assert m.syncs == before + int(changes), (method, arg)
+        assert maps.maps == every_maps.maps, (method, arg)
+        assert m.state.endpoints == every.state.endpoints
