@@ -17,6 +17,7 @@ Rows and the group measuring them:
 ``redis_cores_10_changes_per_s_5000_nodes``    ``bench.scale_follow``
 ``scheduler_ready_s_100k_reservations``        ``bench.scale_sched``
 ``gc_stats_redis_cores_100k``                  ``bench.scale_sched``
+``pods_per_s_1000_fixed_ip``                   ``bench.scale_pods``
 =============================================  =====================
 """
 
@@ -34,6 +35,7 @@ from bench.common import Report
 GROUPS = {
     "bench.scale_follow": "follow",
     "bench.scale_sched": "sched",
+    "bench.scale_pods": "pods",
 }
 
 
