@@ -22,12 +22,15 @@ PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
 
 
 def be32(addr: ipaddress.IPv4Address | str) -> int:
-    return int.from_bytes(ipaddress.IPv4Address(addr).packed, sys.byteorder)
+    # IPv4Address(an IPv4Address) parses its text again: the policy computation encodes
+    # every pod address of the cluster, so take an address as it is.
+    a = addr if isinstance(addr, ipaddress.IPv4Address) else ipaddress.IPv4Address(addr)
+    return int.from_bytes(a.packed, sys.byteorder)
 
 
 def be128(addr: ipaddress.IPv6Address | str) -> int:
     """The tuple form of an IPv6 address field (see the module docstring)."""
-    return int(ipaddress.IPv6Address(addr))
+    return int(addr if isinstance(addr, ipaddress.IPv6Address) else ipaddress.IPv6Address(addr))
 
 
 def from_be128(value: int) -> ipaddress.IPv6Address:
