@@ -5,7 +5,10 @@ packets per policy.
 The computation covers every pod of the cluster (the ipcache holds them all), so it
 runs only when an input changed: most pod events (scheduled, bound, Ready, a pod
 without an address yet) change nothing it reads, and once computed, an unchanged
-input is not computed again."""
+input is not computed again. A change given with ``defer=True`` is only recorded
+(:attr:`PolicyManager.pending`) and computed by the next :meth:`PolicyManager.flush`
+or sync: the Kubernetes feed computes a burst of changes once
+(:class:`datapath.features.kube.KubeFeed`)."""
 
 from __future__ import annotations
 
@@ -43,50 +46,61 @@ class PolicyManager:
         #: syncs run (the computation); the first one always runs (it writes the
         #: host and world entries even with no pod)
         self.syncs = 0
+        #: inputs changed (``defer=True``) since the last computation
+        self.pending = False
 
     # ------------------------------------------------------------ events
 
-    def set_namespace(self, ns: NamespaceInfo) -> MapOps:
+    def set_namespace(self, ns: NamespaceInfo, *, defer: bool = False) -> MapOps:
         changed = self.namespaces.get(ns.name) != ns
         self.namespaces[ns.name] = ns
-        return self._sync_if(changed)
+        return self._sync_if(changed, defer)
 
-    def delete_namespace(self, name: str) -> MapOps:
-        return self._sync_if(self.namespaces.pop(name, None) is not None)
+    def delete_namespace(self, name: str, *, defer: bool = False) -> MapOps:
+        return self._sync_if(self.namespaces.pop(name, None) is not None, defer)
 
-    def set_pod(self, pod: PodInfo) -> MapOps:
+    def set_pod(self, pod: PodInfo, *, defer: bool = False) -> MapOps:
         changed = self.pods.get(pod.key) != pod
         self.pods[pod.key] = pod
-        return self._sync_if(changed)
+        return self._sync_if(changed, defer)
 
-    def delete_pod(self, key: str) -> MapOps:
-        return self._sync_if(self.pods.pop(key, None) is not None)
+    def delete_pod(self, key: str, *, defer: bool = False) -> MapOps:
+        return self._sync_if(self.pods.pop(key, None) is not None, defer)
 
-    def set_policy(self, obj: NetworkPolicyObject) -> MapOps:
+    def set_policy(self, obj: NetworkPolicyObject, *, defer: bool = False) -> MapOps:
         meta = obj.get("metadata") or {}
         key = f"{meta.get('namespace', 'default')}/{meta.get('name', '')}"
         changed = self.policies.get(key) != obj
         self.policies[key] = obj
-        return self._sync_if(changed)
+        return self._sync_if(changed, defer)
 
-    def delete_policy(self, key: str) -> MapOps:
-        return self._sync_if(self.policies.pop(key, None) is not None)
+    def delete_policy(self, key: str, *, defer: bool = False) -> MapOps:
+        return self._sync_if(self.policies.pop(key, None) is not None, defer)
 
     def set_local(self, addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address]
                   ) -> MapOps:
         changed = self.local != set(addresses)
         self.local = set(addresses)
-        return self._sync_if(changed)
+        return self._sync_if(changed, False)
 
-    def _sync_if(self, changed: bool) -> MapOps:
+    def _sync_if(self, changed: bool, defer: bool) -> MapOps:
         """The computation is a function of the inputs above: unchanged, it would give
-        the maps already applied."""
-        return self.sync() if changed or not self.syncs else MapOps()
+        the maps already applied. Not deferred, it covers what is pending too."""
+        due = changed or not self.syncs
+        if defer:
+            self.pending = self.pending or due
+            return MapOps()
+        return self.sync() if due or self.pending else MapOps()
+
+    def flush(self) -> MapOps:
+        """Compute what deferred changes left pending (nothing when none are)."""
+        return self.sync() if self.pending else MapOps()
 
     # ------------------------------------------------------------ sync
 
     def sync(self) -> MapOps:
         self.syncs += 1
+        self.pending = False
         self.state = compute(policies=[self.policies[k] for k in sorted(self.policies)],
                              namespaces=list(self.namespaces.values()),
                              pods=list(self.pods.values()), local=self.local,

@@ -372,3 +372,26 @@ def test_manager_computes_only_when_an_input_changed() -> None:
         assert m.syncs == before + int(changes), (method, arg)
         assert maps.maps == every_maps.maps, (method, arg)
         assert m.state.endpoints == every.state.endpoints
+
+
+def test_deferred_changes_are_computed_once_by_flush() -> None:
+    maps, every_maps = MemoryMaps(), MemoryMaps()
+    m, every = PolicyManager(maps), PolicyManager(every_maps)
+    m.set_local({a for p in PODS[:2] for a in p.addresses})
+    every.set_local({a for p in PODS[:2] for a in p.addresses})
+    for n in NAMESPACES:
+        m.set_namespace(n, defer=True)
+        every.set_namespace(n)
+    for p in PODS:
+        assert len(m.set_pod(p, defer=True)) == 0
+        every.set_pod(p)
+    assert m.pending and m.syncs == 1
+    m.flush()
+    assert not m.pending and m.syncs == 2
+    assert maps.maps == every_maps.maps
+    assert len(m.flush()) == 0 and m.syncs == 2  # nothing pending: nothing computed
+    m.delete_pod(PODS[3].key, defer=True)
+    every.delete_pod(PODS[3].key)
+    m.set_local({a for p in PODS[:3] for a in p.addresses})  # not deferred: covers it
+    every.set_local({a for p in PODS[:3] for a in p.addresses})
+    assert not m.pending and maps.maps == every_maps.maps
