@@ -42,6 +42,9 @@ class WebhookCaller:
         self.store = store
         self.targets = targets
         self._session: aiohttp.ClientSession | None = None
+        #: one TLS context per target: connections are pooled by context, and
+        #: kube-apiserver keeps its connections to a webhook (no handshake per call)
+        self._contexts: dict[int, ssl.SSLContext | None] = {}  # by id(target)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -71,9 +74,12 @@ class WebhookCaller:
     async def _call(self, target: WebhookTarget, res: Resource, op: str, obj: Obj) -> Obj:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        ctx = ssl.create_default_context(cafile=target.ca_file) if target.ca_file else None
-        if ctx is not None and target.client_cert:
-            ctx.load_cert_chain(*target.client_cert)
+        if id(target) not in self._contexts:
+            ctx = ssl.create_default_context(cafile=target.ca_file) if target.ca_file else None
+            if ctx is not None and target.client_cert:
+                ctx.load_cert_chain(*target.client_cert)
+            self._contexts[id(target)] = ctx
+        ctx = self._contexts[id(target)]
         req_uid = str(uuid.uuid4())
         meta = obj["metadata"]
         group, version = (res.api_version.split("/") if res.group else ("", res.version))

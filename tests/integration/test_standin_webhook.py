@@ -26,10 +26,14 @@ class Webhook:
 
     def __init__(self) -> None:
         self.reviews: list[dict[str, Any]] = []
+        #: client (address, port) of each call: one per connection
+        self.peers: set[Any] = set()
 
     async def handle(self, request: web.Request) -> web.Response:
         review = await request.json()
         self.reviews.append(review)
+        self.peers.add(request.transport.get_extra_info("peername") if request.transport
+                       else None)
         req = review["request"]
         pod = req["object"]
         response: dict[str, Any] = {"uid": req["uid"], "allowed": True}
@@ -148,3 +152,16 @@ async def test_an_untrusted_certificate_fails_the_call(
         with pytest.raises(StandInError) as e:
             await api.create(objects.pod("p"))
         assert e.value.code == 500
+
+
+async def test_calls_reuse_their_connection(webhook: tuple[Webhook, str, str]) -> None:
+    """Like kube-apiserver, the stand-in keeps its connection to a webhook: a TLS
+    handshake per pod would make pod creation cost what the webhook does not."""
+    hook, url, ca_file = webhook
+    target = WebhookTarget(url=url, ca_file=ca_file, object_selector={
+        "matchLabels": {"app": "db"}})
+    async with KubeStandIn(mutating_webhooks=[target]) as api:
+        for i in range(10):
+            await api.create(objects.pod(f"db-{i}", labels={"app": "db"}))
+    assert len(hook.reviews) == 10
+    assert len(hook.peers) == 1, hook.peers
