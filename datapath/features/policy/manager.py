@@ -12,6 +12,7 @@ or sync: the Kubernetes feed computes a burst of changes once
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import logging
 
@@ -71,7 +72,8 @@ class PolicyManager:
         meta = obj.get("metadata") or {}
         key = f"{meta.get('namespace', 'default')}/{meta.get('name', '')}"
         changed = self.policies.get(key) != obj
-        self.policies[key] = obj
+        # a copy: a caller changing its object in place and setting it again is a change
+        self.policies[key] = copy.deepcopy(obj)
         return self._sync_if(changed, defer)
 
     def delete_policy(self, key: str, *, defer: bool = False) -> MapOps:

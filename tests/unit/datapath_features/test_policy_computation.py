@@ -395,3 +395,15 @@ def test_deferred_changes_are_computed_once_by_flush() -> None:
     m.set_local({a for p in PODS[:3] for a in p.addresses})  # not deferred: covers it
     every.set_local({a for p in PODS[:3] for a in p.addresses})
     assert not m.pending and maps.maps == every_maps.maps
+
+
+def test_a_policy_changed_in_place_and_set_again_is_computed() -> None:
+    m = PolicyManager(MemoryMaps())
+    pol: dict[str, Any] = {"metadata": {"name": "p", "namespace": "x"},
+                           "spec": {"podSelector": {"matchLabels": {"pod": "a"}},
+                                    "policyTypes": ["Ingress"]}}
+    m.set_policy(cast(NetworkPolicyObject, pol))
+    before = m.syncs
+    pol["spec"]["podSelector"]["matchLabels"]["pod"] = "b"
+    m.set_policy(cast(NetworkPolicyObject, pol))
+    assert m.syncs == before + 1
