@@ -619,7 +619,7 @@ class RedisIpam:
                     policy: NodeFailurePolicy | None = None,
                     holder: str = "", pod: str = "",
                     now: float | None = None, dry_run: bool = False,
-                    restore: bool = False) -> Reservation:
+                    restore: bool = False, epoch: int = 0) -> Reservation:
         """Create, reactivate or complete the sticky reservation of one ordinal.
 
         - ``pool`` (single-stack) or ``pools`` (one IPv4 and one IPv6 pool: a
@@ -638,6 +638,8 @@ class RedisIpam:
         - ``restore``: put back the reservation of a running pod that the store lost
           (the scheduler's reconciliation); taken even while new addresses are paused
           after a store restart or failover (``AllocationPaused`` otherwise).
+          ``epoch``: the epoch the pod runs at (its ``stickyip.io/epoch``), which a
+          restored record keeps, so that a later re-home still fences the pod.
         Idempotent on the ordinal: a retry returns the same reservation.
         """
         refs = await self._pools_arg(pool, pools)
@@ -665,7 +667,7 @@ class RedisIpam:
                            len(refs)]
         for ref in refs:
             args.extend([ref.spec.name, *explicit.get(ref.spec.name, ("", ""))])
-        args.append("1" if restore else "0")
+        args.append(str(max(epoch, 1)) if restore else "0")
         reply = await self._eval(scripts.CLAIM, *args, write=not dry_run)
         if reply[0] == "err":
             raise self._fail(refs[0], reply, f"reservation {key}")

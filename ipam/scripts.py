@@ -455,7 +455,8 @@ ALLOCATE = PRELUDE + ALLOCATE_BODY
 # KEYS[1] layout; ARGV: owner, node|'', retain seconds|'' (-1 forever; '' keeps),
 #   policy|'' (keeps), holder|'', pod|'', now, actor, dry(0|1), npools,
 #   then per pool: name, explicit block hex|'', explicit offset|'';
-#   then restore(0|1): put back the reservation of a running pod (the gate does not apply)
+#   then restore(0|epoch): put back the reservation of a running pod at the epoch it
+#   runs at (a new record starts there; the gate does not apply)
 # Create, reactivate or complete a sticky reservation, one address per family, all
 # with one home node and one epoch. DRY: validate and answer what would be recorded.
 CLAIM = PRELUDE + """
@@ -557,7 +558,9 @@ if node ~= '' then
 end
 if dry then return {'dry', cjson.encode(r)} end
 if not changed then touch(); return {'ok', cur} end
-if ARGV[11 + 3 * tonumber(ARGV[10])] ~= '1' and not gate_open() then
+local restore = tonumber(ARGV[11 + 3 * tonumber(ARGV[10])]) or 0
+if not cur and restore > r.epoch then r.epoch = restore end
+if restore == 0 and not gate_open() then
   for _, x in ipairs(req) do
     if x.eb or x.pl then return {'err', 'reconciling'} end
   end
