@@ -42,13 +42,6 @@ WITHIN = 2.0  # seconds: the issue's bound; the manifests give the API server 5
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    # appendfsync always: an acknowledged claim must survive kill -9.
-    with RedisServer(appendfsync="always") as server:
-        yield server
-
-
-@pytest.fixture
 async def store(own_redis: RedisServer) -> AsyncIterator[RedisIpam]:
     ipam = await open_ipam(own_redis.url, actor="test")
     await ipam.apply_pool(PoolSpec(name="default", cidr="10.50.0.0/22", block_size=26))
