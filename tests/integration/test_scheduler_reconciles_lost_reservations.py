@@ -30,8 +30,15 @@ from ipam import (
 from ipam.errors import AllocationPaused
 from kubestandin import KubeStandIn
 from scheduler.app import SchedulerApp
-from tests.integration.test_scheduler_cache import placement, replica, standin, sts, wait_bound
-from tests.integration.test_scheduler_failover import events_for, has_ip
+from tests.integration.test_scheduler_cache import (
+    has_ip,
+    placement,
+    replica,
+    standin,
+    sts,
+    wait_bound,
+)
+from tests.integration.test_scheduler_failover import events_for
 from tests.support.redis_server import RedisServer
 
 
