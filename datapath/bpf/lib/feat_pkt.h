@@ -130,6 +130,20 @@ static __always_inline int feat_swap_eth(struct __sk_buff *skb)
     return bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0);
 }
 
+/* Send the packet back out of the interface it came in on as the `len` bytes at
+ * `reply` (an IP packet answering it) behind its own Ethernet header, the two
+ * addresses swapped. */
+static __always_inline int feat_bounce(struct __sk_buff *skb, void *reply, __u32 len)
+{
+    if (bpf_skb_change_tail(skb, ETH_HLEN + len, 0) < 0)
+        return TC_ACT_SHOT;
+    if (bpf_skb_store_bytes(skb, ETH_HLEN, reply, len, 0) < 0)
+        return TC_ACT_SHOT;
+    if (feat_swap_eth(skb) < 0)
+        return TC_ACT_SHOT;
+    return bpf_redirect(skb->ifindex, 0);
+}
+
 static __always_inline __u16 feat_csum_fold(__s64 sum)
 {
     __u32 c = (__u32)sum;
@@ -200,13 +214,7 @@ static __always_inline int feat_reject_tcp(struct __sk_buff *skb, struct feat_tu
     sum = bpf_csum_diff(0, 0, (void *)&r.tcp, sizeof(r.tcp), sum);
     r.tcp.check = feat_csum_fold(sum);
     feat_ip_header(&r.ip, t->daddr, t->saddr, IPPROTO_TCP, sizeof(r));
-    if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0) < 0)
-        return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0) < 0)
-        return TC_ACT_SHOT;
-    if (feat_swap_eth(skb) < 0)
-        return TC_ACT_SHOT;
-    return bpf_redirect(skb->ifindex, 0);
+    return feat_bounce(skb, &r, sizeof(r));
 }
 
 struct feat_icmp_unreach {
@@ -235,13 +243,7 @@ static __always_inline int feat_reject_icmp(struct __sk_buff *skb, struct feat_t
     m.check = feat_csum_fold(bpf_csum_diff(0, 0, (void *)&m.type,
                                            sizeof(m) - sizeof(struct iphdr), 0));
     feat_ip_header(&m.ip, t->daddr, t->saddr, IPPROTO_ICMP, sizeof(m));
-    if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(m), 0) < 0)
-        return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, ETH_HLEN, &m, sizeof(m), 0) < 0)
-        return TC_ACT_SHOT;
-    if (feat_swap_eth(skb) < 0)
-        return TC_ACT_SHOT;
-    return bpf_redirect(skb->ifindex, 0);
+    return feat_bounce(skb, &m, sizeof(m));
 }
 
 #endif

@@ -234,13 +234,7 @@ static __always_inline int feat_reject_tcp6(struct __sk_buff *skb, struct feat_t
     sum = bpf_csum_diff(0, 0, (void *)&r->tcp, sizeof(r->tcp), sum);
     r->tcp.check = feat_csum_fold(sum);
     feat_ip6_header(&r->ip, t->daddr, t->saddr, IPPROTO_TCP, sizeof(r->tcp));
-    if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*r), 0) < 0)
-        return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, ETH_HLEN, r, sizeof(*r), 0) < 0)
-        return TC_ACT_SHOT;
-    if (feat_swap_eth(skb) < 0)
-        return TC_ACT_SHOT;
-    return bpf_redirect(skb->ifindex, 0);
+    return feat_bounce(skb, r, sizeof(*r));
 }
 
 /* Answer a datagram over IPv6 with ICMPv6 port unreachable from its destination. */
@@ -266,13 +260,7 @@ static __always_inline int feat_reject_icmp6(struct __sk_buff *skb, struct feat_
     sum = bpf_csum_diff(0, 0, (void *)&m->type, len, sum);
     m->check = feat_csum_fold(sum);
     feat_ip6_header(&m->ip, t->daddr, t->saddr, NH_ICMP6, len);
-    if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*m), 0) < 0)
-        return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, ETH_HLEN, m, sizeof(*m), 0) < 0)
-        return TC_ACT_SHOT;
-    if (feat_swap_eth(skb) < 0)
-        return TC_ACT_SHOT;
-    return bpf_redirect(skb->ifindex, 0);
+    return feat_bounce(skb, m, sizeof(*m));
 }
 
 #endif
