@@ -1,4 +1,4 @@
-"""What ships is what is measured: the demo and the node benchmark run the agent
+"""What ships is what is measured: the demo and the node and pod-startup benchmarks run the agent
 with the hooks, flags and settings of the DaemonSet (read by netbed.deployed from
 the manifest), and every installed CNI plugin is the same file, whoever installs it.
 Any drift between the manifest and what they run fails here."""
@@ -103,3 +103,31 @@ def test_every_installer_writes_the_same_plugin_file(tmp_path: Path) -> None:
     deployed = (node / "opt/cni/bin/stickyip-cni").read_bytes()
     assert deployed == by_agent.read_bytes()
     assert deployed.splitlines()[0] == f"#!{cni.NODE_PYTHON} -S".encode()
+
+
+def test_the_pod_startup_benchmark_runs_what_ships() -> None:
+    """bench/scale_pods.py: the webhook with the Deployment's arguments and settings,
+    called as the MutatingWebhookConfiguration says, the scheduler as its Deployment
+    runs it, and the agents of the deployed bed calling the plugin they installed."""
+    from bench import scale_pods
+
+    args, env = scale_pods.deployed_webhook()
+    assert args[args.index("webhook") - 1:][:2] == ["--log-level=info", "webhook"]
+    assert env == {"STICKYIP_WEBHOOK_SCHEDULER_NAME": "stickyip-scheduler"}
+    assert scale_pods.with_flag(args, "--port", "1234")[args.index("--port") + 1] == "1234"
+    hook = scale_pods.deployed_pod_hook("https://127.0.0.1:1/mutate-pods", Path("ca.crt"))
+    config = next(d for d in yaml.safe_load_all(
+        (ROOT / "manifests/base/webhook-configurations.yaml").read_text())
+        if d["kind"] == "MutatingWebhookConfiguration")["webhooks"][0]
+    assert (hook.name, hook.failure_policy, hook.timeout_seconds) == (
+        config["name"], "Fail", config["timeoutSeconds"])
+    assert hook.object_selector == config["objectSelector"]
+    assert hook.namespace_selector == config["namespaceSelector"]
+    tree = ast.parse((ROOT / "bench" / "scale_pods.py").read_text())
+    calls = {n.func.id: n for n in ast.walk(tree)
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "Testbed" not in calls
+    bed = calls["deployed_testbed"]
+    assert any(k.arg == "installed_plugin" and isinstance(k.value, ast.Constant)
+               and k.value.value is True for k in bed.keywords)
+    assert {"deployed_scheduler", "deployed_webhook", "deployed_pod_hook"} <= set(calls)
