@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stickyip-setup
 
 .PHONY: setup test test-fast lint demo bench bench-ipam bench-webhook bench-scheduler \
-        bench-datapath-node bench-datapath e2e clean image image-lock image-clean
+        bench-datapath-node bench-datapath bench-scale e2e clean image image-lock image-clean
 
 $(STAMP): pyproject.toml scripts/setup.sh scripts/image/requirements.lock
 	bash scripts/setup.sh $(VENV)
@@ -30,7 +30,7 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m demo
 
-bench: bench-ipam bench-webhook bench-scheduler bench-datapath-node bench-datapath
+bench: bench-ipam bench-webhook bench-scheduler bench-datapath-node bench-datapath bench-scale
 
 bench-ipam: $(STAMP)
 	$(PY) -m bench.ipam
@@ -46,6 +46,10 @@ bench-datapath-node: $(STAMP)
 
 bench-datapath: $(STAMP)
 	$(PY) -m bench.datapath
+
+# The control plane at 5,000 nodes (bench/scale.py runs every group of rows).
+bench-scale: $(STAMP)
+	$(PY) -m bench.scale
 
 e2e: $(STAMP)
 	STICKYIP_E2E=1 $(PY) -m pytest -q tests/e2e

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import ipam_failover
 from bench.common import Report, percentile, tool_version
 from ipam import PoolSpec, RedisIpam, check_and_repair, layout, scripts
 from ipam.connection import open_redis
@@ -259,6 +260,7 @@ def main() -> None:
                  "bare allocator: BITPOS+SETBIT+HSET, HGET+HDEL+SETBIT) with random "
                  "owners, at the same connection counts and rounds.",
     }
+    ipam_failover.rows(report)  # the Sentinel overlay's failovers (bench/ipam_failover.py)
     report.write()
 
 

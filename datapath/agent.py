@@ -6,7 +6,6 @@ them and serializes the commands that change the node."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from typing import Any
 
 from datapath import routing
 from datapath.birdctl import BirdControl
-from datapath.config import AgentSettings
+from datapath.config import AgentSettings, feed_addresses
 from datapath.conflicts import RawProber
 from datapath.deletions import DeleteQueue
 from datapath.endpoints import EndpointManager
@@ -34,13 +33,16 @@ from datapath.loader import AntispoofProgram
 from datapath.metrics import AgentMetrics
 from datapath.netlink import Netlink, enable_forwarding
 from datapath.nodes import NodeDirectory
+from datapath.peers import PeerSource, StorePeers
 from datapath.podinfo import PodLookup, name_pod_lookup
 from datapath.probe import Conflict
+from datapath.reassert import Reasserter
 from datapath.recheck import ConflictMonitor
 from datapath.routes import RouteManager
 from datapath.server import CniServer, Handler, StatusServer
 from datapath.store import EndpointStore
-from ipam import RedisIpam
+from ipam import Gap, RedisIpam
+from ipam.follow import ChangeSource, Follower, StoreSource, Update, cancel, gap_kind
 
 log = logging.getLogger("stickyip.datapath")
 
@@ -54,7 +56,10 @@ class Agent:
                  hooks: Sequence[EndpointHook] = (), kube_pods: PodLookup | None = None,
                  netlink: NetlinkOps | None = None, program: EndpointProgram | None = None,
                  records: EndpointRecords | None = None, prober: AddressProber | None = None,
-                 events: PodEvents | None = None) -> None:
+                 events: PodEvents | None = None, source: ChangeSource | None = None) -> None:
+        """``source``: where the routing state comes from (default: the feed when
+        ``settings.feed`` names one, else the store); ``events``: where conflicts are
+        reported as Events on pods (the API, when the agent reads it)."""
         if not settings.node:
             raise InvalidConfig("the agent needs --node NAME")
         self.settings = settings
@@ -84,11 +89,29 @@ class Agent:
             self.endpoints.drop_counters,
             drops=[h.drops for h in hooks if isinstance(h, ReportsDrops)],
             map_fill=[p.map_fill for p in (program, *hooks) if isinstance(p, ReportsMapFill)])
+        # The routing state: from the feed (node addresses come with it), else from the
+        # store (node addresses by subscription).
+        self.peer_source: PeerSource | None = None
+        if source is None and settings.feed:
+            from datapath.feed import FeedSource
+
+            source = FeedSource(feed_addresses(settings.feed), node=self.node,
+                                on_peers=lambda s, d: self.routes.on_peers(s, d),
+                                owners=self._serves)
+        elif source is None:
+            source = StoreSource(ipam)
+            self.peer_source = StorePeers(ipam.redis)
+        self.follower = Follower(source, on_update=self._on_update, on_gap=self._on_gap,
+                                 resnapshot_spread=settings.resnapshot_spread,
+                                 name=f"agent/{self.node}")
         self.routes = RouteManager(
-            settings, ipam, netlink=netlink, endpoints=self.endpoints, nodes=self.nodes,
+            settings, ipam, netlink=netlink, endpoints=self.endpoints, follower=self.follower,
             bird_control=BirdControl(config_path=settings.bird_config,
                                      socket_path=settings.bird_socket, birdc=settings.birdc),
             metrics=self.metrics, lock=self.lock)
+        self.reasserter = Reasserter(ipam, node=self.node, endpoints=self.endpoints,
+                                     metrics=self.metrics, events=events)
+        self.routes.on_new_store = self.reasserter.run
         #: DELs the plugin queued while this agent was unreachable
         self.deletions = DeleteQueue(settings.delete_queue_dir)
         self.heartbeat = Heartbeat(ipam, node=self.node, nodes=self.nodes,
@@ -137,11 +160,15 @@ class Agent:
         # Queued DELs after the restore: records and programs are loaded, so a queued
         # deletion undoes exactly what ADD did (and an unknown one frees its lease).
         await self.deletions.replay(self.endpoints.delete)
-        await self.routes.sync(force=True)
+        if self.peer_source is not None:
+            self.routes.peers = await self.peer_source.start(self.routes.on_peers)
+        await self.routes.start()
         await self.cni_server.start()
         if self.settings.metrics_port:
             await self.status_server.start()
-        self._tasks = [asyncio.create_task(self.routes.run(), name="route-sync"),
+        assert self.routes.follow_task is not None
+        self._tasks = [self.routes.follow_task,
+                       asyncio.create_task(self.routes.run(), name="route-sync"),
                        asyncio.create_task(self.heartbeat.run(), name="heartbeat")]
         if self.settings.conflict_recheck_interval > 0:
             self._tasks.append(asyncio.create_task(self.conflicts.run(), name="recheck"))
@@ -153,10 +180,10 @@ class Agent:
 
     async def stop(self) -> None:
         for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            await cancel(t)
+        await self.routes.stop()
+        if self.peer_source is not None:
+            await self.peer_source.stop()
         await self.cni_server.stop()
         await self.status_server.stop()
         # Programs stay attached and maps pinned: pods keep their traffic while the
@@ -173,6 +200,13 @@ class Agent:
                     return await handler(req)
             return run
 
+        async def add(req: dict[str, Any]) -> dict[str, Any] | None:
+            result = await self.endpoints.add(req)
+            # its /32 is in place; BGP announcements (a migrated address now served
+            # here) and the routes last applied follow at the next sync
+            self.routes.endpoints_changed()
+            return result
+
         async def delete(req: dict[str, Any]) -> None:
             await self.endpoints.delete(req)
 
@@ -180,15 +214,28 @@ class Agent:
             await self.endpoints.check(req)
 
         # ADD takes the lock itself: it lets go of it while it probes for conflicts
-        return {"ADD": self.endpoints.add, "DEL": locked(delete), "CHECK": check,
+        return {"ADD": add, "DEL": locked(delete), "CHECK": check,
                 "GC": locked(self.endpoints.gc), "STATUS": self._status,
                 "ENDPOINTS": self._list_endpoints, "SYNC": self._sync,
                 "RECHECK": self._recheck}
 
+    def _on_update(self, update: Update) -> None:
+        self.metrics.follow_updates.labels("snapshot" if update.fresh else "batch").inc()
+        self.metrics.follow_revision.set(update.view.revision)
+        self.routes.on_update(update)
+
+    def _serves(self, owner: str) -> bool:
+        """Whether this node serves an endpoint of reservation ``owner`` (the only
+        re-homes it needs to read)."""
+        return any(r.owner == owner for r in self.endpoints.records.all())
+
+    def _on_gap(self, gap: Gap) -> None:
+        self.metrics.follow_gaps.labels(gap_kind(gap.reason)).inc()
+
     async def _after_heartbeat(self) -> None:
-        """Under the lock, with the store just reached: the epoch check, and any queued
-        DEL still left (one failed at start, or was queued during a slow start)."""
-        await self.routes.check_epochs()
+        """Under the lock, with the store just reached: any queued DEL still left (one
+        failed at start, or was queued during a slow start). (Epochs and fences come
+        from the change stream, not from a read per endpoint.)"""
         if self.deletions.entries():
             await self.deletions.replay(self.endpoints.delete)
 
@@ -211,7 +258,8 @@ class Agent:
             self.metrics.conflicts.labels("add", str(c.address.version)).inc()
 
     async def _sync(self, _: dict[str, Any]) -> dict[str, Any]:
-        await self.routes.sync(force=True)
+        async with self.lock:
+            await self.routes.sync(force=True)
         routes = sorted(self.routes.last_desired or set(), key=routing.Route.order)
         return {"routes": [str(r.dst) for r in routes]}
 
@@ -221,6 +269,7 @@ class Agent:
         store = await self.ipam.ping()
         ok = store and self.started.is_set()
         return ok, {"ok": ok, "store": store, "routes_synced": self.routes.healthy,
+                    "following": self.follower.healthy, "revision": self.follower.revision,
                     "endpoints": len(self.endpoints.records.all()),
                     "bird": self.routes.bird_ok if self.settings.routing == "bgp" else None}
 

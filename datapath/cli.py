@@ -30,7 +30,10 @@ def add_parser(sub: Any, name: str) -> None:
                    help="pool of ephemeral addresses ('V4POOL,V6POOL': dual-stack)")
     p.add_argument("--bird-config", help="generated BIRD config path (bgp)")
     p.add_argument("--bird-socket", help="BIRD control socket (bgp)")
-    p.add_argument("--sync-interval", type=float, help="seconds between route syncs")
+    p.add_argument("--sync-interval", type=float,
+                   help="at most one route update per this many seconds")
+    p.add_argument("--feed", help="routing feed to follow (HOST:PORT or unix:PATH; "
+                   "default: the store itself)")
     p.add_argument("--cni-bin-dir", help="install the CNI plugin into this directory")
     p.add_argument("--hook", action="append", dest="hooks", metavar="MODULE:FACTORY",
                    help="endpoint hook factory (repeatable)")

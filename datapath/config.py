@@ -48,10 +48,21 @@ class AgentSettings(BaseSettings):
     metrics_host: str = Field(default="0.0.0.0", description="address of /metrics and /healthz")
     metrics_port: int = Field(default=9402, ge=0, le=65535,
                               description="port of /metrics and /healthz (0: off)")
-    sync_interval: float = Field(default=0.5, description="seconds between route syncs with IPAM")
+    feed: str = Field(
+        default="", description="the routing feed (stickyip feed) to follow: 'HOST:PORT' or "
+        "'unix:PATH', several separated by commas (one picked per connection); empty: "
+        "follow the store itself (small clusters: every agent is then a reader of the "
+        "store; see docs/scale.md)")
+    sync_interval: float = Field(
+        default=0.1, gt=0, description="at most one route update per this many seconds: "
+        "changes arriving closer together are applied at once")
     full_resync_interval: float = Field(
-        default=10.0, description="seconds between full kernel route diffs even if IPAM "
-        "did not change (repairs routes removed by hand)")
+        default=300.0, gt=0, description="seconds between full diffs of the kernel's routes "
+        "against the view in memory (drift repair: routes removed by hand); never a read "
+        "of the store")
+    resnapshot_spread: float = Field(
+        default=2.0, ge=0, description="after a gap in the change log, the fresh snapshot "
+        "waits a random 0..this many seconds (thousands of agents told at once)")
     heartbeat_interval: float = Field(default=3.0,
                                       description="seconds between heartbeats written to IPAM")
     route_protocol: int = Field(default=201, description="rtnetlink protocol number marking "
@@ -98,6 +109,15 @@ class AgentSettings(BaseSettings):
         default_factory=list, description="endpoint hooks as 'module:factory'; the factory "
         "is called with the AgentSettings and returns an EndpointHook")
 
+    @field_validator("feed")
+    @classmethod
+    def _feed_parses(cls, v: str) -> str:
+        from datapath.feedwire import parse_address
+
+        for a in feed_addresses(v):
+            parse_address(a)
+        return v
+
     @field_validator("bgp_peers")
     @classmethod
     def _peers_parse(cls, peers: list[str]) -> list[str]:
@@ -111,3 +131,8 @@ class AgentSettings(BaseSettings):
             parent = os.path.dirname(self.state_dir.rstrip("/")) or "."
             self.delete_queue_dir = os.path.join(parent, "cni-delete-queue")
         return self
+
+
+def feed_addresses(feed: str) -> list[str]:
+    """The entries of a ``feed`` setting."""
+    return [a.strip() for a in feed.split(",") if a.strip()]

@@ -110,6 +110,22 @@ class AgentMetrics:
                                     "BIRD reconfigurations", ["result"], registry=r)
         self.heartbeats = Counter("stickyip_datapath_heartbeats", "heartbeats written",
                                   ["result"], registry=r)
+        self.follow_updates = Counter("stickyip_datapath_follow_updates",
+                                      "routing updates followed, by kind (batch, snapshot)",
+                                      ["kind"], registry=r)
+        self.follow_gaps = Counter("stickyip_datapath_follow_gaps",
+                                   "gaps in the followed change log (trimmed, identity, "
+                                   "behind, other)", ["kind"], registry=r)
+        self.follow_revision = Gauge("stickyip_datapath_follow_revision",
+                                     "store revision of this node's routing view", registry=r)
+        self.reasserted = Counter("stickyip_datapath_reasserted",
+                                  "endpoints re-asserted after the store changed identity, "
+                                  "by result (ok, restored, moved, conflict)", ["result"],
+                                  registry=r)
+        self.reassert_conflicts = Gauge(
+            "stickyip_datapath_reassert_conflicts",
+            "this node's endpoints whose address the store gives another owner (found at "
+            "the last re-assert, after the store changed identity)", registry=r)
         self.conflicts = Counter(
             "stickyip_datapath_address_conflicts",
             "another host answered for a pod's address on the node's links: at ADD "

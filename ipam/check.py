@@ -77,6 +77,8 @@ class StoreSnapshot:
     expiry: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     homes: dict[str, int] = field(default_factory=dict)
+    #: the home index ("NODE|OWNER" of every homed sticky record); None when not read
+    byhome: set[str] | None = None
     #: every key named ``sip:*`` (for orphan keys); None when not scanned
     keys: list[str] | None = None
     #: registered pool -> generation
@@ -150,6 +152,14 @@ def check_store(snap: StoreSnapshot) -> list[Finding]:
         out.append(Finding(pool=PoolName(""), kind="store-counter-mismatch",
                            detail=f"record counters {snap.counts} / homes {snap.homes} differ "
                                   f"from the records ({counts} / {homes})"))
+    if snap.byhome is not None:
+        want = {f"{r['node']}|{o}" for o, r in recs.items()
+                if r.get("kind") == "sticky" and r.get("node")}
+        if snap.byhome != want:
+            out.append(Finding(pool=PoolName(""), kind="store-counter-mismatch",
+                               detail=f"the home index differs from the records: "
+                                      f"{len(want - snap.byhome)} missing, "
+                                      f"{len(snap.byhome - want)} stale"))
     if snap.expiry != expiry:
         out.append(Finding(pool=PoolName(""), kind="store-counter-mismatch",
                            detail="the expiry index of retained reservations differs from "

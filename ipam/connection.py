@@ -2,7 +2,10 @@
 
 With Sentinel, a watcher subscribed to every Sentinel's ``+switch-master`` drops all
 connections to the old master the moment a new one is announced, so no write keeps
-going to a demoted (or stalled, then resumed) master until it first refuses one.
+going to a demoted (or stalled, then resumed) master until it first refuses one; and
+the master is found by configuration epoch (``ipam/sentinels.py``): a Sentinel that
+has not heard of a failover cannot send the client back to the old master, and from
+the first vote of a failover election until its result the client writes nowhere.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ipam.errors import InvalidRequest, StoreUnavailable
+from ipam.sentinels import EpochFence, NoMaster, SentinelAnswer, judge
 
 log = logging.getLogger("stickyip.ipam.store")
 
@@ -101,20 +106,89 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
                           sentinel_password=spw)
 
 
-class SentinelSwitchWatch:
-    """Follows ``+switch-master`` on every Sentinel of ``target`` and, when the master
-    of its service changes, disconnects every connection of ``pool`` (idle and in use):
-    the next command resolves the new master. A command in flight on the old master
-    fails and is retried by the client's retry policy (every script is idempotent)."""
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
-    def __init__(self, target: SentinelTarget, pool: Any, *, socket_timeout: float) -> None:
+
+class MasterConnection(SentinelManagedConnection):
+    """A connection to the master the Sentinels name *now*, on every (re)connection.
+
+    redis-py's own Sentinel connection asks the Sentinels only when the pool hands out
+    a fresh connection; a command retried after its connection broke reconnects to the
+    address the connection had (``send_packed_command`` -> ``connect_check_health``).
+    After a failover that is the old master: a stalled master that wakes up would take
+    the retried write, and while a replica still follows it, confirm it (WAIT) just
+    before the failover discards it."""
+
+    async def connect_check_health(self, check_health: bool = True,
+                                   retry_socket_connect: bool = True) -> None:
+        if self.is_connected:
+            return
+        self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(check_health=check_health,
+                                           retry_socket_connect=retry_socket_connect)
+
+    async def _connect_retry(self) -> None:
+        if self.is_connected:
+            return
+        await self.connect_check_health(check_health=self.connection_pool.check_connection,
+                                        retry_socket_connect=False)
+
+
+class FencedSentinel(Sentinel):
+    """redis-py's Sentinel client, finding the master by configuration epoch: every
+    Sentinel is asked, the answer of the highest epoch wins, and never one below the
+    client's :class:`~ipam.sentinels.EpochFence` (see ``ipam/sentinels.py``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.fence = EpochFence()
+
+    async def _ask(self, sentinel: aioredis.Redis, service: str) -> SentinelAnswer:
+        kw = sentinel.connection_pool.connection_kwargs
+        name = f"{kw.get('host')}:{kw.get('port')}"
+        try:
+            # redis-py's typing covers its Sentinel-wide fan-out (a bool); on one
+            # Sentinel these are the parsed state and (host, port) | None
+            state: Any = await sentinel.sentinel_master(service)
+            current: Any = await sentinel.sentinel_get_master_addr_by_name(service)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            return SentinelAnswer(name, None, -1, why=f"unreachable ({e})")
+        except ResponseError as e:  # "No such master with that name"
+            return SentinelAnswer(name, None, -1, why=str(e))
+        addr = (_s(current[0]), int(current[1])) if current else None
+        return judge(name, state, addr)
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        answers = await asyncio.gather(*(self._ask(s, service_name) for s in self.sentinels))
+        try:
+            return self.fence.choose(service_name, list(answers),
+                                     asyncio.get_running_loop().time())
+        except NoMaster as e:
+            raise MasterNotFoundError(str(e)) from e
+
+
+class SentinelSwitchWatch:
+    """Follows ``+switch-master`` and ``+vote-for-leader`` on every Sentinel of
+    ``target``. When the master of its service changes, or when a Sentinel votes in a
+    failover election of an epoch newer than the client's master (the failover may
+    promote another one: ``fence``), it disconnects every connection of ``pool`` (idle
+    and in use): the next command resolves the master again. A command in flight on
+    the old master fails and is retried by the client's retry policy (every script is
+    idempotent)."""
+
+    def __init__(self, target: SentinelTarget, pool: Any, *, socket_timeout: float,
+                 fence: EpochFence | None = None) -> None:
         self.target = target
         self.pool = pool
         self.socket_timeout = socket_timeout
+        self.fence = fence
         self.switches = 0
         #: set once at least one Sentinel subscription is live
         self.subscribed = asyncio.Event()
         self.switched = asyncio.Event()
+        #: set when a failover election fenced the client off its master
+        self.fenced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -129,9 +203,13 @@ class SentinelSwitchWatch:
                 await t
         self._tasks = []
 
-    async def on_message(self, data: str) -> None:
-        """``SERVICE OLD_IP OLD_PORT NEW_IP NEW_PORT`` from ``+switch-master``."""
+    async def on_message(self, data: str, channel: str = "+switch-master") -> None:
+        """``SERVICE OLD_IP OLD_PORT NEW_IP NEW_PORT`` from ``+switch-master``;
+        ``RUNID EPOCH`` from ``+vote-for-leader``."""
         parts = data.split()
+        if channel == "+vote-for-leader":
+            await self._on_vote(parts)
+            return
         if len(parts) != 5 or parts[0] != self.target.service:
             return
         self.switches += 1
@@ -140,6 +218,20 @@ class SentinelSwitchWatch:
                                       "new": f"{parts[3]}:{parts[4]}"})
         await self.pool.disconnect(inuse_connections=True)
         self.switched.set()
+
+    async def _on_vote(self, parts: list[str]) -> None:
+        # The vote names no service: the Sentinels should watch only this store (as
+        # the overlay's do); another service's failover would hold writes here until
+        # its failover timeout.
+        if self.fence is None or len(parts) != 2 or not parts[1].isdigit():
+            return
+        if not self.fence.vote(int(parts[1]), asyncio.get_running_loop().time()):
+            return
+        log.warning("a Sentinel voted in a failover election: no writes until a master of "
+                    "that epoch is named", extra={"service": self.target.service,
+                                                  "epoch": int(parts[1])})
+        await self.pool.disconnect(inuse_connections=True)
+        self.fenced.set()
 
     async def _follow(self, host: str, port: int) -> None:
         backoff = 0.1
@@ -150,7 +242,7 @@ class SentinelSwitchWatch:
                                     client_name=f"{CLIENT_NAME}-watch")
             try:
                 async with client.pubsub() as ps:
-                    await ps.subscribe("+switch-master")
+                    await ps.subscribe("+switch-master", "+vote-for-leader")
                     self.subscribed.set()
                     backoff = 0.1
                     while True:
@@ -159,9 +251,10 @@ class SentinelSwitchWatch:
                         if msg is None:
                             await ps.ping()  # a dead Sentinel is noticed, then left
                         elif msg.get("type") == "message":
-                            data = msg["data"]
+                            data, channel = msg["data"], msg["channel"]
                             await self.on_message(
-                                data.decode() if isinstance(data, bytes) else str(data))
+                                data.decode() if isinstance(data, bytes) else str(data),
+                                channel.decode() if isinstance(channel, bytes) else str(channel))
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # any failure: reconnect with backoff
@@ -248,15 +341,16 @@ async def open_redis(
         client = aioredis.Redis(unix_socket_path=socket, **common)
     elif url.startswith(("redis+sentinel://", "sentinel://")):
         t = parse_sentinel_url(url)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = FencedSentinel(
             t.hosts,
             sentinel_kwargs={"password": t.sentinel_password, "socket_timeout": socket_timeout},
             password=t.password,
             db=t.db,
             **common,
         )
-        client = sentinel.master_for(t.service)
-        watch = SentinelSwitchWatch(t, client.connection_pool, socket_timeout=socket_timeout)
+        client = sentinel.master_for(t.service, connection_class=MasterConnection)
+        watch = SentinelSwitchWatch(t, client.connection_pool, socket_timeout=socket_timeout,
+                                    fence=sentinel.fence)
         watch.start()
         _WATCHES[id(client)] = watch
     else:

@@ -67,5 +67,11 @@ class StoreUnavailable(IpamError):
     or may not have happened: every mutation is idempotent, so retrying is safe."""
 
 
+class AllocationPaused(StoreUnavailable):
+    """The store restarted or failed over since the running pods were last reconciled
+    with it: no new address is handed out until the scheduler's reconciliation has put
+    back any reservation the store lost (seconds). Retrying is safe."""
+
+
 class StoreLayoutError(IpamError):
     """The store holds a key layout this version does not read (refused, never mixed)."""

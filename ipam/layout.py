@@ -37,6 +37,9 @@ EXPIRY = PREFIX + "exp"
 COUNTS = PREFIX + "count"
 #: hash: "NODE|e" (ephemeral), "NODE|m" / "NODE|w" (sticky by failure policy) -> count
 HOMES = PREFIX + "homes"
+#: zset (all scores 0): "NODE|OWNER" for every sticky record homed on NODE, so the
+#: reservations of one node are a lexicographic range (failover reads only those)
+BYHOME = PREFIX + "byhome"
 #: hash: node -> last heartbeat time; hash: node -> time it was fenced
 HEARTBEATS = PREFIX + "hb"
 FENCED = PREFIX + "fenced"
@@ -52,7 +55,7 @@ OLD_KEY = re.compile(r"^sip:(\{[^}]*\}:.*|node:.*|pools)$")
 #: Per-pool keys live under ``sip:{stickyip}:p:POOL:GEN:`` (GEN changes when a pool is
 #: re-created, so nothing of an older pool of the same name is ever read again).
 _POOL_KEY = re.compile(r"^sip:\{stickyip\}:p:([a-z0-9.-]+):(g\d+):(.+)$")
-_GLOBAL_KEYS = {LAYOUT, POOLS, SPECS, SPANS, RECORDS, EXPIRY, COUNTS, HOMES, HEARTBEATS,
+_GLOBAL_KEYS = {LAYOUT, POOLS, SPECS, SPANS, RECORDS, EXPIRY, COUNTS, HOMES, BYHOME, HEARTBEATS,
                 FENCED, LOG, TOUCH}
 _POOL_SUFFIX = re.compile(
     r"^(m|blk|bf|bu|ex|mig|fb|free|nodes|ow|aud|nf:[a-z0-9.-]+|u:[0-9a-f]+|o:[0-9a-f]+"

@@ -27,6 +27,7 @@ from ipam.changes import ChangeBatch, Gap, RoutingSnapshot, decode_entry, parse_
 from ipam.config import IpamSettings
 from ipam.errors import (
     AddressTaken,
+    AllocationPaused,
     InvalidAddress,
     InvalidPool,
     InvalidRequest,
@@ -519,6 +520,11 @@ class RedisIpam:
                 f"{what} was released by force; its address stays quarantined until pod UID "
                 f"{arg!r} is confirmed gone (the GC frees it), then it can be claimed again",
                 holder=arg)
+        if code == "reconciling":
+            return AllocationPaused(
+                f"{what}: the IPAM store restarted or failed over and is being reconciled "
+                "with the running pods; no new address is handed out until then (seconds, "
+                "while the stickyip scheduler runs): retry")
         if code == "notfrom":
             return ReservationConflict(f"{what}: block belongs to {arg or 'no node'!r}")
         if code == "busy":
@@ -612,7 +618,8 @@ class RedisIpam:
                     node: str | None = None, retain: float | None = None,
                     policy: NodeFailurePolicy | None = None,
                     holder: str = "", pod: str = "",
-                    now: float | None = None, dry_run: bool = False) -> Reservation:
+                    now: float | None = None, dry_run: bool = False,
+                    restore: bool = False) -> Reservation:
         """Create, reactivate or complete the sticky reservation of one ordinal.
 
         - ``pool`` (single-stack) or ``pools`` (one IPv4 and one IPv6 pool: a
@@ -628,6 +635,9 @@ class RedisIpam:
           a new reservation defaults to 0s and migrate).
         - ``dry_run``: validate against the store and return what would be recorded,
           writing nothing (admission ``dryRun``).
+        - ``restore``: put back the reservation of a running pod that the store lost
+          (the scheduler's reconciliation); taken even while new addresses are paused
+          after a store restart or failover (``AllocationPaused`` otherwise).
         Idempotent on the ordinal: a retry returns the same reservation.
         """
         refs = await self._pools_arg(pool, pools)
@@ -655,6 +665,7 @@ class RedisIpam:
                            len(refs)]
         for ref in refs:
             args.extend([ref.spec.name, *explicit.get(ref.spec.name, ("", ""))])
+        args.append("1" if restore else "0")
         reply = await self._eval(scripts.CLAIM, *args, write=not dry_run)
         if reply[0] == "err":
             raise self._fail(refs[0], reply, f"reservation {key}")
@@ -993,6 +1004,57 @@ class RedisIpam:
         values = page.values() if isinstance(page, dict) else page[1::2]
         out = [await self._decode(raw) for raw in values]
         return int(nxt), out
+
+    async def open_allocation(self) -> str:
+        """The running pods were reconciled with this server process: hand out new
+        addresses again (until the store next restarts or fails over). Returns the
+        server's run_id ('' for a store with no pool yet). The first call arms the pause
+        for good."""
+        reply = await self._eval(scripts.OPEN_ALLOCATION)
+        if reply[0] == "err":
+            raise self._fail(None, reply, "open allocation")
+        return reply[1]
+
+    async def allocation_paused(self) -> bool:
+        """Are new addresses paused (the store changed since the last reconciliation)?"""
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hget(layout.LAYOUT, "open")
+            pipe.info("server")
+            want, server = await self._guard(pipe.execute())
+        return want is not None and _s(want) != str(server.get("run_id", ""))
+
+    async def homed_on(self, node: str, *, chunk: int = 500) -> list[Lease]:
+        """Every sticky record homed on ``node``, from the home index: O(log N + k) for
+        k reservations there, never a scan. A store whose index predates it (no
+        ``byhome`` mark on the layout) is walked in bounded pages instead; ``stickyip
+        ipam check --repair`` builds the index."""
+        if not self._layout_checked:
+            await self.check_layout()
+        check_name("node", node)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hget(layout.LAYOUT, "byhome")
+            pipe.zrangebylex(layout.BYHOME, f"[{node}|", f"({node}}}")
+            mark, members = await self._guard(pipe.execute())
+        if mark is None:
+            return await self._homed_on_by_scan(node)
+        owners = [_s(m).split("|", 1)[1] for m in members]
+        out: list[Lease] = []
+        refs: dict[str, PoolRef] = {}
+        for i in range(0, len(owners), chunk):
+            for lease in await self._records_of(refs, owners[i:i + chunk]):
+                if lease.node == node and lease.kind is LeaseKind.STICKY:
+                    out.append(lease)
+        return out
+
+    async def _homed_on_by_scan(self, node: str) -> list[Lease]:
+        seen: dict[OwnerKey, Lease] = {}
+        cursor = 0
+        while True:
+            cursor, page = await self.scan_records(cursor, count=1000)
+            seen.update((r.owner, r) for r in page
+                        if r.node == node and r.kind is LeaseKind.STICKY)
+            if cursor == 0:
+                return list(seen.values())
 
     async def free_in_node_blocks(self, pool: str) -> dict[NodeName, int]:
         """Free addresses per node inside the blocks it already holds (exact)."""

@@ -70,6 +70,7 @@ async def read_store(ipam: RedisIpam, *, pools: Sequence[str] | None = None,
             pipe.zrange(layout.EXPIRY, 0, -1, withscores=True)
             pipe.hgetall(layout.COUNTS)
             pipe.hgetall(layout.HOMES)
+            pipe.zrange(layout.BYHOME, 0, -1)
             for n in names:
                 k = layout.pool_prefix(n, str(regs[n]["g"]))
                 pool_blocks, pool_nodes = per_pool[n]
@@ -90,15 +91,16 @@ async def read_store(ipam: RedisIpam, *, pools: Sequence[str] | None = None,
             res = await pipe.execute()
     except (RedisError, OSError) as e:
         raise StoreUnavailable(f"Redis store error: {e}") from e
-    recs, expiry, counts, homes = res[:4]
+    recs, expiry, counts, homes, byhome = res[:5]
     snap = StoreSnapshot(
         records={_s(k): _s(v) for k, v in recs.items()},
         expiry={_s(k): float(v) for k, v in expiry},
         counts={_s(k): int(v) for k, v in counts.items()},
         homes={_s(k): int(v) for k, v in homes.items()},
+        byhome={_s(m) for m in byhome},
         keys=all_keys if keys else None,
         registry={n: str(v["g"]) for n, v in regs.items()})
-    pos = 4
+    pos = 5
     for n in names:
         pool_blocks, pool_nodes = per_pool[n]
         m, blk, bf, bu, ex, mig, free, fb, ow = res[pos:pos + 9]

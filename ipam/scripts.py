@@ -63,6 +63,7 @@ PRELUDE = """
 local T = '%(prefix)s'
 local LAYOUT, POOLS, SPECS, SPANS = '%(layout)s', '%(pools)s', '%(specs)s', '%(spans)s'
 local REC, EXP, COUNTS, HOMES = '%(rec)s', '%(exp)s', '%(count)s', '%(homes)s'
+local BYHOME = '%(byhome)s'
 local LOG, TOUCH, FENCED = '%(log)s', '%(touch)s', '%(fenced)s'
 local FAMS = {'ip4', 'ip6'}
 local HEX = '0123456789abcdef'
@@ -75,6 +76,15 @@ local function layout_ok()
     LAYOUT_OK = redis.call('HGET', LAYOUT, 'version') == '%(version)s'
   end
   return LAYOUT_OK
+end
+-- New addresses are handed out only while the store is the server process the
+-- cluster's running pods were last reconciled with (layout field 'open' = its run_id,
+-- written by the scheduler's reconciliation): after a restart or failover the store
+-- may lack reservations that running pods hold. Never armed: always open.
+local function gate_open()
+  local want = redis.call('HGET', LAYOUT, 'open')
+  if not want then return true end
+  return want == string.match(redis.call('INFO', 'server'), 'run_id:(%%w+)')
 end
 -- KEYS[2] (given only when writes must be confirmed on replicas): a retry that finds
 -- its work done still writes, so WAIT after it covers the first attempt's writes
@@ -292,6 +302,13 @@ local function route(r, bumped)
       local k = a.b..':'..a.o
       local cur = redis.call('HGET', p.K..'mig', k)
       local bn = redis.call('HGET', p.K..'blk', a.b)
+      -- A homed record's address in an unclaimed block claims that block for its home
+      -- (first homing, a family listed later, a re-home of an unhomed reservation): a
+      -- migration there would point at the node that claims the block afterwards.
+      if not bn and r.node ~= '' then
+        claim_block(p, a.b, r.node)
+        bn = r.node
+      end
       if r.node == '' or bn == r.node then
         if cur then
           redis.call('HDEL', p.K..'mig', k)
@@ -302,15 +319,6 @@ local function route(r, bumped)
         change(at(p, a.b, a.o, {op='mig.set', node=r.node, owner=r.owner, epoch=r.epoch}))
       end
     end
-  end
-end
--- Homing claims the unclaimed blocks of the record's addresses for its home.
-local function claim_home_blocks(r)
-  if r.node == '' then return end
-  for _, f in ipairs(FAMS) do
-    local a = r[f]
-    local p = a and a.b and pool(a.p)
-    if p and redis.call('HEXISTS', p.K..'blk', a.b) == 0 then claim_block(p, a.b, r.node) end
   end
 end
 
@@ -332,6 +340,7 @@ local function entries(r)
     local c = 'e'
     if r.kind == 'sticky' then c = (r.policy == 'wait') and 'w' or 'm' end
     e[#e + 1] = {'h', HOMES, r.node..'|'..c}
+    if r.kind == 'sticky' then e[#e + 1] = {'z', BYHOME, r.node..'|'..r.owner, 0} end
   end
   if r.kind == 'sticky' and r.state == 'retained' and r.expires >= 0 then
     e[#e + 1] = {'z', EXP, r.owner, r.expires}
@@ -398,7 +407,8 @@ end
     "%(pools)s", layout.POOLS).replace("%(specs)s", layout.SPECS).replace(
     "%(spans)s", layout.SPANS).replace("%(rec)s", layout.RECORDS).replace(
     "%(exp)s", layout.EXPIRY).replace("%(count)s", layout.COUNTS).replace(
-    "%(homes)s", layout.HOMES).replace("%(log)s", layout.LOG).replace(
+    "%(homes)s", layout.HOMES).replace("%(byhome)s", layout.BYHOME).replace(
+    "%(log)s", layout.LOG).replace(
     "%(touch)s", layout.TOUCH).replace("%(fenced)s", layout.FENCED).replace("%%", "%")
 
 # KEYS[1] layout; ARGV: owner, node, now, actor, pod, holder, borrow(0|1), npools, pool...
@@ -409,6 +419,7 @@ local pod, holder, borrow = ARGV[5], ARGV[6], ARGV[7] == '1'
 if not layout_ok() then return {'err', 'layout'} end
 local cur = redis.call('HGET', REC, owner)
 if cur then touch(); return {'ok', cur} end
+if not gate_open() then return {'err', 'reconciling'} end
 local plans, seen = {}, {}
 for i = 1, tonumber(ARGV[8]) do
   local p = pool(ARGV[8 + i])
@@ -440,7 +451,8 @@ ALLOCATE = PRELUDE + ALLOCATE_BODY
 
 # KEYS[1] layout; ARGV: owner, node|'', retain seconds|'' (-1 forever; '' keeps),
 #   policy|'' (keeps), holder|'', pod|'', now, actor, dry(0|1), npools,
-#   then per pool: name, explicit block hex|'', explicit offset|''
+#   then per pool: name, explicit block hex|'', explicit offset|'';
+#   then restore(0|1): put back the reservation of a running pod (the gate does not apply)
 # Create, reactivate or complete a sticky reservation, one address per family, all
 # with one home node and one epoch. DRY: validate and answer what would be recorded.
 CLAIM = PRELUDE + """
@@ -542,6 +554,11 @@ if node ~= '' then
 end
 if dry then return {'dry', cjson.encode(r)} end
 if not changed then touch(); return {'ok', cur} end
+if ARGV[11 + 3 * tonumber(ARGV[10])] ~= '1' and not gate_open() then
+  for _, x in ipairs(req) do
+    if x.eb or x.pl then return {'err', 'reconciling'} end
+  end
+end
 r.updated = now
 -- then write
 if reactivated then audit_rec(old, 'reactivate', now, actor) end
@@ -552,10 +569,6 @@ for _, x in ipairs(req) do
     audit(x.p, r[x.f].b, r[x.f].o, 'reserve', owner, r.node, r.epoch, now, actor)
   end
 end
--- A homed record's addresses live in its home's blocks: claim the unclaimed ones
--- (first homing, and an address of another family listed later alike), so no
--- migration ever points at a block that its own node claims afterwards.
-claim_home_blocks(r)
 if homing then
   if old then
     for _, f in ipairs(FAMS) do
@@ -840,7 +853,7 @@ end
 if dry then return {'ok', cjson.encode(out)} end
 if not ver then
   redis.call('HSET', LAYOUT, 'version', '%(version)s', 'gen', newgen, 'created', now,
-             'rev', 0, 'poolseq', 0)
+             'rev', 0, 'poolseq', 0, 'byhome', '1')
 end
 for _, it in ipairs(items) do
   local p = pool(it.name)
@@ -1185,7 +1198,8 @@ for _, name in ipairs(names) do
   end
   redis.call('HSET', p.K..'m', 'used', used, 'exheld', exheld)
 end
-redis.call('DEL', COUNTS, HOMES, EXP)
+redis.call('DEL', COUNTS, HOMES, EXP, BYHOME)
+redis.call('HSET', LAYOUT, 'byhome', '1')
 local cursor = '0'
 repeat
   local page = redis.call('HSCAN', REC, cursor, 'COUNT', 1000)
@@ -1204,7 +1218,7 @@ return {'ok'}
 DELETE_ORPHANS = PRELUDE + """
 local known = {m=1, blk=1, bf=1, bu=1, ex=1, mig=1, fb=1, free=1, nodes=1, ow=1, aud=1}
 local global = {[LAYOUT]=1, [POOLS]=1, [SPECS]=1, [SPANS]=1, [REC]=1, [EXP]=1, [COUNTS]=1,
-                [HOMES]=1, [LOG]=1, [TOUCH]=1, [FENCED]=1, [T..'hb']=1}
+                [HOMES]=1, [BYHOME]=1, [LOG]=1, [TOUCH]=1, [FENCED]=1, [T..'hb']=1}
 local n = 0
 for _, key in ipairs(ARGV) do
   local keep = global[key] ~= nil
@@ -1254,6 +1268,18 @@ for _, name in ipairs(redis.call('HKEYS', POOLS)) do
 end
 return cjson.encode({counts=hash(COUNTS), homes=hash(HOMES), hb=hash(T..'hb'),
                      fenced=hash(FENCED), pools=pools})
+"""
+
+# KEYS[1] layout
+# Open the allocation gate for this server process (its run_id): the running pods were
+# reconciled with it. Returns the run_id ('' for a store with no layout yet: nothing
+# was ever handed out, nothing to open).
+OPEN_ALLOCATION = PRELUDE + """
+if not redis.call('HGET', LAYOUT, 'version') then return {'ok', ''} end
+if not layout_ok() then return {'err', 'layout'} end
+local id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+redis.call('HSET', LAYOUT, 'open', id)
+return {'ok', id}
 """
 
 

@@ -240,9 +240,8 @@ class ApiHttp:
         raise MethodNotAllowed(f"{request.method} is not allowed on a collection")
 
     def _list(self, flt: Filter, limit: int, cont: str | None) -> Obj:
-        items = [o for o in self.core.store.iter(flt.resource, flt.namespace or None)
-                 if flt.matches(o)]
         rv = str(self.core.store.rv)
+        after = None
         if cont:
             try:
                 token = json.loads(base64.urlsafe_b64decode(cont.encode()))
@@ -250,17 +249,25 @@ class ApiHttp:
                 rv = token["rv"]
             except (ValueError, KeyError) as e:
                 raise BadRequest("invalid continue token") from e
-            items = [o for o in items if (o["metadata"].get("namespace", ""),
-                                          o["metadata"]["name"]) > after]
+        items: list[Obj] = []
+        more = False
+        for o in self.core.store.iter(flt.resource, flt.namespace or None, after=after):
+            if not flt.matches(o):
+                continue
+            if 0 < limit == len(items):
+                more = True  # one more exists: a page costs its size, not the collection
+                break
+            items.append(o)
         meta: Obj = {"resourceVersion": rv}
-        if limit > 0 and len(items) > limit:
-            rest = len(items) - limit
-            items = items[:limit]
+        if more:
             last = items[-1]["metadata"]
             meta["continue"] = base64.urlsafe_b64encode(json.dumps(
                 {"ns": last.get("namespace", ""), "name": last["name"], "rv": rv}
             ).encode()).decode()
-            meta["remainingItemCount"] = rest
+            if not flt.labels and not flt.fields:  # kube-apiserver omits it with selectors
+                meta["remainingItemCount"] = self.core.store.count_after(
+                    flt.resource, flt.namespace or None,
+                    (last.get("namespace", ""), last["name"]))
         return {"kind": f"{flt.resource.kind}List", "apiVersion": flt.resource.api_version,
                 "metadata": meta, "items": [_strip(o) for o in items]}
 

@@ -216,6 +216,12 @@ class KubeStandInThread:
             coro, self._loop)
         return future.result(timeout)
 
+    def submit(self, fn: Callable[[KubeStandIn], Coroutine[Any, Any, T]]
+               ) -> concurrent.futures.Future[T]:
+        """Run ``fn(api)`` on the stand-in's own loop, e.g. bulk setup from another
+        loop: ``await asyncio.wrap_future(standin.submit(fill))``."""
+        return asyncio.run_coroutine_threadsafe(fn(self._api), self._loop)
+
     @property
     def _api(self) -> KubeStandIn:
         if self.api is None:

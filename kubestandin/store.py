@@ -4,6 +4,7 @@ history, which is what watch resumption and 410 Gone are made of (as etcd provid
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ class Store:
         self._pods = next(r for r in RESOURCES if r.kind == "Pod" and not r.group)
         self.rv = 0
         self._objects: dict[Resource, dict[Key, Obj]] = {r: {} for r in RESOURCES}
+        # Keys in (namespace, name) order, rebuilt only after a key was added or removed
+        # (never changed in place, so an iteration keeps the list it started with).
+        self._sorted: dict[Resource, list[Key] | None] = {r: None for r in RESOURCES}
         self._history: deque[Event] = deque()
         self._history_size = history_size
         # Events at or below this revision are no longer in the history.
@@ -66,11 +70,38 @@ class Store:
         """Like ``get`` without the copy; the caller must not mutate the result."""
         return self._objects[res].get((namespace if res.namespaced else "", name))
 
-    def iter(self, res: Resource, namespace: str | None = None) -> Iterator[Obj]:
-        """Stored objects (not copies) in (namespace, name) order."""
-        for key in sorted(self._objects[res]):
-            if namespace is None or not res.namespaced or key[0] == namespace:
-                yield self._objects[res][key]
+    def _keys(self, res: Resource) -> list[Key]:
+        keys = self._sorted[res]
+        if keys is None:
+            keys = self._sorted[res] = sorted(self._objects[res])
+        return keys
+
+    def count_after(self, res: Resource, namespace: str | None, after: Key) -> int:
+        """How many objects (of ``namespace``, if given) sort after ``after``."""
+        keys = self._keys(res)
+        end = len(keys)
+        if namespace is not None and res.namespaced:
+            end = bisect.bisect_left(keys, (namespace + "\x00", ""))
+        return max(0, end - bisect.bisect_right(keys, after))
+
+    def iter(self, res: Resource, namespace: str | None = None, *,
+             after: Key | None = None) -> Iterator[Obj]:
+        """Stored objects (not copies) in (namespace, name) order; with ``after``, only
+        those after that key (a list's continue point: found by bisection, so a page
+        costs what it holds, not the whole collection)."""
+        keys = self._keys(res)
+        objects = self._objects[res]
+        scoped = namespace is not None and res.namespaced
+        start = (namespace or "", "") if scoped else ("", "")
+        i = bisect.bisect_left(keys, max(start, after) if after is not None else start)
+        if after is not None and i < len(keys) and keys[i] == after:
+            i += 1
+        for key in keys[i:] if i else keys:
+            if scoped and key[0] != namespace:
+                return
+            obj = objects.get(key)
+            if obj is not None:
+                yield obj
 
     def all_resources(self) -> Iterator[tuple[Resource, Obj]]:
         for res, objs in self._objects.items():
@@ -115,6 +146,8 @@ class Store:
         stored["metadata"]["resourceVersion"] = str(self.rv)
         if old is not None:
             self._index(res, old, add=False)
+        else:
+            self._sorted[res] = None
         self._objects[res][key_of(stored)] = stored
         self._index(res, stored, add=True)
         self._publish(Event("ADDED" if created else "MODIFIED", self.rv, res, stored, old))
@@ -122,6 +155,7 @@ class Store:
 
     def remove(self, res: Resource, namespace: str, name: str) -> Obj:
         old = self._objects[res].pop((namespace if res.namespaced else "", name))
+        self._sorted[res] = None
         self._index(res, old, add=False)
         self.rv += 1
         final: Obj = clone(old)

@@ -26,6 +26,9 @@ class DeployedAgent:
     flags: tuple[str, ...]
     #: the STICKYIP_AGENT_* settings the DaemonSet gives as literal values
     env: dict[str, str] = field(default_factory=dict)
+    #: the agents follow the routing feed (STICKYIP_AGENT_FEED names the cluster's
+    #: feed Service): a bed runs a feed of its own for them (netbed.testbed)
+    feed: bool = False
 
     @property
     def kube(self) -> bool:
@@ -72,17 +75,21 @@ def deployed_agent(manifest: Path = MANIFEST) -> DeployedAgent:
         else:
             flags.append(rest[i])
             i += 1
-    env = {e["name"]: str(e["value"]) for e in c.get("env") or []
-           if "value" in e and e["name"].startswith("STICKYIP_AGENT_")}
-    return DeployedAgent(hooks=tuple(hooks), flags=tuple(flags), env=env)
+    given = {e["name"]: str(e["value"]) for e in c.get("env") or []
+             if "value" in e and e["name"].startswith("STICKYIP_AGENT_")}
+    # Values Kubernetes expands per cluster ($(SERVICE_VARIABLE)) are a bed's own.
+    env = {k: v for k, v in given.items() if "$(" not in v}
+    return DeployedAgent(hooks=tuple(hooks), flags=tuple(flags), env=env,
+                         feed="STICKYIP_AGENT_FEED" in given)
 
 
 @contextlib.asynccontextmanager
 async def deployed_testbed(**kwargs: Any) -> AsyncIterator[tuple[Any, Any]]:
     """A :class:`netbed.testbed.Testbed` (``kwargs`` are its own) whose agents run as
-    the DaemonSet runs them: its hooks, flags and settings (its poll interval, not the
-    bed's faster one), and, when they read the Kubernetes API, the API stand-in
-    relayed into the node namespaces. Yields (bed, stand-in or None)."""
+    the DaemonSet runs them: its hooks, flags and settings (its sync interval, not the
+    bed's faster one), a routing feed when the DaemonSet follows one, and, when they
+    read the Kubernetes API, the API stand-in relayed into the node namespaces.
+    Yields (bed, stand-in or None)."""
     from kubestandin import KubeStandIn
     from netbed.relay import ThreadedRelay
     from netbed.testbed import Testbed
@@ -90,7 +97,7 @@ async def deployed_testbed(**kwargs: Any) -> AsyncIterator[tuple[Any, Any]]:
     agent = deployed_agent()
     env = {**agent.env, **kwargs.pop("agent_env", {})}
     bed = {"hooks": agent.hooks, "agent_args": agent.flags,
-           "sync_interval": agent.settings().sync_interval, **kwargs}
+           "sync_interval": agent.settings().sync_interval, "feed": agent.feed, **kwargs}
     if not agent.kube:
         async with Testbed(agent_env=env, **bed) as tb:
             yield tb, None

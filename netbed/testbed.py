@@ -124,13 +124,15 @@ class Testbed:
                  sync_interval: float = 0.2, cni_version: str = "1.1.0",
                  installed_plugin: bool = False,
                  agent_env: dict[str, str] | None = None,
-                 relay: ThreadedRelay | None = None) -> None:
+                 relay: ThreadedRelay | None = None, feed: bool = False) -> None:
         """``installed_plugin``: call the standalone plugin each agent installs into its
         node's CNI bin dir (as /opt/cni/bin in a cluster) instead of the console script.
         ``relay``: added to each node's namespace before its agent starts.
         ``pool6_cidr``: dual-stack: nodes get IPv6 fabric addresses and pods one address
         of each family (the IPv6 pool is ``tb6``, named after ``tb`` in the network
-        config's ``pool``)."""
+        config's ``pool``). ``feed``: the agents follow a routing feed (``stickyip feed``
+        on a unix socket of the bed, as the DaemonSet's agents follow the feed Service)
+        instead of the store."""
         self.run_id = secrets.token_hex(3)
         self.prefix = f"sip{self.run_id}"
         self.routing = routing
@@ -160,6 +162,8 @@ class Testbed:
         self._counter = 0
         self.redis: RedisServer | None = None
         self.redis_url = ""
+        self.feed = feed
+        self.feed_proc: subprocess.Popen[bytes] | None = None
         self._ipam: RedisIpam | None = None
 
     @property
@@ -190,6 +194,8 @@ class Testbed:
         await self.ipam.apply_pool(self.pool_spec)
         if self.pool6_spec is not None:
             await self.ipam.apply_pool(self.pool6_spec)
+        if self.feed:
+            await self.start_feed()
         self.fabric.start()
         for _ in range(self.node_count):
             index, netns, address = self.fabric.add_node()
@@ -212,6 +218,7 @@ class Testbed:
                     _stop(proc)
         for proc in self._procs:
             _stop(proc)
+        self.stop_feed()
         self.namespaces.close()
         remove_pins(self.pin_base)
         if self._ipam is not None:
@@ -222,6 +229,37 @@ class Testbed:
             self.redis.close()
             self.redis = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ feed
+
+    async def start_feed(self, *, within: float = 30) -> None:
+        """(Re)start the bed's routing feed on a unix socket the agents reach from their
+        namespaces; they follow it (STICKYIP_AGENT_FEED) from their next start."""
+        sock, log = self._spawn_feed()
+        proc = self.feed_proc
+        assert proc is not None
+        deadline = time.monotonic() + within
+        while b"feed ready" not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the bed's feed did not start:\n"
+                                   + log.read_text(errors="replace")[-3000:])
+            await asyncio.sleep(0.05)
+        self.agent_env["STICKYIP_AGENT_FEED"] = f"unix:{sock}"
+
+    def _spawn_feed(self) -> tuple[Path, Path]:
+        sock, log = self.dir / "feed.sock", self.dir / "feed.log"
+        sock.unlink(missing_ok=True)
+        with open(log, "wb") as out:
+            self.feed_proc = subprocess.Popen(
+                [str(BIN / "stickyip"), "--redis-url", self.redis_url, "--log-level", "info",
+                 "feed", "--port", "-1", "--unix", str(sock), "--metrics-port", "0"],
+                stdout=out, stderr=out)
+        return sock, log
+
+    def stop_feed(self) -> None:
+        if self.feed_proc is not None:
+            _stop(self.feed_proc)
+            self.feed_proc = None
 
     # ---------------------------------------------------------------- agents
 

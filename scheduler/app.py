@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -24,6 +25,7 @@ from scheduler.extender import Extender
 from scheduler.kubeapi import KubeApi
 from scheduler.leader import LeaderElector
 from scheduler.metrics import Metrics
+from scheduler.reconciler import Reconciler
 from scheduler.scheduling import Scheduler
 
 log = logging.getLogger("stickyip.scheduler.app")
@@ -45,8 +47,12 @@ class SchedulerApp:
                                    is_leader=self.is_leader)
         self.failover = FailoverController(settings, self.cache, ipam, kube, self.scheduler,
                                            metrics=self.metrics)
-        self.gc = GcController(settings, ipam, kube, metrics=self.metrics)
+        self.gc = GcController(settings, ipam, kube, self.cache, metrics=self.metrics,
+                               fresh=self.cache_caught_up)
         self.extender = Extender(self.cache, ipam, self.scheduler, metrics=self.metrics)
+        self.reconciler = Reconciler(settings, self.cache, ipam, self.scheduler,
+                                     metrics=self.metrics, is_leader=self.is_leader)
+        self.gc.on_quarantine_freed = self.reconciler.request
         self._reflectors: list[Reflector] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._threads: list[threading.Thread] = []
@@ -61,6 +67,8 @@ class SchedulerApp:
     def _on_leader(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)
         if leading:
+            # The store may have changed while another replica led (or none did).
+            self.reconciler.request("became leader", hold=True)
             self.scheduler.enqueue_pending()
 
     def _on_renew(self) -> None:
@@ -93,12 +101,16 @@ class SchedulerApp:
                     "failover")
         self._spawn(self._periodic(self.gc.run_once, self.settings.gc_period), "gc")
         self._spawn(self._stats(), "ipam-stats")
+        self._spawn(self.reconciler.run(), "reconcile")
+        self._spawn(self.reconciler.follow_store(), "store-identity")
 
     async def _stats(self) -> None:
         """IPAM gauges on every replica (not only the leader): each scrape target then
         answers for the whole store."""
         while True:
-            await ipam_stats.collect(self.ipam, self.metrics, self.cache)
+            stats = await ipam_stats.collect(self.ipam, self.metrics, self.cache)
+            if stats is not None:
+                self.failover.note_stats(stats)
             await asyncio.sleep(self.settings.stats_period)
 
     async def _serve(self) -> None:
@@ -150,6 +162,38 @@ class SchedulerApp:
             except (SchedulerError, Exception) as e:  # a controller pass must not kill the app
                 log.warning("controller pass failed", extra={"error": repr(e)})
 
+    async def cache_caught_up(self, kinds: tuple[str, ...] = ("pods", "statefulsets"),
+                              timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Has the watch cache seen every change the API server had committed when this
+        was called? (As kube-apiserver's consistent reads from its cache: take the
+        current resourceVersion, wait until the watch got there; bookmarks move it on
+        a quiet collection.) False when it did not within ``timeout``."""
+        wait = timeout if timeout is not None else max(self.settings.gc_period, 10.0)
+        reflectors = {r.name: r for r in self._reflectors}
+        try:
+            targets = {k: int(await asyncio.to_thread(self.kube.revision, k)) for k in kinds}
+        except ValueError:
+            log.warning("the API server's resourceVersions are not numbers; cannot tell "
+                        "whether the watch cache caught up")
+            return False
+
+        def reached() -> bool:
+            for kind, target in targets.items():
+                seen = reflectors[kind].resource_version if kind in reflectors else ""
+                if not seen.isdigit() or int(seen) < target:
+                    return False
+            return True
+
+        deadline = time.monotonic() + wait
+        while not reached():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        # The watch threads hand a change to the loop before they record its version:
+        # one turn of the loop applies everything handed over so far.
+        await asyncio.sleep(0)
+        return True
+
     async def wait_synced(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):
             while not self.cache.is_synced("nodes", "pods", "statefulsets"):  # noqa: ASYNC110
@@ -160,9 +204,14 @@ class SchedulerApp:
             reflector.stop()
         for t in self._tasks:
             t.cancel()
+        # Bounded: a task that outlives its cancel must not hang the shutdown.
+        _, late = await asyncio.wait(self._tasks, timeout=10) if self._tasks else ((), ())
+        for t in late:
+            log.warning("a task did not stop within 10 s", extra={"task": t.get_name()})
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    t.result()
         await self.scheduler.drain()
         if self.leader is not None:
             await asyncio.to_thread(self.leader.release_sync)

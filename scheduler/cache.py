@@ -27,6 +27,7 @@ from scheduler.objects import node_from_json, pod_from_json, statefulset_from_js
 
 PodListener = Callable[[PodInfo | None, PodInfo | None], None]
 NodeListener = Callable[[NodeInfo | None, NodeInfo | None], None]
+SyncListener = Callable[[str], None]
 
 
 @dataclass(slots=True)
@@ -43,8 +44,13 @@ class ClusterCache:
     synced: set[str] = field(default_factory=set)
     #: Pods decided but whose binding the watch has not shown yet.
     assumed: dict[PodUid, NodeName] = field(default_factory=dict)
+    #: node -> pods bound there (terminated pods included: they may still be stuck on
+    #: a gone node), so "the pods on these nodes" never walks every pod.
+    pods_on: dict[NodeName, set[PodUid]] = field(default_factory=dict)
     pod_listeners: list[PodListener] = field(default_factory=list)
     node_listeners: list[NodeListener] = field(default_factory=list)
+    #: Called with the collection's name after each (re-)list reached the cache.
+    sync_listeners: list[SyncListener] = field(default_factory=list)
     _node_list: list[NodeInfo] | None = None
     clock: Callable[[], float] = time.time
 
@@ -66,9 +72,31 @@ class ClusterCache:
     def is_synced(self, *kinds: str) -> bool:
         return all(k in self.synced for k in kinds)
 
+    def pods_bound_to(self, node: NodeName) -> list[PodInfo]:
+        return [self.pods[u] for u in sorted(self.pods_on.get(node, ())) if u in self.pods]
+
+    def stranded_nodes(self) -> list[NodeName]:
+        """Nodes that pods are bound to but that no longer exist (only meaningful once
+        the node collection is synced)."""
+        return sorted(n for n in self.pods_on if n not in self.nodes)
+
     # -------------------------------------------------------------- updates
 
+    def _place(self, pod: PodInfo, sign: int) -> None:
+        if not pod.node_name:
+            return
+        node = NodeName(pod.node_name)
+        if sign > 0:
+            self.pods_on.setdefault(node, set()).add(pod.uid)
+        else:
+            on = self.pods_on.get(node)
+            if on is not None:
+                on.discard(pod.uid)
+                if not on:
+                    del self.pods_on[node]
+
     def _account(self, pod: PodInfo, sign: int) -> None:
+        self._place(pod, sign)
         if not pod.node_name or pod.terminated:
             return
         node = NodeName(pod.node_name)
@@ -186,6 +214,8 @@ class ClusterCache:
         for o in items:
             self.apply(kind, "ADDED", o)
         self.synced.add(kind)
+        for fn in self.sync_listeners:
+            fn(kind)
 
 
 @dataclass(slots=True)

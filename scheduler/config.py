@@ -50,5 +50,8 @@ class SchedulerSettings(BaseSettings):
                                "request in seconds (it is then resumed)")
     stats_period: float = Field(default=30.0, description="seconds between IPAM statistics "
                                 "passes for /metrics (pool use, reservations, heartbeats)")
+    reconcile_period: float = Field(default=600.0, gt=0, description="seconds between "
+                                    "passes comparing running pods with the IPAM (also run "
+                                    "at start and when the store restarts or fails over)")
     metrics_port: int = Field(default=0, ge=0, le=65535,
                               description="serve Prometheus /metrics on this port (0: off)")

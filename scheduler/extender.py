@@ -217,6 +217,15 @@ class Extender:
             if body.get("PodUID") and pod.uid != body["PodUID"]:
                 return {"Error": f"pod {ns}/{name} was replaced (UID changed)"}
             req = sticky_request(pod)
+            # Only the leader reconciles (and so holds); every replica answers /bind,
+            # and the store itself pauses new addresses after a restart or failover.
+            if req is not None and self.scheduler.allocation_hold and \
+                    self.scheduler.is_leader():
+                seen = await self.ipam.claim(req.key, pools=list(req.pools),
+                                             addresses=list(req.addresses), dry_run=True)
+                if len(seen.addresses) < len(req.pools):
+                    return {"Error": f"waiting to take a new address: "
+                                     f"{self.scheduler.allocation_hold}"}
             if req is not None:
                 res = await self.ipam.claim(req.key, pools=list(req.pools),
                                             addresses=list(req.addresses),

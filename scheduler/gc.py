@@ -26,6 +26,8 @@ class GcOp(StrEnum):
     RETAIN = "retain"
     #: The holder pod is gone but the ordinal is not: keep the address, clear the holder.
     UNBIND = "unbind"
+    #: A quarantined reservation's holder pod is gone: its addresses may be freed now.
+    HOLDER_GONE = "holder_gone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,13 @@ def plan_gc(records: Sequence[Lease], *, pods: Sequence[PodInfo],
             continue
         key = r.key
         if key is None:
+            continue
+        if r.state is ReservationState.QUARANTINED:
+            # Released by force (or in conflict) while a pod held it: freed only once
+            # that very pod is gone, never by age.
+            if r.holder and r.holder not in uids:
+                actions.append(GcAction(GcOp.HOLDER_GONE, r.pool, r.owner, key, r.holder,
+                                        f"its holder pod {r.pod or r.holder} is gone"))
             continue
         if r.state is ReservationState.RETAINED:
             if 0 <= r.expires_at <= now:

@@ -42,6 +42,12 @@ class KubeApi:
     def list(self, kind: str) -> tuple[list[KubeObject], str]:
         return self.rest.list(PATHS[kind])
 
+    def revision(self, kind: str) -> str:
+        """The API server's current resourceVersion, as a one-item list of ``kind``
+        answers it (a consistent read: the newest committed change)."""
+        doc = self.rest.request("GET", PATHS[kind], query={"limit": 1})
+        return str((doc.get("metadata") or {}).get("resourceVersion") or "")
+
     def reflector(self, kind: str, sink: Sink, *, watch_timeout: int = 300,
                   resource_version: str = "") -> Reflector:
         """List+watch of one collection feeding ``sink`` (not started)."""

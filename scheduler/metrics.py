@@ -43,6 +43,20 @@ class Metrics:
                                registry=r)
         self.store_up = Gauge("stickyip_ipam_store_up", "1 when the last IPAM statistics pass "
                               "reached Redis", registry=r)
+        self.reconcile_conflicts = Gauge(
+            "stickyip_reconcile_conflicts", "Addresses running pods use that the IPAM gives "
+            "to another owner, or another pod also uses, or the pod's reservation does not "
+            "hold (last reconciliation pass)", registry=r)
+        self.reconcile_restored = Counter(
+            "stickyip_reconcile_restored_total", "Reservations restored for running pods "
+            "after the IPAM had lost them", registry=r)
+        self.reconcile_passes = Counter("stickyip_reconcile_passes_total", "Reconciliation "
+                                        "passes completed", registry=r)
+        self.reconcile_seconds = Gauge("stickyip_reconcile_seconds", "Duration of the last "
+                                       "reconciliation pass", registry=r)
+        self.store_changes = Counter(
+            "stickyip_ipam_store_changes_total", "Times the IPAM store's identity changed "
+            "(restart, failover, restore) while this replica followed it", registry=r)
         self.extender = Histogram("stickyip_scheduler_extender_seconds", "Extender request "
                                   "handling time", ["verb"],
                                   buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1),

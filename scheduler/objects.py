@@ -77,6 +77,22 @@ def pod_requests(spec: dict[str, Any]) -> Resources:
     return total
 
 
+_TOLERATIONS: dict[tuple[tuple[str, str, str, str], ...], tuple[Toleration, ...]] = {}
+
+
+def _tolerations(raw: Any) -> tuple[Toleration, ...]:
+    """Pods mostly carry the same few tolerations (the API adds the same defaults to
+    every pod): share one tuple per distinct list instead of building it per pod."""
+    key = tuple((t.get("key") or "", t.get("operator") or "Equal", t.get("value") or "",
+                 t.get("effect") or "") for t in raw)
+    found = _TOLERATIONS.get(key)
+    if found is None:
+        found = tuple(Toleration(key=k, operator=o, value=v, effect=e) for k, o, v, e in key)
+        if len(_TOLERATIONS) < 1024:
+            _TOLERATIONS[key] = found
+    return found
+
+
 def pod_from_json(obj: KubeObject) -> PodInfo:
     meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
     name = meta.get("name", "")
@@ -107,10 +123,7 @@ def pod_from_json(obj: KubeObject) -> PodInfo:
         requests=requests,
         node_selector=dict(spec.get("nodeSelector") or {}),
         required_terms=terms,
-        tolerations=tuple(
-            Toleration(key=t.get("key") or "", operator=t.get("operator") or "Equal",
-                       value=t.get("value") or "", effect=t.get("effect") or "")
-            for t in spec.get("tolerations") or []),
+        tolerations=_tolerations(spec.get("tolerations") or ()),
         statefulset=sts,
         ordinal=ordinal,
         slot_problem=problem,

@@ -3,6 +3,7 @@ parsed exactly, as the API server does, into integer millicores and bytes."""
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
@@ -38,10 +39,12 @@ def parse_quantity(text: str | int | float) -> Decimal:
     return value * _SUFFIX[suffix or ""]
 
 
+@functools.lru_cache(maxsize=4096)  # a cluster uses a few dozen distinct values
 def cpu_millis(text: str | int | float) -> int:
     """CPU in millicores, rounded up as the API does (``1.0001`` cores is 1001m)."""
     return int((parse_quantity(text) * 1000).to_integral_value(rounding=ROUND_CEILING))
 
 
+@functools.lru_cache(maxsize=4096)
 def memory_bytes(text: str | int | float) -> int:
     return int(parse_quantity(text).to_integral_value(rounding=ROUND_CEILING))

@@ -26,6 +26,7 @@ from ipam import (
     StoreUnavailable,
 )
 from ipam.contract import PodRequest, format_ips, pool_of, written_annotations
+from ipam.errors import AllocationPaused
 from plumbing.kube.errors import Conflict, KubeError, NotFound
 from scheduler import filtering, scoring
 from scheduler.cache import ClusterCache
@@ -52,7 +53,8 @@ class Decision:
 
 class AddressViews:
     """Per-pool free-address views for filtering and scoring, re-read from the IPAM
-    at most every ``ttl`` seconds and adjusted locally after each claim."""
+    (``RedisIpam.address_view``: one round trip) at most every ``ttl`` seconds and
+    adjusted locally after each claim."""
 
     def __init__(self, ipam: RedisIpam, ttl: float, clock: Callable[[], float] = time.monotonic
                  ) -> None:
@@ -63,13 +65,12 @@ class AddressViews:
         hit = self._views.get(pool)
         if hit is not None and self.clock() - hit[0] < self.ttl:
             return hit[1]
-        pc = await self.ipam.pool(pool)
-        status = await self.ipam.pool_status(pool)
+        # one round trip: free addresses per node, unclaimed blocks and the exact total
+        seen = await self.ipam.address_view(pool)
         view = filtering.AddressView(
-            pool=PoolName(pool), free_in_node_blocks=await self.ipam.free_in_node_blocks(pool),
-            unclaimed_blocks=status.blocks_total - status.blocks_claimed,
-            free_total=status.free, node_selector=dict(pc.spec.node_selector),
-            block_size=pc.geo.block_size)
+            pool=PoolName(pool), free_in_node_blocks=seen.free_in_node_blocks,
+            unclaimed_blocks=seen.unclaimed_blocks, free_total=seen.free_total,
+            node_selector=dict(seen.ref.spec.node_selector), block_size=seen.ref.geo.block_size)
         self._views[pool] = (self.clock(), view)
         return view
 
@@ -134,8 +135,14 @@ class Scheduler:
         self._next_start = 0
         self._binds: set[asyncio.Task[None]] = set()
         self._bind_slots = asyncio.Semaphore(16)
+        #: Why no new address may be handed out now (empty: none). Set while the IPAM
+        #: is reconciled with the running pods (``scheduler.reconciler``): an address a
+        #: lost reservation's pod still uses must be restored before anything else
+        #: could take it. Pods going back to an existing reservation are not held.
+        self.allocation_hold = ""
         cache.pod_listeners.append(self._on_pod)
         cache.node_listeners.append(self._on_node)
+        cache.sync_listeners.append(self._on_synced)
 
     # ------------------------------------------------------------- queueing
 
@@ -178,6 +185,16 @@ class Scheduler:
                                 or old.unschedulable != new.unschedulable):
             self.enqueue_pending()
 
+    def _on_synced(self, kind: str) -> None:
+        if self.synced():
+            self.unpark()
+
+    def synced(self) -> bool:
+        """Decisions wait until the cache holds every node and pod (as kube-scheduler
+        waits for its informers): a node not listed yet is not "gone", and a node's
+        load is not known before its pods are."""
+        return self.cache.is_synced("nodes", "pods")
+
     def _retry_later(self, uid: PodUid) -> None:
         delay = min(self._backoff.get(uid, self.settings.retry_period / 2) * 2, 30.0)
         self._backoff[uid] = delay
@@ -200,6 +217,9 @@ class Scheduler:
         except PoolNotFound as e:
             return Decision(None, message=f"{e}; create it with 'stickyip pool apply'",
                             reason="PoolNotFound")
+        except AllocationPaused as e:
+            return Decision(None, message=f"waiting to take a new address: {e}",
+                            reason="IPAMReconciling")
         except StoreUnavailable as e:
             return Decision(None, message=f"IPAM store unavailable: {e}",
                             reason="IPAMUnavailable")
@@ -245,6 +265,9 @@ class Scheduler:
             return Decision(None, message=str(e), reason="InvalidStickyIPAnnotation",
                             retry=False)
         complete = len(seen.addresses) == len(pools)
+        if not complete and self.allocation_hold:
+            return Decision(None, seen, message=f"waiting to take a new address: "
+                            f"{self.allocation_hold}", reason="IPAMReconciling")
         home = seen.node if seen.addresses and seen.node else None
         if home is not None:
             node = self.cache.nodes.get(home)
@@ -294,8 +317,9 @@ class Scheduler:
         pod = self.cache.pods.get(uid)
         if pod is None or not self.ours(pod):
             return None
-        if not self.is_leader():
-            # Not dropped: a leader whose renewal is merely late gets it back on renewal.
+        if not self.is_leader() or not self.synced():
+            # Not dropped: a leader whose renewal is merely late gets it back on renewal,
+            # and every pod set aside before the caches synced is queued once they are.
             self._parked.add(uid)
             return None
         t0 = time.perf_counter()

@@ -32,6 +32,7 @@ COMPONENTS = (
     ("webhook", "webhooks.cli", "run the admission webhook server"),
     ("scheduler", "scheduler.cli", "run the sticky scheduler (or its extender)"),
     ("agent", "datapath.cli", "run the node agent"),
+    ("feed", "datapath.feedcli", "run the routing feed (fan-out tier for the agents)"),
 )
 _GLOBAL_WITH_VALUE = ("--redis-url", "--log-level")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -13,7 +13,7 @@ from stickyip.pools import output_flag
 from stickyip.store import open_store
 
 if TYPE_CHECKING:
-    from ipam import Lease
+    from ipam import Lease, RedisIpam
 
 
 def add_parsers(sub: Any) -> None:
@@ -47,6 +47,9 @@ def add_parsers(sub: Any) -> None:
     c = ipam.add_parser("check", help="find (and with --repair fix) inconsistencies")
     c.add_argument("--repair", action="store_true",
                    help="fix each finding atomically, without stopping allocation")
+    c.add_argument("--against-cluster", action="store_true",
+                   help="also compare the running pods (Kubernetes API) with the IPAM: "
+                   "addresses in use that it does not know, or knows under another owner")
     output_flag(c)
     c.set_defaults(handler=check)
 
@@ -218,11 +221,40 @@ async def check(args: argparse.Namespace) -> int:
     ipam = await open_store(args)
     try:
         findings = await check_and_repair(ipam, repair=args.repair)
+        cluster = await _against_cluster(ipam) if args.against_cluster else None
     finally:
         await ipam.aclose()
     # addresses (or block CIDRs, or store keys), never offsets into a bitmap
     rows = [f.model_dump(exclude={"offset", "block"}) for f in findings]
-    emit(rows, CHECK_COLUMNS, args.output,
-         name=lambda r: f"{r['kind']}/{r['address'] or r['key'] or r['pool']}",
-         empty="no inconsistencies found")
-    return 1 if any(not f.repaired for f in findings) else 0
+    failed = any(not f.repaired for f in findings) or bool(cluster)
+    if cluster is not None and args.output in ("json", "yaml", "name"):
+        # one document: the store's findings (``kind``), then the cluster's (``verdict``)
+        emit([*rows, *cluster], (), args.output, name=lambda r: (
+            f"{r['verdict']}/{r['address']}" if "verdict" in r else _check_name(r)))
+        return 1 if failed else 0
+    emit(rows, CHECK_COLUMNS, args.output, name=_check_name, empty="no inconsistencies found")
+    if cluster is not None:
+        emit(cluster, CLUSTER_COLUMNS, args.output,
+             empty="every address the running pods use is known to the IPAM")
+    return 1 if failed else 0
+
+
+def _check_name(row: dict[str, Any]) -> str:
+    return f"{row['kind']}/{row['address'] or row['key'] or row['pool']}"
+
+
+#: ``ipam check --against-cluster``: the running pods compared with the IPAM.
+CLUSTER_COLUMNS = (Column("verdict"), Column("address"), Column("pod"), Column("node"),
+                   Column("owner"), Column("detail", wide=True))
+
+
+async def _against_cluster(ipam: RedisIpam) -> list[dict[str, Any]]:
+    """Addresses running pods use that the IPAM does not know ("unknown", "missing") or
+    gives to another owner ("conflict"); read-only (the scheduler's reconciliation
+    restores and quarantines)."""
+    from plumbing.kube.client import KubeSettings, api_client
+    from plumbing.kube.rest import RestClient
+    from scheduler.cluster_check import check_cluster, finding_row
+
+    found = await check_cluster(ipam, RestClient(api_client(KubeSettings())))
+    return [finding_row(f) for f in found]

@@ -139,8 +139,8 @@ def complete(line: str) -> list[str]:
 
 
 def test_bash_completion_knows_commands_flags_and_choices(tmp_path: Path) -> None:
-    assert complete("stickyip ") == ["agent", "completion", "ipam", "pool", "scheduler",
-                                     "webhook"]
+    assert complete("stickyip ") == ["agent", "completion", "feed", "ipam", "pool",
+                                     "scheduler", "webhook"]
     assert complete("stickyip po") == ["pool"]
     assert complete("stickyip --redis-url redis://x:1 ip") == ["ipam"]
     assert complete("stickyip ipam ") == ["blocks", "check", "history", "release", "show"]

@@ -261,3 +261,21 @@ async def test_a_second_family_listed_later_claims_its_block_for_the_home(
     for i in range(3):  # n1 takes more addresses: nothing may disagree
         await dual.allocate(node="n1", owner=ephemeral_owner(f"c{i}"), pools=["v6"])
     assert await check_and_repair(dual) == []
+
+
+async def test_rehoming_an_unhomed_reservation_claims_its_block(dual: RedisIpam) -> None:
+    """Also found by the state machine: a reservation with an explicit address and no
+    home yet, re-homed to n2, was routed as a migration to n2; n2 then claimed that
+    very block for its own pods (check: migration-mismatch). Homing claims it."""
+    listed = ipaddress.IPv4Address("10.20.0.200")
+    res = await dual.claim(K0, pools=["v4"], addresses=[listed])
+    assert res.node in ("", None) and not await dual.blocks("v4")
+    moved = await dual.rehome_reservation(K0, to_node="n2")
+    assert moved.node == "n2" and moved.epoch == res.epoch + 1
+    blocks = {b.cidr: b.node for b in await dual.blocks("v4")}
+    assert [n for c, n in blocks.items() if listed in c] == ["n2"]
+    for i in range(3):
+        await dual.allocate(node="n2", owner=ephemeral_owner(f"e{i}"), pools=["v4"])
+    view = await dual.routing_view()
+    assert not [m for m in view.migrated if m.address == listed]
+    assert await check_and_repair(dual) == []

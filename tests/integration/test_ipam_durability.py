@@ -265,3 +265,35 @@ async def test_clients_leave_a_demoted_master_at_once(cluster: Cluster) -> None:
             await r.aclose()
     finally:
         await ipam.aclose()
+
+
+async def test_a_retried_command_reconnects_to_the_master_the_sentinels_name(
+        cluster: Cluster) -> None:
+    """redis-py reconnects a broken connection to the address it had when the client
+    retries a command; after a failover that address is the old master's."""
+    old, new = cluster.servers
+    await wait_for(lambda: in_sync(old.url), "the replica to sync")
+    ipam = await open_ipam(f"redis+sentinel://127.0.0.1:{cluster.sentinel_port}/stickyip",
+                           actor="dur")
+    try:
+        watch = switch_watch(ipam.redis)
+        assert watch is not None
+        await asyncio.wait_for(watch.subscribed.wait(), 10)
+        pool = ipam.redis.connection_pool
+        conn = await pool.get_connection()
+        assert conn.port == old.port
+
+        async def failover() -> bool:
+            return sentinel_cmd(cluster.sentinel_port, "SENTINEL", "FAILOVER",
+                                "stickyip").startswith(b"+OK")
+
+        await wait_for(failover, "the sentinel to accept a failover", within=30)
+        await asyncio.wait_for(watch.switched.wait(), 30)
+        # what the retry policy does with a connection that broke: send again
+        await conn.disconnect()
+        await conn.send_command("PING")
+        assert await conn.read_response() == b"PONG"
+        assert conn.port == new.port
+        await pool.release(conn)
+    finally:
+        await ipam.aclose()

@@ -7,6 +7,7 @@ lines parse with the real command line. The pool limits it states are the store'
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 import shlex
@@ -20,6 +21,7 @@ import yaml
 
 from ipam import InvalidPool, RedisIpam, ReservationKey
 from ipam.models import pool_from_dict
+from kubestandin import KubeStandIn
 from stickyip.cli import COMPONENTS, build_parser
 from tests.support.admission import decoded_patch, live_webhook, review, statefulset_pod
 from tests.support.cli import ROOT, stickyip_env
@@ -55,8 +57,10 @@ def command_lines() -> list[tuple[list[str], str]]:
     return out
 
 
-def stickyip(url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_stickyip(*args, env=stickyip_env(STICKYIP_REDIS_URL=url), cwd=cwd)
+def stickyip(url: str, cwd: Path, *args: str, kube: str = ""
+             ) -> subprocess.CompletedProcess[str]:
+    env = stickyip_env(STICKYIP_REDIS_URL=url, **({"STICKYIP_KUBE_HOST": kube} if kube else {}))
+    return run_stickyip(*args, env=env, cwd=cwd)
 
 
 async def test_the_readme_examples_work_together(redis_url: str, ipam: RedisIpam,
@@ -90,22 +94,29 @@ async def test_the_readme_examples_work_together(redis_url: str, ipam: RedisIpam
     await ipam.claim(ReservationKey.of("prod", "db", 2), pool="prod-a", node="node-1",
                      holder="uid-db-2", pod="prod/db-2")
     ran = set()
-    for words, comment in command_lines():
-        if words[0] in {name for name, _, _ in COMPONENTS}:
-            build_parser(words).parse_args(words)  # exits (fails the test) on a bad flag
-            continue
-        proc = stickyip(redis_url, tmp_path, *words)
-        if comment.startswith("refused"):
-            assert proc.returncode == 1, (words, proc.stdout)
-            (line,) = proc.stderr.splitlines()
-            assert line.startswith("error: "), (words, line)
-        else:
-            assert proc.returncode == 0, (words, proc.stderr)
-        ran.add(" ".join(words[:2]))
+    async with KubeStandIn(statefulset_controller=False) as api:  # --against-cluster
+        for words, comment in command_lines():
+            if words[0] in {name for name, _, _ in COMPONENTS}:
+                build_parser(words).parse_args(words)  # exits (fails the test) on a bad flag
+                continue
+            proc = await asyncio.to_thread(stickyip, redis_url, tmp_path, *words,
+                                           kube=api.url)
+            _judge(words, comment, proc)
+            ran.add(" ".join(words[:2]))
     assert {"pool apply", "pool list", "pool delete", "ipam show", "ipam blocks",
             "ipam history", "ipam release", "ipam check", "completion bash"} <= ran
     quarantined = await ipam.reservation(ReservationKey.of("prod", "db", 2))
     assert quarantined is not None and quarantined.state.value == "quarantined"
+
+
+def _judge(words: list[str], comment: str, proc: subprocess.CompletedProcess[str]) -> None:
+    """A line whose comment says it is refused fails with one error line; others work."""
+    if comment.startswith("refused"):
+        assert proc.returncode == 1, (words, proc.stdout)
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith("error: "), (words, line)
+    else:
+        assert proc.returncode == 0, (words, proc.stderr)
 
 
 def test_the_stated_pool_limits_are_the_stores() -> None:

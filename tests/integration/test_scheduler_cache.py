@@ -35,9 +35,11 @@ def settings(identity: str = "sched-0", **kw: Any) -> SchedulerSettings:
 
 @asynccontextmanager
 async def replica(api: KubeStandIn, redis_url: str, *, clock: SkewClock | None = None,
-                  **kw: Any) -> AsyncIterator[SchedulerApp]:
+                  reconciled: bool = True, **kw: Any) -> AsyncIterator[SchedulerApp]:
     """A scheduler replica; with ``clock``, its failover and GC controllers and its
-    IPAM read that clock (tests move time forward instead of sleeping)."""
+    IPAM read that clock (tests move time forward instead of sleeping). With
+    ``reconciled`` (a replica that will lead), it is yielded once its first
+    reconciliation pass is done (before that it hands out no new address)."""
     ipam = RedisIpam(aioredis.Redis.from_url(redis_url), actor="scheduler-test",
                      **({"clock": clock} if clock is not None else {}))
     kube = KubeApi(api_client(KubeSettings(kube_host=api.url)))
@@ -48,6 +50,9 @@ async def replica(api: KubeStandIn, redis_url: str, *, clock: SkewClock | None =
     await app.start()
     try:
         await app.wait_synced()
+        if reconciled:
+            async with asyncio.timeout(10):
+                await app.reconciler.wait_passes(1)
         yield app
     finally:
         await app.stop()
@@ -56,7 +61,9 @@ async def replica(api: KubeStandIn, redis_url: str, *, clock: SkewClock | None =
 
 @asynccontextmanager
 async def standin(nodes: int = 3, **node_kw: Any) -> AsyncIterator[KubeStandIn]:
-    async with KubeStandIn(statefulset_controller=True, auto_ready=True) as api:
+    # Bookmarks often: the GC waits until its watch cache caught up with the API.
+    async with KubeStandIn(statefulset_controller=True, auto_ready=True,
+                           bookmark_interval=0.1) as api:
         for i in range(nodes):
             await api.create(objects.node(f"node-{i}", **node_kw))
         yield api

@@ -33,11 +33,16 @@ async def test_gc_leaves_live_owners_alone_under_churn(
         doomed: dict[OwnerKey, str] = {}
         actions: list[GcAction] = []
         stop = asyncio.Event()
+        passes = 0
+        progressed = asyncio.Condition()
 
         async def gc_loop() -> None:
+            nonlocal passes
             while not stop.is_set():
                 actions.extend(await app.gc.run_once())
-                await asyncio.sleep(0)
+                async with progressed:
+                    passes += 1
+                    progressed.notify_all()
 
         gc_task = asyncio.create_task(gc_loop())
         try:
@@ -54,7 +59,11 @@ async def test_gc_leaves_live_owners_alone_under_churn(
                     if name.startswith(f"churn-{round_}-"):
                         await api.delete("v1", "Pod", name)
                 clock.advance(GRACE / 2)
-                await asyncio.sleep(0)  # let a GC pass run between rounds
+                # GC passes run between rounds: wait for one that began after this
+                # round's changes (the one running now may have begun before).
+                async with progressed:
+                    target = passes + 2
+                    await progressed.wait_for(lambda: passes >= target)  # noqa: B023
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):

@@ -29,7 +29,7 @@ async def test_two_replicas_never_bind_a_pod_twice(redis_url: str, ipam: RedisIp
                                                    pool_a: PoolSpec) -> None:
     async with standin(3) as api, replica(api, redis_url, identity="sched-a") as a:
         await api.wait_for(lambda _: a.is_leader(), timeout=5)
-        async with replica(api, redis_url, identity="sched-b") as b:
+        async with replica(api, redis_url, identity="sched-b", reconciled=False) as b:
             # b has read the Lease and found it held by a (and so stays a standby)
             assert b.leader is not None
             await api.wait_for(lambda _: (b.leader._observed or ("",))[0] == "sched-a",

@@ -19,11 +19,13 @@ KUSTOMIZATIONS = sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml")
                         if p.parent.name != "monitoring")
 
 #: What each component serves for probes (webhooks/server.py, scheduler/app.py,
-#: datapath/server.py), and which of those answer without asking the store.
+#: datapath/server.py, datapath/feed.py), and which answer without asking the store.
 SERVED = {"webhook": {"/healthz", "/readyz", "/metrics"},
           "scheduler": {"/healthz", "/readyz", "/metrics"},
-          "agent": {"/healthz", "/livez", "/metrics"}}
-STORE_FREE = {"webhook": {"/healthz"}, "scheduler": {"/healthz"}, "agent": {"/livez"}}
+          "agent": {"/healthz", "/livez", "/metrics"},
+          "feed": {"/healthz", "/livez", "/metrics"}}
+STORE_FREE = {"webhook": {"/healthz"}, "scheduler": {"/healthz"}, "agent": {"/livez"},
+              "feed": {"/livez"}}
 
 
 def command_of(container: dict[str, Any]) -> str | None:

@@ -34,7 +34,9 @@ def _agent_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> AgentSettings
             monkeypatch.setenv(k, v)
     for e in agent.get("env") or []:
         if "value" in e and e["name"].startswith("STICKYIP_AGENT_"):
-            monkeypatch.setenv(e["name"], e["value"])
+            # as Kubernetes expands a Service's variables (an address, a port)
+            value = re.sub(r"\$\(\w+_SERVICE_HOST\)", "10.96.0.1", e["value"])
+            monkeypatch.setenv(e["name"], re.sub(r"\$\(\w+_SERVICE_PORT\)", "1", value))
     return AgentSettings()
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import celpy
-import pytest
 import yaml
 from celpy.adapter import json_to_cel
 
@@ -574,6 +573,7 @@ def test_environment_variables_name_real_settings(install: tuple[str, Objs]) -> 
                          ("webhooks.config", "WebhookSettings"),
                          ("scheduler.config", "SchedulerSettings"),
                          ("datapath.config", "AgentSettings"),
+                         ("datapath.feedcli", "FeedSettings"),
                          ("datapath.features.services.config", "ServicesSettings"),
                          ("datapath.features.policy.config", "PolicySettings")):
         classes.append(getattr(importlib.import_module(module), name))
@@ -608,7 +608,8 @@ def test_no_injected_service_variable_reads_like_a_setting(install: tuple[str, O
     _, objs = install
     reads = {"webhook": ("webhooks.config", "WebhookSettings"),
              "scheduler": ("scheduler.config", "SchedulerSettings"),
-             "agent": ("datapath.config", "AgentSettings")}
+             "agent": ("datapath.config", "AgentSettings"),
+             "feed": ("datapath.feedcli", "FeedSettings")}
     common = [("ipam.config", "IpamSettings"), ("plumbing.kube.client", "KubeSettings")]
 
     def settings_of(command: str) -> set[str]:

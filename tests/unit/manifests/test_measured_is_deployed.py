@@ -70,6 +70,7 @@ async def test_the_benchmark_bed_is_the_deployed_agent(monkeypatch: pytest.Monke
     assert tuple(seen["hooks"]) == agent.hooks
     assert tuple(seen["agent_args"]) == agent.flags
     assert seen["sync_interval"] == agent.settings().sync_interval
+    assert seen["feed"] is agent.feed is True  # the DaemonSet's agents follow the feed
     assert agent.env.items() <= seen["agent_env"].items()
     assert seen["agent_env"]["STICKYIP_KUBE_HOST"].startswith("http://127.0.0.1:")
     assert seen["relay"] is not None

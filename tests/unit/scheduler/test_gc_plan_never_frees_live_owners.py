@@ -79,3 +79,15 @@ def test_young_reservations_are_left_alone() -> None:
     records = [sticky(5, updated=NOW - 1)]
     plan = plan_gc(records, pods=[], statefulsets=[], now=NOW, grace=60)
     assert plan.actions == []
+
+
+def test_quarantined_reservation_is_freed_only_once_its_holder_is_gone() -> None:
+    q = ReservationState.QUARANTINED
+    records = [sticky(0, state=q, holder="u0"), sticky(1, state=q, holder="u1-gone"),
+               sticky(2, state=q, holder="u2-gone", updated=NOW - 1)]
+    # db-0's holder runs; the StatefulSet is gone, yet nothing is retained or released
+    pods = [pod("db-0", namespace="ns", uid="u0", sts="db")]
+    plan = plan_gc(records, pods=pods, statefulsets=[], now=NOW, grace=60)
+    assert [(a.op, a.owner, a.holder) for a in plan.actions] == [
+        (GcOp.HOLDER_GONE, "sts/ns/db/1", "u1-gone"),
+        (GcOp.HOLDER_GONE, "sts/ns/db/2", "u2-gone")]  # age does not matter, the pod does
