@@ -6,14 +6,15 @@ entries (realistic, mixed prefix lengths); and the same service lookup over IPv6
 
 Same treatment for every contender: each has its own topology (network namespaces
 created here, removed at the end even on failure: a "node" netns routing between a
-client pod netns and a backend pod netns, as the agent plumbs pods) holding only its
-own datapath state, so no contender runs with another's rules or conntrack hooks
-present. Every contender gets the same ``ROUNDS`` rounds, taking turns (the first of a
-round rotates), each round ``CONNS`` connections after ``WARMUP``, to the service
-matched last (the worst position for a rule list) and to services at uniformly random
-positions (the same random sequence for every contender). The statistic is the median
-over rounds of each round's median latency; every round is in ``detail``, with the
-exact iptables (backend and version), nft and kernel that ran.
+client pod netns and a backend pod netns, as the agent plumbs pods) holding the same
+node baseline (NODE_BASELINE: kernel conntrack active, as on any Kubernetes node) and
+its own service datapath only, never another contender's rules. Every contender gets
+the same ``ROUNDS`` rounds, taking turns (the first of a round rotates), each round
+``CONNS`` connections after ``WARMUP``, to the service matched last (the worst
+position for a rule list) and to services at uniformly random positions (the same
+random sequence for every contender). The statistic is the median over rounds of each
+round's median latency; every round is in ``detail``, with the exact iptables
+(backend and version), nft and kernel that ran.
 """
 
 from __future__ import annotations
