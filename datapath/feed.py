@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from datapath import feedwire as wire
 from datapath.peers import PeerSource
+from datapath.status import serve_status
 from ipam.changes import ChangeBatch, Gap, RoutingSnapshot
 from ipam.errors import StoreUnavailable
 from ipam.follow import ChangeSource, Follower, Update, cancel
@@ -179,13 +180,9 @@ class FeedServer:
         if self.unix_path:
             self._unix = await loop.create_unix_server(lambda: _Client(self), self.unix_path)
         if self.status_port:
-            app = web.Application()
-            app.router.add_get("/metrics", self._metrics_page)
-            app.router.add_get("/healthz", self._healthz)
-            app.router.add_get("/livez", self._livez)
-            self._status = web.AppRunner(app, access_log=None)
-            await self._status.setup()
-            await web.TCPSite(self._status, self.status_host, self.status_port).start()
+            self._status = await serve_status(
+                self.status_host, self.status_port, metrics=self._metrics_page,
+                healthz=self._healthz, livez=self._livez)
         log.info("feed listening", extra={"port": self.port, "status_port": self.status_port})
 
     async def stop(self) -> None:

@@ -4,12 +4,12 @@ one replica of the fan-out tier between the store and the node agents."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from plumbing.signals import stop_event
 
 
 class FeedSettings(BaseSettings):
@@ -72,10 +72,7 @@ async def run(args: argparse.Namespace) -> int:
                         status_host=settings.metrics_host, status_port=settings.metrics_port,
                         history=settings.history, max_backlog=settings.max_backlog_bytes,
                         ping_interval=settings.ping_interval)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     await server.start()
     try:
         print(f"feed ready port={server.port}", flush=True)

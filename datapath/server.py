@@ -25,6 +25,7 @@ from datapath.errors import (
 )
 from datapath.metrics import AgentMetrics
 from datapath.models import AgentReply
+from datapath.status import serve_status
 from ipam import IpamError, StoreUnavailable
 
 log = logging.getLogger("stickyip.datapath")
@@ -125,13 +126,8 @@ class StatusServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/livez", self._livez)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        self._runner = await serve_status(self.host, self.port, metrics=self._metrics,
+                                          healthz=self._healthz, livez=self._livez)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -136,6 +136,8 @@ class Datapath:
             raise DemoError(f"cannot set up the node namespaces: {e}") from e
         for node in self.nodes.values():
             await self.relay.add_netns(node.netns_path)
+        if self.deployed.feed:
+            await self._start_feed(sockets, note)
         try:
             await self._start_agents(note)
         except ComponentFailed as e:
@@ -150,6 +152,21 @@ class Datapath:
                     sup.stop(node.agent)
             self.service_policy = False
             await self._start_agents(note)
+
+    async def _start_feed(self, sockets: Path, note: Callable[[str], None]) -> None:
+        """The DaemonSet's agents follow the routing feed (the ``stickyip feed``
+        Deployment): the demo runs one on a unix socket the agents reach from their
+        namespaces, and its agents follow it as the shipped ones do."""
+        assert self._sup is not None
+        sock = sockets / "feed.sock"
+        sock.unlink(missing_ok=True)
+        comp = self._sup.start("feed", [
+            *stickyip_command(), "--redis-url", self.redis_url, "--log-level", "info",
+            "feed", "--port", "-1", "--unix", str(sock), "--metrics-port", "0"], env=self._env)
+        await self._sup.wait_until(comp, lambda: "feed ready" in comp.tail(100000),
+                                   within=60, what="serving the routing feed")
+        self._env["STICKYIP_AGENT_FEED"] = f"unix:{sock}"
+        note(f"routing feed: pid {comp.proc.pid} on {sock} (the agents follow it)")
 
     async def _start_agents(self, note: Callable[[str], None]) -> None:
         assert self._sup is not None

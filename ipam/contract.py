@@ -9,10 +9,10 @@ and nowhere else (docs/design.md §2). Pure: no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NewType
+from typing import Any, NewType, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +53,8 @@ _MAX_ORDINAL_DIGITS = 9
 
 STICKY_OWNER_PREFIX = "sts/"
 EPHEMERAL_OWNER_PREFIX = "eph/"
+
+_T = TypeVar("_T")
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
@@ -403,31 +405,13 @@ def read_request(annotations: Mapping[str, Any]) -> StickyRequest:
     for key in USER_ANNOTATIONS:
         if key in annotations and not isinstance(annotations[key], str):
             problems.append(f"annotation {key} must be a string")
-    pools: tuple[PoolName, ...] = (DEFAULT_POOL,)
-    raw_pool = annotations.get(ANN_POOL)
-    if isinstance(raw_pool, str):
-        try:
-            pools = _parse_pools(raw_pool)
-        except IpamError as e:
-            problems.append(f"annotation {ANN_POOL}: {e}")
-    addresses = None
-    raw_ips = annotations.get(ANN_IPS)
-    if isinstance(raw_ips, str):
-        try:
-            addresses = _parse_ips(raw_ips)
-        except IpamError as e:
-            problems.append(f"annotation {ANN_IPS}: {e}; {_IPS_EXAMPLE}")
+    pools = _parsed(annotations, ANN_POOL, _parse_pools, problems) or (DEFAULT_POOL,)
+    addresses = _parsed(annotations, ANN_IPS, _parse_ips, problems, f"; {_IPS_EXAMPLE}")
     if addresses and len(addresses[0]) == 2 and len(pools) != 2:
         problems.append(f"annotation {ANN_IPS} gives each ordinal an IPv4 and an IPv6 "
                         f"address: name one pool per family in {ANN_POOL}, like "
                         "'prod-a,prod-a-v6'")
-    retain = None
-    raw_retain = annotations.get(ANN_RETAIN)
-    if isinstance(raw_retain, str):
-        try:
-            retain = ranges.parse_retain(raw_retain)
-        except IpamError as e:
-            problems.append(f"annotation {ANN_RETAIN}: {e}")
+    retain = _parsed(annotations, ANN_RETAIN, ranges.parse_retain, problems)
     policy = None
     raw_policy = annotations.get(ANN_NODE_FAILURE)
     if isinstance(raw_policy, str):
@@ -439,7 +423,21 @@ def read_request(annotations: Mapping[str, Any]) -> StickyRequest:
     if problems:
         raise InvalidAnnotations(problems)
     return StickyRequest(pools=pools, addresses=addresses, retain=retain, policy=policy,
-                         pool_explicit=isinstance(raw_pool, str))
+                         pool_explicit=isinstance(annotations.get(ANN_POOL), str))
+
+
+def _parsed(annotations: Mapping[str, Any], key: str, parse: Callable[[str], _T],
+            problems: list[str], hint: str = "") -> _T | None:
+    """``parse`` of the annotation ``key``; None when it is absent or no string (that is
+    reported apart), or when it does not parse: then the problem joins ``problems``."""
+    raw = annotations.get(key)
+    if not isinstance(raw, str):
+        return None
+    try:
+        return parse(raw)
+    except IpamError as e:
+        problems.append(f"annotation {key}: {e}{hint}")
+        return None
 
 
 def pool_of(annotations: Mapping[str, Any]) -> PoolName:

@@ -357,15 +357,20 @@ class RedisIpam:
             self._pools.pop(name, None)
             self._specs = None
 
+    async def _read_pool(self, script: str, name: str) -> tuple[PoolRef, list[str]]:
+        """Run a read-only script on pool ``name`` whose reply is {'ok', generation,
+        used, excluded, excluded held, blocks claimed, ...}: the pool as of that
+        generation, and the reply."""
+        ref = await self.pool(name)
+        reply = await self._eval(script, name, write=False)
+        if reply[0] == "err":
+            raise self._fail(ref, reply, f"pool {name!r}")
+        return await self._pool_gen(name, reply[1]), reply
+
     async def address_view(self, pool: str) -> AddressView:
         """What the scheduler needs of a pool, in one round trip: free addresses per node
         inside its blocks, unclaimed blocks, and the pool's exact free total."""
-        ref = await self.pool(pool)
-        reply = await self._eval(scripts.ADDRESS_VIEW, pool, write=False)
-        if reply[0] == "err":
-            raise self._fail(ref, reply, f"pool {pool!r}")
-        if reply[1] != ref.gen:
-            ref = await self._load_pool(pool)
+        ref, reply = await self._read_pool(scripts.ADDRESS_VIEW, pool)
         used, excl, exheld, claimed = (int(x) for x in reply[2:6])
         per_node: dict[NodeName, int] = {}
         blocks: dict[str, tuple[NodeName, int]] = {}
@@ -381,12 +386,7 @@ class RedisIpam:
 
     async def pool_status(self, name: str) -> PoolStatus:
         """A pool's size, use and blocks from counters: O(1) however many blocks."""
-        ref = await self.pool(name)
-        reply = await self._eval(scripts.POOL_STATUS, name, write=False)
-        if reply[0] == "err":
-            raise self._fail(ref, reply, f"pool {name!r}")
-        if reply[1] != ref.gen:
-            ref = await self._load_pool(name)
+        ref, reply = await self._read_pool(scripts.POOL_STATUS, name)
         used, excl, exheld, claimed = (int(x) for x in reply[2:6])
         return PoolStatus(spec=ref.spec, size=ref.geo.size, excluded=excl, used=used,
                           blocks_total=ref.geo.block_count, blocks_claimed=claimed,
@@ -619,7 +619,7 @@ class RedisIpam:
                     policy: NodeFailurePolicy | None = None,
                     holder: str = "", pod: str = "",
                     now: float | None = None, dry_run: bool = False,
-                    restore: bool = False) -> Reservation:
+                    restore: bool = False, epoch: int = 0) -> Reservation:
         """Create, reactivate or complete the sticky reservation of one ordinal.
 
         - ``pool`` (single-stack) or ``pools`` (one IPv4 and one IPv6 pool: a
@@ -638,6 +638,8 @@ class RedisIpam:
         - ``restore``: put back the reservation of a running pod that the store lost
           (the scheduler's reconciliation); taken even while new addresses are paused
           after a store restart or failover (``AllocationPaused`` otherwise).
+          ``epoch``: the epoch the pod runs at (its ``stickyip.io/epoch``), which a
+          restored record keeps, so that a later re-home still fences the pod.
         Idempotent on the ordinal: a retry returns the same reservation.
         """
         refs = await self._pools_arg(pool, pools)
@@ -665,7 +667,7 @@ class RedisIpam:
                            len(refs)]
         for ref in refs:
             args.extend([ref.spec.name, *explicit.get(ref.spec.name, ("", ""))])
-        args.append("1" if restore else "0")
+        args.append(str(max(epoch, 1)) if restore else "0")
         reply = await self._eval(scripts.CLAIM, *args, write=not dry_run)
         if reply[0] == "err":
             raise self._fail(refs[0], reply, f"reservation {key}")

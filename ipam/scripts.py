@@ -71,6 +71,7 @@ local CH = {}
 local PC = {}
 
 local LAYOUT_OK = nil
+local GATE_OPEN = nil
 local function layout_ok()
   if LAYOUT_OK == nil then
     LAYOUT_OK = redis.call('HGET', LAYOUT, 'version') == '%(version)s'
@@ -82,13 +83,20 @@ end
 -- written by the scheduler's reconciliation): after a restart or failover the store
 -- may lack reservations that running pods hold. Never armed: always open.
 local function gate_open()
-  local want = redis.call('HGET', LAYOUT, 'open')
-  if not want then return true end
-  return want == string.match(redis.call('INFO', 'server'), 'run_id:(%%w+)')
+  if GATE_OPEN == nil then
+    local want = redis.call('HGET', LAYOUT, 'open')
+    GATE_OPEN = (not want) or want == string.match(redis.call('INFO', 'server'), 'run_id:(%%w+)')
+  end
+  return GATE_OPEN
 end
 -- KEYS[2] (given only when writes must be confirmed on replicas): a retry that finds
 -- its work done still writes, so WAIT after it covers the first attempt's writes
 local function touch() if KEYS[2] then redis.call('HINCRBY', KEYS[2], 'ops', 1) end end
+-- OWNER's record as stored and decoded (nothing when it has none)
+local function record(owner)
+  local cur = redis.call('HGET', REC, owner)
+  if cur then return cur, cjson.decode(cur) end
+end
 
 local function pool(name)
   local p = PC[name]
@@ -452,7 +460,8 @@ ALLOCATE = PRELUDE + ALLOCATE_BODY
 # KEYS[1] layout; ARGV: owner, node|'', retain seconds|'' (-1 forever; '' keeps),
 #   policy|'' (keeps), holder|'', pod|'', now, actor, dry(0|1), npools,
 #   then per pool: name, explicit block hex|'', explicit offset|'';
-#   then restore(0|1): put back the reservation of a running pod (the gate does not apply)
+#   then restore(0|epoch): put back the reservation of a running pod at the epoch it
+#   runs at (a new record starts there; the gate does not apply)
 # Create, reactivate or complete a sticky reservation, one address per family, all
 # with one home node and one epoch. DRY: validate and answer what would be recorded.
 CLAIM = PRELUDE + """
@@ -554,7 +563,9 @@ if node ~= '' then
 end
 if dry then return {'dry', cjson.encode(r)} end
 if not changed then touch(); return {'ok', cur} end
-if ARGV[11 + 3 * tonumber(ARGV[10])] ~= '1' and not gate_open() then
+local restore = tonumber(ARGV[11 + 3 * tonumber(ARGV[10])]) or 0
+if not cur and restore > r.epoch then r.epoch = restore end
+if restore == 0 and not gate_open() then
   for _, x in ipairs(req) do
     if x.eb or x.pl then return {'err', 'reconciling'} end
   end
@@ -593,9 +604,8 @@ RELEASE_BODY = """
 local owner, now, actor = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local holder, force = ARGV[4], ARGV[5] == '1'
 if not layout_ok() then return {'err', 'layout'} end
-local cur = redis.call('HGET', REC, owner)
+local cur, r = record(owner)
 if not cur then touch(); return {'absent'} end
-local r = cjson.decode(cur)
 if ARGV[6] ~= '' and not has_pool(r, ARGV[6]) then touch(); return {'absent'} end
 if holder ~= '' and r.holder ~= holder then return {'err', 'holder', r.holder} end
 if r.kind == 'sticky' and holder == '' and r.holder ~= '' and
@@ -620,9 +630,8 @@ RELEASE = PRELUDE + RELEASE_BODY
 HOLDER_GONE = PRELUDE + """
 local owner, holder, now, actor = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 if not layout_ok() then return {'err', 'layout'} end
-local cur = redis.call('HGET', REC, owner)
+local cur, r = record(owner)
 if not cur then touch(); return {'absent'} end
-local r = cjson.decode(cur)
 if holder == '' or r.holder ~= holder then touch(); return {'ok', cur} end
 if r.state == 'quarantined' or r.kind == 'ephemeral' then
   drop(r, 'release', now, actor)
@@ -641,9 +650,8 @@ return {'ok', save(old, r)}
 RETAIN = PRELUDE + """
 local owner, now, actor = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 if not layout_ok() then return {'err', 'layout'} end
-local cur = redis.call('HGET', REC, owner)
+local cur, r = record(owner)
 if not cur then touch(); return {'absent'} end
-local r = cjson.decode(cur)
 if r.kind ~= 'sticky' then return {'err', 'kind'} end
 if r.state == 'retained' or r.state == 'quarantined' then touch(); return {'ok', cur} end
 if r.retain == 0 then drop(r, 'release', now, actor); commit(); return {'released', cur} end
@@ -659,9 +667,8 @@ return {'ok', enc}
 EXPIRE = PRELUDE + """
 local owner, now, actor = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 if not layout_ok() then return {'err', 'layout'} end
-local cur = redis.call('HGET', REC, owner)
+local cur, r = record(owner)
 if not cur then touch(); return {'absent'} end
-local r = cjson.decode(cur)
 if r.state ~= 'retained' or r.expires < 0 or r.expires > now then touch(); return {'ok', cur} end
 drop(r, 'expire', now, actor)
 commit()
@@ -673,9 +680,8 @@ return {'released', cur}
 UNBIND = PRELUDE + """
 local owner, holder, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if not layout_ok() then return {'err', 'layout'} end
-local cur = redis.call('HGET', REC, owner)
+local cur, r = record(owner)
 if not cur then touch(); return {'absent'} end
-local r = cjson.decode(cur)
 if r.state ~= 'bound' or (holder ~= '' and r.holder ~= holder) then touch(); return {'ok', cur} end
 local old = cjson.decode(cur)
 r.state = 'reserved'; r.holder = ''; r.updated = now
@@ -729,9 +735,8 @@ REHOME_ADDRESS = PRELUDE + """
 local owner, to, expect = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now, actor = tonumber(ARGV[4]), ARGV[5]
 if not layout_ok() then return {'err', 'layout'} end
-local cur = redis.call('HGET', REC, owner)
+local cur, r = record(owner)
 if not cur then touch(); return {'absent'} end
-local r = cjson.decode(cur)
 if r.kind ~= 'sticky' then return {'err', 'kind'} end
 if r.node == to then touch(); return {'ok', cur} end
 if expect >= 0 and r.epoch ~= expect then return {'err', 'stale', tostring(r.epoch)} end

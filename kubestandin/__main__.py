@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 
 from kubestandin.standin import KubeStandIn
+from plumbing.signals import stop_event
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -17,10 +17,7 @@ async def _serve(args: argparse.Namespace) -> None:
                       auto_ready=args.auto_ready)
     await api.start()
     print(api.url, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     try:
         await stop.wait()
     finally:

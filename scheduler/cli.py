@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from plumbing.signals import stop_event
 
 log = logging.getLogger("stickyip.scheduler")
 
@@ -58,13 +59,10 @@ async def run(args: argparse.Namespace) -> int:
     ipam = await open_ipam(args.redis_url or None, actor=f"scheduler/{settings.identity}",
                            embedded_path=args.embedded_path, settings=args.ipam_settings)
     app = SchedulerApp(settings, kube, ipam)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     # Bindings, events and Lease renewals are blocking client calls run in threads.
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
+    stop = stop_event()
     await app.start()
     with contextlib.suppress(TimeoutError):
         await app.wait_synced(timeout=120)

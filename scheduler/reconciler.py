@@ -270,7 +270,7 @@ class Reconciler:
             try:
                 got = await self.ipam.claim(key, pools=pools, addresses=addresses,
                                             node=live.node, holder=live.uid, pod=live.ref,
-                                            restore=True, **kw)
+                                            restore=True, epoch=live.epoch, **kw)
             except ReservationConflict as e:
                 if "homed on node" not in str(e):
                     raise
@@ -278,7 +278,7 @@ class Reconciler:
                 # migrated /32 there): take it homed with its block, then move the home
                 # to where the pod runs, then bind it.
                 got = await self.ipam.claim(key, pools=pools, addresses=addresses,
-                                            restore=True, **kw)
+                                            restore=True, epoch=live.epoch, **kw)
                 if got.node != live.node:
                     await self.ipam.rehome_reservation(key, to_node=live.node,
                                                        expect_epoch=got.epoch)
@@ -290,9 +290,7 @@ class Reconciler:
                                                                    "error": str(e)})
             return False
         self.metrics.reconcile_restored.inc()
-        note = ""
-        if live.epoch > got.epoch:
-            note = f" (the pod was at epoch {live.epoch}; the store restarts it at {got.epoch})"
+        note = f" at epoch {got.epoch}" if got.epoch > 1 else ""
         ips = ", ".join(str(a) for a in live.addresses)
         log.warning("restored a reservation the IPAM had lost", extra={
             "owner": owner, "pod": live.ref, "node": live.node, "address": ips})

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from ipam import PoolSpec, RedisIpam
 from ipam.connection import open_redis
+from tests.support.pools import V4, V6
 from tests.support.redis_server import RedisServer
 
 
@@ -28,6 +29,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop, kill or restart it;
+    appendfsync always, so what it acknowledged survives kill -9."""
+    with RedisServer(appendfsync="always") as server:
         yield server
 
 
@@ -53,3 +62,10 @@ async def pool_a(ipam: RedisIpam) -> PoolSpec:
     spec = PoolSpec(name="pool-a", cidr="10.20.0.0/24", block_size=28)
     await ipam.apply_pool(spec)
     return spec
+
+
+@pytest.fixture
+async def dual(ipam: RedisIpam) -> RedisIpam:
+    """The store with the dual-stack pools ``v4`` and ``v6`` of tests.support.pools."""
+    await ipam.apply_pools([V4, V6])
+    return ipam

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
-import signal
 from typing import Any
+
+from plumbing.signals import stop_event
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -61,10 +61,7 @@ async def run(args: argparse.Namespace) -> int:
         # Everything loaded so far lives until exit: keep it out of the collector's
         # full passes (shorter GC pauses in the request path).
         gc.freeze()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_event()
         try:
             await stop.wait()
         finally:

@@ -14,11 +14,23 @@ bytes of the address in packet order.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import sys
+from typing import Any
 
 PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
+
+#: address, port, protocol and padding: the layout of a service frontend
+#: (``lb_svc_key``) and of a backend (``lb_backend_val``) alike
+L4_ADDRESS: tuple[tuple[str, Any], ...] = (
+    ("addr", ctypes.c_uint32), ("port", ctypes.c_uint16), ("proto", ctypes.c_uint8),
+    ("pad", ctypes.c_uint8))
+#: the same with an IPv6 address (``lb_svc6_key``, ``lb_backend6_val``)
+L4_ADDRESS6: tuple[tuple[str, Any], ...] = (
+    ("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16), ("proto", ctypes.c_uint8),
+    ("pad", ctypes.c_uint8))
 
 
 def be32(addr: ipaddress.IPv4Address | str) -> int:

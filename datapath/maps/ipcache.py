@@ -25,8 +25,7 @@ class Value(ctypes.Structure):
     _fields_ = [("identity", ctypes.c_uint32)]
 
 
-LAYOUT = MapLayout(NAME, Key, Value, c_key="struct ipc_key", c_value="struct ipc_val",
-                   header="feat_maps.h")
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct ipc_key", c_value="struct ipc_val")
 
 
 #: the IPv6 twin (LPM trie over 128-bit addresses); same value
@@ -37,5 +36,4 @@ class Key6(ctypes.Structure):
     _fields_ = [("prefixlen", ctypes.c_uint32), ("addr", ctypes.c_uint32 * 4)]
 
 
-LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct ipc6_key", c_value="struct ipc_val",
-                    header="feat_maps.h")
+LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct ipc6_key", c_value="struct ipc_val")

@@ -20,8 +20,9 @@ class MapLayout:
     #: the C types in the ``BPF_TABLE_PINNED`` declaration (``u32`` or ``struct x``)
     c_key: str
     c_value: str
-    #: header under ``datapath/bpf/lib/`` declaring the map
-    header: str
+    #: header under ``datapath/bpf/lib/`` declaring the map (all but the
+    #: anti-spoofing program's are declared together)
+    header: str = "feat_maps.h"
 
     def pack_key(self, key: Key) -> ctypes.Structure:
         return _pack(self.key, key)

@@ -20,7 +20,7 @@ class Value(ctypes.Structure):
 
 
 LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_affinity_key",
-                   c_value="struct lb_affinity_val", header="feat_maps.h")
+                   c_value="struct lb_affinity_val")
 
 
 #: the IPv6 twin: (IPv6 client, service id); same value
@@ -32,4 +32,4 @@ class Key6(ctypes.Structure):
 
 
 LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct lb_affinity6_key",
-                    c_value="struct lb_affinity_val", header="feat_maps.h")
+                    c_value="struct lb_affinity_val")

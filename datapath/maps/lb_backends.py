@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 
+from datapath.maps.fields import L4_ADDRESS, L4_ADDRESS6
 from datapath.maps.layout import MapLayout
 
 NAME = "stickyip_bkend"
@@ -15,12 +16,11 @@ class Key(ctypes.Structure):
 
 
 class Value(ctypes.Structure):
-    _fields_ = [("addr", ctypes.c_uint32), ("port", ctypes.c_uint16),
-                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+    _fields_ = L4_ADDRESS
 
 
 LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_backend_key",
-                   c_value="struct lb_backend_val", header="feat_maps.h")
+                   c_value="struct lb_backend_val")
 
 
 #: the IPv6 twin: backend id -> IPv6 address, port, protocol
@@ -28,9 +28,8 @@ NAME6 = "stickyip_bkend6"
 
 
 class Value6(ctypes.Structure):
-    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16),
-                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+    _fields_ = L4_ADDRESS6
 
 
 LAYOUT6 = MapLayout(NAME6, Key, Value6, c_key="struct lb_backend_key",
-                    c_value="struct lb_backend6_val", header="feat_maps.h")
+                    c_value="struct lb_backend6_val")

@@ -32,8 +32,7 @@ class Value(ctypes.Structure):
                 ("pad", ctypes.c_uint32)]
 
 
-LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_ct_key", c_value="struct lb_ct_val",
-                   header="feat_maps.h")
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_ct_key", c_value="struct lb_ct_val")
 
 
 #: the IPv6 twin (same directions and flags)
@@ -55,5 +54,4 @@ class Value6(ctypes.Structure):
                 ("flags", ctypes.c_uint16), ("client", ctypes.c_uint32 * 4)]
 
 
-LAYOUT6 = MapLayout(NAME6, Key6, Value6, c_key="struct lb_ct6_key",
-                    c_value="struct lb_ct6_val", header="feat_maps.h")
+LAYOUT6 = MapLayout(NAME6, Key6, Value6, c_key="struct lb_ct6_key", c_value="struct lb_ct6_val")

@@ -10,5 +10,4 @@ NAME = "stickyip_maglev"
 #: lookup-table size compiled into the program (``LB_MAGLEV_M``, a prime)
 MAGLEV_M = 251
 
-LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_slot_key",
-                   c_value="struct lb_slot_val", header="feat_maps.h")
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_slot_key", c_value="struct lb_slot_val")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 
+from datapath.maps.fields import L4_ADDRESS, L4_ADDRESS6
 from datapath.maps.layout import MapLayout
 
 NAME = "stickyip_svc"
@@ -15,8 +16,7 @@ F_MAGLEV = 2
 
 
 class Key(ctypes.Structure):
-    _fields_ = [("addr", ctypes.c_uint32), ("port", ctypes.c_uint16),
-                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+    _fields_ = L4_ADDRESS
 
 
 class Value(ctypes.Structure):
@@ -25,8 +25,7 @@ class Value(ctypes.Structure):
                 ("pad", ctypes.c_uint32)]
 
 
-LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_svc_key", c_value="struct lb_svc_val",
-                   header="feat_maps.h")
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_svc_key", c_value="struct lb_svc_val")
 
 
 #: the IPv6 twin: frontend (IPv6 address, port, protocol); same value
@@ -34,9 +33,7 @@ NAME6 = "stickyip_svc6"
 
 
 class Key6(ctypes.Structure):
-    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16),
-                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+    _fields_ = L4_ADDRESS6
 
 
-LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct lb_svc6_key",
-                    c_value="struct lb_svc_val", header="feat_maps.h")
+LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct lb_svc6_key", c_value="struct lb_svc_val")

@@ -18,5 +18,4 @@ class Value(ctypes.Structure):
     _fields_ = [("backend_id", ctypes.c_uint32)]
 
 
-LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_slot_key",
-                   c_value="struct lb_slot_val", header="feat_maps.h")
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct lb_slot_key", c_value="struct lb_slot_val")

@@ -20,8 +20,7 @@ class Value(ctypes.Structure):
     _fields_ = [("last_ns", ctypes.c_uint64)]
 
 
-LAYOUT = MapLayout(NAME, Key, Value, c_key="struct pol_ct_key", c_value="struct pol_ct_val",
-                   header="feat_maps.h")
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct pol_ct_key", c_value="struct pol_ct_val")
 
 
 #: the IPv6 twin
@@ -34,5 +33,4 @@ class Key6(ctypes.Structure):
                 ("proto", ctypes.c_uint8), ("pad1", ctypes.c_uint8), ("pad2", ctypes.c_uint16)]
 
 
-LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct pol_ct6_key",
-                    c_value="struct pol_ct_val", header="feat_maps.h")
+LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct pol_ct6_key", c_value="struct pol_ct_val")

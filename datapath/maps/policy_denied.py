@@ -18,5 +18,4 @@ class Value(ctypes.Structure):
     _fields_ = [("packets", ctypes.c_uint64)]
 
 
-LAYOUT = MapLayout(NAME, Key, Value, c_key="struct pol_deny_key",
-                   c_value="struct pol_deny_val", header="feat_maps.h")
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct pol_deny_key", c_value="struct pol_deny_val")

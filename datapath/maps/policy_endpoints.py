@@ -22,8 +22,7 @@ class Value(ctypes.Structure):
     _fields_ = [("ep_id", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
 
 
-LAYOUT = MapLayout(NAME, Key, Value, c_key="struct pol_ep_key", c_value="struct pol_ep_val",
-                   header="feat_maps.h")
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct pol_ep_key", c_value="struct pol_ep_val")
 
 
 #: the IPv6 twin: local pod IPv6 address -> the same endpoint id and flags
@@ -34,5 +33,4 @@ class Key6(ctypes.Structure):
     _fields_ = [("addr", ctypes.c_uint32 * 4)]
 
 
-LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct pol_ep6_key",
-                    c_value="struct pol_ep_val", header="feat_maps.h")
+LAYOUT6 = MapLayout(NAME6, Key6, Value, c_key="struct pol_ep6_key", c_value="struct pol_ep_val")

@@ -25,5 +25,4 @@ class Value(ctypes.Structure):
     _fields_ = [("rule_id", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
 
 
-LAYOUT = MapLayout(NAME, Key, Value, c_key="struct pol_key", c_value="struct pol_val",
-                   header="feat_maps.h")
+LAYOUT = MapLayout(NAME, Key, Value, c_key="struct pol_key", c_value="struct pol_val")

@@ -63,8 +63,12 @@ async def test_a_restarted_store_pauses_new_addresses_until_reconciled(
     assert bound.holder == "u0"
     assert (await ipam.claim(k1, pool="p", node="n1", dry_run=True)).address is not None
     restored = await ipam.claim(k1, pool="p", address="10.20.0.9", node="n1", holder="u1",
-                                restore=True)
+                                restore=True, epoch=4)
     assert str(restored.address) == "10.20.0.9"
+    assert restored.epoch == 4, "a restored record keeps the epoch its pod runs at"
+    again_restored = await ipam.claim(k1, pool="p", address="10.20.0.9", node="n1",
+                                      holder="u1", restore=True, epoch=9)
+    assert again_restored.epoch == 4, "an existing record's epoch is never rewritten"
     assert await ipam.lease(owner=ephemeral_owner("c2")) is None, "nothing was written"
 
     assert await ipam.open_allocation() != run_id

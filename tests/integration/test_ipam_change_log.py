@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,24 +16,13 @@ import redis.asyncio as aioredis
 from ipam import (
     ChangeOp,
     Gap,
-    PoolSpec,
     RedisIpam,
-    ReservationKey,
     ephemeral_owner,
     layout,
 )
 from ipam.connection import open_redis
+from tests.support.pools import K0, V4
 from tests.support.redis_server import RedisServer
-
-K0 = ReservationKey.of("prod", "db", 0)
-V4 = PoolSpec(name="v4", cidr="10.20.0.0/24", block_size=28)
-V6 = PoolSpec(name="v6", cidr="fd00:20::/64", block_size=122)
-
-
-@pytest.fixture
-async def dual(ipam: RedisIpam) -> RedisIpam:
-    await ipam.apply_pools([V4, V6])
-    return ipam
 
 
 async def blocked_readers(client: aioredis.Redis) -> int:
@@ -129,26 +118,20 @@ async def test_a_follower_ahead_of_the_store_gets_a_gap(dual: RedisIpam) -> None
 
 
 @pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    with RedisServer(appendfsync="always") as s:
-        yield s
-
-
-@pytest.fixture
-async def own_ipam(own_server: RedisServer) -> AsyncIterator[RedisIpam]:
-    client, _ = await open_redis(own_server.url)
+async def own_ipam(own_redis: RedisServer) -> AsyncIterator[RedisIpam]:
+    client, _ = await open_redis(own_redis.url)
     store = RedisIpam(client)
     yield store
     await store.aclose()
 
 
 async def test_a_restarted_store_is_a_gap_even_with_every_write_kept(
-        own_server: RedisServer, own_ipam: RedisIpam) -> None:
+        own_redis: RedisServer, own_ipam: RedisIpam) -> None:
     await own_ipam.apply_pools([V4])
     await own_ipam.claim(K0, pool="v4", node="n1")
     snap = await own_ipam.routing_snapshot()
-    own_server.kill9()
-    own_server.start()  # AOF replay: same data, another server process
+    own_redis.kill9()
+    own_redis.start()  # AOF replay: same data, another server process
     fresh = await own_ipam.routing_snapshot()
     assert fresh.revision == snap.revision and fresh.state() == snap.state()
     assert fresh.identity != snap.identity

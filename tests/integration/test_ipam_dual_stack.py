@@ -19,7 +19,6 @@ from ipam import (
     PoolExhausted,
     PoolSpec,
     RedisIpam,
-    ReservationKey,
     StoreLayoutError,
     check_and_repair,
     ephemeral_owner,
@@ -27,17 +26,8 @@ from ipam import (
     scripts,
 )
 from ipam.connection import open_redis
+from tests.support.pools import K0, V6
 from tests.support.redis_server import RedisServer
-
-K0 = ReservationKey.of("prod", "db", 0)
-V4 = PoolSpec(name="v4", cidr="10.20.0.0/24", block_size=28)
-V6 = PoolSpec(name="v6", cidr="fd00:20::/64", block_size=122)
-
-
-@pytest.fixture
-async def dual(ipam: RedisIpam) -> RedisIpam:
-    await ipam.apply_pools([V4, V6])
-    return ipam
 
 
 @given(width=st.integers(min_value=1, max_value=28), data=st.data())

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -31,7 +27,7 @@ from ipam import (
 )
 from ipam.config import IpamSettings
 from ipam.connection import CLIENT_NAME, open_redis, switch_watch
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, running_sentinel, sentinel_command
 
 POOL = PoolSpec(name="dur", cidr="10.61.0.0/24", block_size=28)
 
@@ -175,43 +171,15 @@ class Cluster:
     sentinel_port: int
 
 
-def sentinel_cmd(port: int, *args: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-        s.sendall(" ".join(args).encode() + b"\r\n")
-        return s.recv(4096)
-
-
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    exe = shutil.which("redis-server")
-    assert exe is not None
     with RedisServer(extra=FAST_SYNC) as master, RedisServer(
-            extra=[*FAST_SYNC, "--replicaof", "127.0.0.1", str(master.port)]) as replica:
-        port = free_port()
-        conf = Path(master.dir) / "sentinel.conf"
-        conf.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {master.dir}\n"
-            f"sentinel monitor stickyip 127.0.0.1 {master.port} 1\n"
-            "sentinel down-after-milliseconds stickyip 2000\n"
-            "sentinel failover-timeout stickyip 10000\n")
-        proc = subprocess.Popen([exe, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if str(replica.port).encode() in sentinel_cmd(
-                            port, "SENTINEL", "replicas", "stickyip"):
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.05)
-            else:
-                pytest.fail("the sentinel did not discover the replica")
-            yield Cluster([master, replica], port)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            extra=[*FAST_SYNC, "--replicaof", "127.0.0.1", str(master.port)]) as replica, \
+            running_sentinel(master, "sentinel down-after-milliseconds stickyip 2000",
+                             "sentinel failover-timeout stickyip 10000",
+                             ready=("SENTINEL", "replicas", "stickyip"), names=replica,
+                             within=30) as port:
+        yield Cluster([master, replica], port)
 
 
 async def our_connections(url: str) -> int:
@@ -245,7 +213,7 @@ async def test_clients_leave_a_demoted_master_at_once(cluster: Cluster) -> None:
         assert await our_connections(old.url) >= 1
         # the Sentinel refuses (-NOGOODSLAVE) until it has seen the replica healthy
         async def failover() -> bool:
-            return sentinel_cmd(cluster.sentinel_port, "SENTINEL", "FAILOVER",
+            return sentinel_command(cluster.sentinel_port, "SENTINEL", "FAILOVER",
                                 "stickyip").startswith(b"+OK")
 
         await wait_for(failover, "the sentinel to accept a failover", within=30)
@@ -284,7 +252,7 @@ async def test_a_retried_command_reconnects_to_the_master_the_sentinels_name(
         assert conn.port == old.port
 
         async def failover() -> bool:
-            return sentinel_cmd(cluster.sentinel_port, "SENTINEL", "FAILOVER",
+            return sentinel_command(cluster.sentinel_port, "SENTINEL", "FAILOVER",
                                 "stickyip").startswith(b"+OK")
 
         await wait_for(failover, "the sentinel to accept a failover", within=30)

@@ -16,15 +16,13 @@ from ipam import (
     PoolSpec,
     RedisIpam,
     ReservationInUse,
-    ReservationKey,
     ReservationState,
     check_and_repair,
     ephemeral_owner,
     layout,
 )
+from tests.support.pools import K0, K1
 
-K0 = ReservationKey.of("prod", "db", 0)
-K1 = ReservationKey.of("prod", "db", 1)
 A = PoolSpec(name="pool-a", cidr="10.20.0.0/24", block_size=28)
 
 

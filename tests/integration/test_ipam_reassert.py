@@ -10,18 +10,13 @@ import ipaddress
 from ipam import (
     Lease,
     OwnerKey,
-    PoolSpec,
     RedisIpam,
-    ReservationKey,
     check_and_repair,
     ephemeral_owner,
     layout,
 )
 from ipam.reassert import Asserted, reassert
-
-K0 = ReservationKey.of("prod", "db", 0)
-V4 = PoolSpec(name="v4", cidr="10.30.0.0/24", block_size=28)
-V6 = PoolSpec(name="v6", cidr="fd00:30::/64", block_size=122)
+from tests.support.pools import K0, V4, V6
 
 
 async def lose(ipam: RedisIpam, owner: OwnerKey) -> None:
@@ -100,7 +95,7 @@ async def test_a_record_naming_other_addresses_is_a_conflict(ipam: RedisIpam) ->
     await ipam.apply_pools([V4])
     s = await ipam.claim(K0, pool="v4", node="n1", holder="uid-0")
     wrong = Asserted(owner=K0.owner, kind="sticky",
-                     addresses=(ipaddress.ip_address("10.30.0.9"),), pools=("v4",),
+                     addresses=(ipaddress.ip_address("10.20.0.9"),), pools=("v4",),
                      epoch=s.epoch)
     assert s.address != wrong.addresses[0]
     [got] = await reassert(ipam, "n1", [wrong])

@@ -13,16 +13,13 @@ from ipam import (
     PoolSpec,
     RedisIpam,
     ReservationConflict,
-    ReservationKey,
     ReservationState,
     StaleEpoch,
     check_and_repair,
     ephemeral_owner,
 )
 from ipam.ranges import FOREVER
-
-K0 = ReservationKey.of("prod", "db", 0)
-K1 = ReservationKey.of("prod", "db", 1)
+from tests.support.pools import K0, K1
 
 
 async def test_first_claim_waits_for_a_node_then_takes_its_block(ipam: RedisIpam,

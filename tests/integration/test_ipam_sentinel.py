@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from ipam import InvalidRequest, PoolSpec, ephemeral_owner, open_ipam
 from ipam.connection import parse_sentinel_url
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, running_sentinel
 
 
 def test_sentinel_urls_parse() -> None:
@@ -28,34 +23,11 @@ def test_sentinel_urls_parse() -> None:
 
 @pytest.fixture
 def sentinel() -> Iterator[tuple[RedisServer, int]]:
-    exe = shutil.which("redis-server")
-    assert exe is not None
-    with RedisServer() as master:
-        port = free_port()
-        conf = Path(master.dir) / "sentinel.conf"
-        conf.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {master.dir}\n"
-            f"sentinel monitor stickyip 127.0.0.1 {master.port} 1\n"
-            "sentinel down-after-milliseconds stickyip 5000\n")
-        proc = subprocess.Popen([exe, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                        s.sendall(b"SENTINEL get-master-addr-by-name stickyip\r\n")
-                        if str(master.port).encode() in s.recv(256):
-                            break
-                except OSError:
-                    pass
-                time.sleep(0.05)
-            else:
-                pytest.fail("redis sentinel did not start")
-            yield master, port
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with RedisServer() as master, running_sentinel(
+            master, "sentinel down-after-milliseconds stickyip 5000",
+            ready=("SENTINEL", "get-master-addr-by-name", "stickyip"), names=master,
+            within=20) as port:
+        yield master, port
 
 
 async def test_allocation_through_sentinel(sentinel: tuple[RedisServer, int]) -> None:

@@ -115,12 +115,7 @@ def test_the_webhook_logs_and_serves_no_password(locked_redis: RedisServer,
     async def use() -> list[str]:
         client = Client(f"https://127.0.0.1:{port}", certs.client_context())
         try:
-            for _ in range(400):
-                try:
-                    if (await client.get("/readyz"))[0] == 200:
-                        break
-                except OSError:
-                    await asyncio.sleep(0.05)
+            await client.wait_ready()
             answers = [str(await client.post("/mutate-pods", review(statefulset_pod(
                 statefulset("web"), 0))))]
             answers.append((await client.get("/metrics"))[1])

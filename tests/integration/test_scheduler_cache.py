@@ -94,6 +94,11 @@ async def wait_bound(api: KubeStandIn, name: str, count: int, *, namespace: str 
     return await pods_of(api, name, namespace)
 
 
+def has_ip(p: dict[str, Any]) -> bool:
+    """The pod's address is annotated (the scheduler bound it with its reservation)."""
+    return "stickyip.io/ip" in p["metadata"]["annotations"]
+
+
 def placement(pods: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {n: (p["spec"]["nodeName"], p["metadata"]["annotations"].get("stickyip.io/ip", ""))
             for n, p in pods.items()}

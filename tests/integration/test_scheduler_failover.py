@@ -7,6 +7,7 @@ from __future__ import annotations
 from ipam import PoolSpec, RedisIpam, ReservationKey
 from kubestandin import KubeStandIn, objects
 from tests.integration.test_scheduler_cache import (
+    has_ip,
     placement,
     pods_of,
     replica,
@@ -15,10 +16,6 @@ from tests.integration.test_scheduler_cache import (
     wait_bound,
 )
 from tests.support.clock import SkewClock
-
-
-def has_ip(p: dict[str, object]) -> bool:
-    return "stickyip.io/ip" in p["metadata"]["annotations"]  # type: ignore[index,operator]
 
 
 async def events_for(api: KubeStandIn, pod: str, reason: str) -> list[str]:

@@ -24,13 +24,21 @@ from ipam import (
     RedisIpam,
     ReservationKey,
     ReservationState,
+    contract,
     ephemeral_owner,
 )
 from ipam.errors import AllocationPaused
 from kubestandin import KubeStandIn
 from scheduler.app import SchedulerApp
-from tests.integration.test_scheduler_cache import placement, replica, standin, sts, wait_bound
-from tests.integration.test_scheduler_failover import events_for, has_ip
+from tests.integration.test_scheduler_cache import (
+    has_ip,
+    placement,
+    replica,
+    standin,
+    sts,
+    wait_bound,
+)
+from tests.integration.test_scheduler_failover import events_for
 from tests.support.redis_server import RedisServer
 
 
@@ -67,6 +75,16 @@ async def running_db(server: RedisServer, replicas: int
         await ipam.aclose()
 
 
+async def wait_for_epoch(app: SchedulerApp, name: str, epoch: int) -> None:
+    """The scheduler's cache has seen pod ``name`` at ``epoch``."""
+    for _ in range(400):
+        pod = app.cache.pod_by_ref(f"default/{name}")
+        if pod is not None and pod.annotations.get(contract.ANN_EPOCH) == str(epoch):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the scheduler never saw {name} at epoch {epoch}")
+
+
 async def test_a_lost_reservation_is_restored_for_its_pod_and_never_handed_out(
         server: RedisServer) -> None:
     async with running_db(server, 3) as (_, api, app, pods):
@@ -74,6 +92,12 @@ async def test_a_lost_reservation_is_restored_for_its_pod_and_never_handed_out(
         node, lost_ip = before["db-1"]
         uid = pods["db-1"]["metadata"]["uid"]
         key = ReservationKey.parse("default/db/1")
+
+        # db-1 runs at a later epoch (it was re-homed before): the restored record
+        # keeps it, so a later re-home still fences this pod
+        await api.patch("v1", "Pod", "db-1", {"metadata": {"annotations": {
+            contract.ANN_EPOCH: "3"}}})
+        await wait_for_epoch(app, "db-1", 3)
 
         # The store goes away; while it is away, new pods wait to be placed ...
         server.stop()
@@ -127,6 +151,7 @@ async def test_a_lost_reservation_is_restored_for_its_pod_and_never_handed_out(
         res = await fresh.reservation(key)
         assert res is not None and str(res.address) == lost_ip and res.node == node
         assert res.holder == uid and res.state is ReservationState.BOUND
+        assert res.epoch == 3, "restored at the epoch the pod runs at"
         assert lost_ip not in {ip for _, ip in placement(new).values()}
         assert placement(await wait_bound(api, "db", 3)) == before
         report = app.reconciler.last

@@ -9,6 +9,7 @@ from ipam import OwnerKey, PoolSpec, RedisIpam, ReservationKey, ReservationState
 from kubestandin import objects
 from tests.integration.test_scheduler_cache import (
     SCHED,
+    has_ip,
     placement,
     pods_of,
     replica,
@@ -22,8 +23,7 @@ async def test_three_replicas_keep_address_and_node_across_deletions(
         redis_url: str, ipam: RedisIpam, pool_a: PoolSpec) -> None:
     async with standin(3) as api, replica(api, redis_url):
         await api.create(sts("db", 3))
-        pods = await wait_bound(api, "db", 3,
-                                check=lambda p: "stickyip.io/ip" in p["metadata"]["annotations"])
+        pods = await wait_bound(api, "db", 3, check=has_ip)
         first = placement(pods)
         assert len({node for node, _ in first.values()}) == 3, "replicas spread over nodes"
         assert len({ip for _, ip in first.values()}) == 3
@@ -52,8 +52,7 @@ async def test_scale_down_and_up_within_retain_gets_the_same_addresses(
         redis_url: str, ipam: RedisIpam, pool_a: PoolSpec) -> None:
     async with standin(3) as api, replica(api, redis_url) as app:
         await api.create(sts("kept", 3, retain="1h"))
-        first = placement(await wait_bound(
-            api, "kept", 3, check=lambda p: "stickyip.io/ip" in p["metadata"]["annotations"]))
+        first = placement(await wait_bound(api, "kept", 3, check=has_ip))
         await api.patch("apps/v1", "StatefulSet", "kept", {"spec": {"replicas": 1}})
         await wait_bound(api, "kept", 1)
         await app.gc.run_once()
@@ -63,8 +62,7 @@ async def test_scale_down_and_up_within_retain_gets_the_same_addresses(
             assert res is not None and res.state is ReservationState.RETAINED
             assert res.expires_at > 0
         await api.patch("apps/v1", "StatefulSet", "kept", {"spec": {"replicas": 3}})
-        again = placement(await wait_bound(
-            api, "kept", 3, check=lambda p: "stickyip.io/ip" in p["metadata"]["annotations"]))
+        again = placement(await wait_bound(api, "kept", 3, check=has_ip))
         assert again == first
         res = await ipam.reservation(ReservationKey.parse("default/kept/2"), pool="pool-a")
         assert res is not None and res.state is ReservationState.BOUND
@@ -74,8 +72,7 @@ async def test_scale_down_beyond_retain_frees_the_addresses(
         redis_url: str, ipam: RedisIpam, pool_a: PoolSpec) -> None:
     async with standin(1) as api, replica(api, redis_url) as app:
         await api.create(sts("brief", 2, retain="1s"))
-        first = placement(await wait_bound(
-            api, "brief", 2, check=lambda p: "stickyip.io/ip" in p["metadata"]["annotations"]))
+        first = placement(await wait_bound(api, "brief", 2, check=has_ip))
         freed_ip = first["brief-1"][1]
         await api.patch("apps/v1", "StatefulSet", "brief", {"spec": {"replicas": 1}})
         await wait_bound(api, "brief", 1)
@@ -90,8 +87,7 @@ async def test_scale_down_beyond_retain_frees_the_addresses(
         taker = await ipam.allocate(pool="pool-a", node="node-0", owner=OwnerKey("eph/c1/eth0"))
         assert str(taker.address) == freed_ip
         await api.patch("apps/v1", "StatefulSet", "brief", {"spec": {"replicas": 2}})
-        again = placement(await wait_bound(
-            api, "brief", 2, check=lambda p: "stickyip.io/ip" in p["metadata"]["annotations"]))
+        again = placement(await wait_bound(api, "brief", 2, check=has_ip))
         assert again["brief-0"] == first["brief-0"]
         assert again["brief-1"][1] not in (freed_ip, "")
 
@@ -115,8 +111,7 @@ async def test_explicit_addresses_by_ordinal_and_a_taken_one_is_reported(
         redis_url: str, ipam: RedisIpam, pool_a: PoolSpec) -> None:
     async with standin(3) as api, replica(api, redis_url):
         await api.create(sts("fixed", 3, ips="10.20.0.10-10.20.0.12"))
-        pods = await wait_bound(
-            api, "fixed", 3, check=lambda p: "stickyip.io/ip" in p["metadata"]["annotations"])
+        pods = await wait_bound(api, "fixed", 3, check=has_ip)
         got = {n: ip for n, (_, ip) in placement(pods).items()}
         assert got == {"fixed-0": "10.20.0.10", "fixed-1": "10.20.0.11", "fixed-2": "10.20.0.12"}
         # The explicit addresses share one block, so its node is every replica's home.

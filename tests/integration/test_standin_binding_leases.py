@@ -4,7 +4,6 @@ through the official client, including its own ``LeaseLock``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,20 +12,6 @@ from kubernetes.leaderelection.leaderelectionrecord import LeaderElectionRecord
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 from kubestandin import KubeStandInThread, objects
-from plumbing.kube.client import KubeSettings, api_client
-
-
-@pytest.fixture
-def standin() -> Iterator[KubeStandInThread]:
-    with KubeStandInThread(statefulset_controller=False) as api:
-        yield api
-
-
-@pytest.fixture
-def kube(standin: KubeStandInThread) -> Iterator[client.ApiClient]:
-    ac = api_client(KubeSettings(kube_host=standin.url))
-    yield ac
-    ac.close()
 
 
 def binding(pod: str, node: str, uid: str | None = None) -> client.V1Binding:

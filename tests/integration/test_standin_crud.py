@@ -3,26 +3,11 @@ patches, subresources, deletion cascade and discovery."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from kubernetes import client, dynamic
 
 from kubestandin import KubeStandInThread, objects
 from plumbing.kube.client import KubeSettings, api_client
-
-
-@pytest.fixture
-def standin() -> Iterator[KubeStandInThread]:
-    with KubeStandInThread(statefulset_controller=False) as api:
-        yield api
-
-
-@pytest.fixture
-def kube(standin: KubeStandInThread) -> Iterator[client.ApiClient]:
-    ac = api_client(KubeSettings(kube_host=standin.url))
-    yield ac
-    ac.close()
 
 
 def test_create_assigns_metadata_from_one_global_counter(kube: client.ApiClient) -> None:

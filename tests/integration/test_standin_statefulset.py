@@ -14,15 +14,9 @@ from plumbing.kube.client import KubeSettings, api_client
 
 @pytest.fixture
 def standin() -> Iterator[KubeStandInThread]:
+    """With the StatefulSet controller, and pods made ready by the tests themselves."""
     with KubeStandInThread(statefulset_controller=True, auto_ready=False) as api:
         yield api
-
-
-@pytest.fixture
-def kube(standin: KubeStandInThread) -> Iterator[client.ApiClient]:
-    ac = api_client(KubeSettings(kube_host=standin.url))
-    yield ac
-    ac.close()
 
 
 def pod_names(api: KubeStandInThread) -> list[str]:

@@ -20,10 +20,8 @@ def standin() -> Iterator[KubeStandInThread]:
 
 
 @pytest.fixture
-def v1(standin: KubeStandInThread) -> Iterator[client.CoreV1Api]:
-    ac = api_client(KubeSettings(kube_host=standin.url))
-    yield client.CoreV1Api(ac)
-    ac.close()
+def v1(kube: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube)
 
 
 def take(stream: Iterator[dict[str, Any]], w: watch.Watch, n: int,

@@ -42,13 +42,6 @@ WITHIN = 2.0  # seconds: the issue's bound; the manifests give the API server 5
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    # appendfsync always: an acknowledged claim must survive kill -9.
-    with RedisServer(appendfsync="always") as server:
-        yield server
-
-
-@pytest.fixture
 async def store(own_redis: RedisServer) -> AsyncIterator[RedisIpam]:
     ipam = await open_ipam(own_redis.url, actor="test")
     await ipam.apply_pool(PoolSpec(name="default", cidr="10.50.0.0/22", block_size=26))
@@ -87,11 +80,7 @@ async def test_store_down_gives_500_and_recovers(
         assert 'stickyip_webhook_ipam_errors_total{error="StoreUnavailable"}' in metrics
 
         own_redis.start()  # same port and directory: replays its AOF
-        for _ in range(200):
-            if (await client.get("/readyz"))[0] == 200:
-                break
-            await asyncio.sleep(0.05)
-        assert (await client.get("/readyz"))[0] == 200
+        await client.wait_ready(within=10)
         status, answer = await client.post("/mutate-pods", pod_review("web", 1))
         assert status == 200 and answer["response"]["allowed"] is True
         assert await store.reservation(ReservationKey.of("prod", "web", 0)) is not None
@@ -150,13 +139,7 @@ def test_webhook_command_serves_and_stops_on_sigterm(
         async def probe() -> tuple[int, Any]:
             client = Client(f"https://127.0.0.1:{port}", certs.client_context())
             try:
-                for _ in range(300):
-                    try:
-                        if (await client.get("/readyz"))[0] == 200:
-                            break
-                    except OSError:
-                        pass
-                    await asyncio.sleep(0.05)
+                await client.wait_ready()
                 return await client.post("/mutate-pods", pod_review("web", 0))
             finally:
                 await client.aclose()

@@ -14,17 +14,12 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from demo.config import DemoSettings
 from demo.datapath import Datapath
 from demo.probes import LiveProbes
 from demo.report import by_ordinal
 from demo.story import Story
 from demo.system import Progress, System
-
-pytestmark = [pytest.mark.privileged,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]
 
 
 def _netns() -> set[str]:

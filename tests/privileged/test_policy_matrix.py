@@ -7,7 +7,6 @@ hand for that case (a pod always reaches itself: that never leaves its netns).""
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -18,9 +17,7 @@ from datapath.features.policy.models import NetworkPolicyObject, PolicyKey
 from datapath.loader import FeaturePrograms
 from netbed.pods import DROPPED
 from netbed.topology import Pod, Topology, policy_drops
-
-pytestmark = [pytest.mark.privileged,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]
+from tests.support.feature_programs import load_on_every_pod, programs_on, set_policies
 
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
@@ -73,10 +70,7 @@ class Bed:
                        named_ports=NAMED)
 
     def policies(self, *pols: dict[str, Any]) -> None:
-        self.mgr.policies.clear()
-        for pol in pols:
-            self.mgr.set_policy(cast(NetworkPolicyObject, pol))
-        self.mgr.sync()
+        set_policies(self.mgr, *pols)
 
     def matrix(self, want: Matrix) -> Outcomes:
         keys = list(want)
@@ -90,14 +84,11 @@ class Bed:
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
     topo = Topology(subnet="10.78.0.0/24")
-    progs = FeaturePrograms(pin_dir=f"/sys/fs/bpf/sipf-pol-{topo.tag}")
-    try:
+    with programs_on(topo, "pol") as progs:
         for n in NAMESPACES:
             for p in PODS:
                 topo.add_pod(n, p, {"pod": p}, answer=f"{n}/{p}")
-        progs.load()
-        for pod in topo.pods.values():
-            progs.attach(pod.host_ifindex, netns=f"/run/netns/{topo.node}")
+        load_on_every_pod(topo, progs)
         mgr = PolicyManager(progs)
         for n in NAMESPACES:
             mgr.set_namespace(NamespaceInfo(n, {"ns": n}))
@@ -106,9 +97,6 @@ def bed() -> Iterator[Bed]:
             mgr.set_pod(b.info(key))
         mgr.set_local({p.address for p in topo.pods.values()})
         yield b
-    finally:
-        progs.close(unpin=True)
-        topo.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ converge to the expected one."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -32,9 +31,6 @@ from tests.privileged.test_policy_matrix import (
     outcomes,
     pol,
 )
-
-pytestmark = [pytest.mark.privileged,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]
 
 
 class Bed:

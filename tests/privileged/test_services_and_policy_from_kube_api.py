@@ -6,7 +6,6 @@ and enforced on real connections between pod namespaces attached by the agent ho
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,14 +16,11 @@ from datapath.features.hook import FeaturesHook
 from datapath.features.kube import KubeFeed
 from datapath.features.policy import PolicyManager
 from datapath.features.services import ServiceManager
-from datapath.loader import FeaturePrograms
 from kubestandin import KubeStandInThread, objects
 from netbed.pods import DROPPED
 from netbed.topology import Topology, policy_drops
 from plumbing.kube.client import KubeSettings, api_client
-
-pytestmark = [pytest.mark.privileged,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]
+from tests.support.feature_programs import programs_on
 
 VIP = "10.96.60.1"
 
@@ -41,44 +37,42 @@ def eventually(check: Callable[[], bool], timeout: float = 8.0) -> bool:
 @pytest.fixture
 def world() -> Iterator[tuple[Topology, KubeStandInThread, FeaturesHook]]:
     topo = Topology(subnet="10.84.0.0/24")
-    progs = FeaturePrograms(pin_dir=f"/sys/fs/bpf/sipf-kube-{topo.tag}")
-    feed: KubeFeed | None = None
-    api = KubeStandInThread(statefulset_controller=False, bookmark_interval=0.2)
-    api.start()
-    ac = None
-    try:
-        pods = {"x/client": {"app": "client"}, "y/web1": {"app": "web"},
-                "y/web2": {"app": "web"}, "z/other": {"app": "other"}}
-        for n in ("x", "y", "z"):
-            api.create(objects.namespace(n, {"team": n}))
-        for key, labels in pods.items():
-            ns, name = key.split("/")
-            p = topo.add_pod(ns, name, labels)
-            obj = objects.pod(name, ns, labels=labels,
-                              annotations={"stickyip.io/ip": str(p.address)})
-            obj["spec"]["containers"][0]["ports"] = [
-                {"name": "http", "containerPort": 80, "protocol": "TCP"}]
-            api.create(obj)
-            api.set_pod_ready(name, ns)
-        progs.load()
-        lock_hook = FeaturesHook(progs, services=ServiceManager(progs, node_name="n1",
-                                                                node_addresses=[]),
-                                 policy=PolicyManager(progs), netns=f"/run/netns/{topo.node}")
-        asyncio.run(lock_hook.resync([p.endpoint() for p in topo.pods.values()]))
-        ac = api_client(KubeSettings(kube_host=api.url))
-        feed = KubeFeed(ac, services=lock_hook.services, policy=lock_hook.policy,
-                        lock=lock_hook.lock, watch_timeout_s=5)
-        feed.start()
-        assert feed.wait_synced(10)
-        yield topo, api, lock_hook
-    finally:
-        if feed is not None:
-            feed.stop()
-        if ac is not None:
-            ac.close()  # type: ignore[no-untyped-call]
-        api.stop()
-        progs.close(unpin=True)
-        topo.close()
+    with programs_on(topo, "kube") as progs:
+        feed: KubeFeed | None = None
+        api = KubeStandInThread(statefulset_controller=False, bookmark_interval=0.2)
+        api.start()
+        ac = None
+        try:
+            pods = {"x/client": {"app": "client"}, "y/web1": {"app": "web"},
+                    "y/web2": {"app": "web"}, "z/other": {"app": "other"}}
+            for n in ("x", "y", "z"):
+                api.create(objects.namespace(n, {"team": n}))
+            for key, labels in pods.items():
+                ns, name = key.split("/")
+                p = topo.add_pod(ns, name, labels)
+                obj = objects.pod(name, ns, labels=labels,
+                                  annotations={"stickyip.io/ip": str(p.address)})
+                obj["spec"]["containers"][0]["ports"] = [
+                    {"name": "http", "containerPort": 80, "protocol": "TCP"}]
+                api.create(obj)
+                api.set_pod_ready(name, ns)
+            progs.load()
+            lock_hook = FeaturesHook(progs, services=ServiceManager(progs, node_name="n1",
+                                                                    node_addresses=[]),
+                                     policy=PolicyManager(progs), netns=f"/run/netns/{topo.node}")
+            asyncio.run(lock_hook.resync([p.endpoint() for p in topo.pods.values()]))
+            ac = api_client(KubeSettings(kube_host=api.url))
+            feed = KubeFeed(ac, services=lock_hook.services, policy=lock_hook.policy,
+                            lock=lock_hook.lock, watch_timeout_s=5)
+            feed.start()
+            assert feed.wait_synced(10)
+            yield topo, api, lock_hook
+        finally:
+            if feed is not None:
+                feed.stop()
+            if ac is not None:
+                ac.close()  # type: ignore[no-untyped-call]
+            api.stop()
 
 
 def service() -> dict[str, Any]:

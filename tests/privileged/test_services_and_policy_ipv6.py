@@ -13,22 +13,23 @@ destination reached from an allowed source or over the allowed family."""
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from datapath.features.policy import NamespaceInfo, PodInfo, PolicyManager
-from datapath.features.policy.models import NetworkPolicyObject
 from datapath.features.services import ServiceManager
 from datapath.loader import FeaturePrograms
 from netbed.pods import DROPPED
 from netbed.topology import Pod, Topology
-
-pytestmark = [pytest.mark.privileged,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]
+from tests.support.feature_programs import (
+    load_on_every_pod,
+    programs_on,
+    remove_services,
+    set_policies,
+)
 
 NODE_IP = "192.0.2.10"
 NODE_IP6 = "2001:db8:7::10"
@@ -74,10 +75,7 @@ class Bed:
         return self.topo.probe_many([(self.client, ip, port, proto)] * n, timeout=3.0)
 
     def policies(self, *pols: dict[str, Any]) -> None:
-        self.pol.policies.clear()
-        for p in pols:
-            self.pol.set_policy(cast(NetworkPolicyObject, p))
-        self.pol.sync()
+        set_policies(self.pol, *pols)
 
     def denied_by(self, src: Pod, ip: str, policy: str, *, port: int = 80) -> None:
         """The probe is dropped AND the policy's drop counter rose by it."""
@@ -94,15 +92,12 @@ class Bed:
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
     topo = Topology(subnet="10.81.0.0/24", subnet6="fd00:81::/120")
-    progs = FeaturePrograms(pin_dir=f"/sys/fs/bpf/sipf-v6-{topo.tag}")
-    try:
+    with programs_on(topo, "v6") as progs:
         topo.add_pod("x", "client")
         topo.add_pod("x", "other")
         for b in BACKENDS:
             topo.add_pod("y", b, {"app": "web"}, answer=b)
-        progs.load()
-        for pod in topo.pods.values():
-            progs.attach(pod.host_ifindex, netns=f"/run/netns/{topo.node}")
+        load_on_every_pod(topo, progs)
         node = [ipaddress.ip_address(NODE_IP), ipaddress.ip_address(NODE_IP6)]
         svc = ServiceManager(progs, node_name="n1", node_addresses=node)
         pol = PolicyManager(progs, host_addresses=node)
@@ -114,20 +109,13 @@ def bed() -> Iterator[Bed]:
                                 named_ports={"web": [("TCP", 80)]}))
         pol.set_local({a for pod in topo.pods.values() for a in pod.addresses})
         yield Bed(topo, progs, svc, pol)
-    finally:
-        progs.close(unpin=True)
-        topo.close()
 
 
 @pytest.fixture
 def clean(bed: Bed) -> Iterator[Bed]:
     yield bed
     bed.policies()
-    for key in list(bed.svc.services):
-        bed.svc.delete_service(key)
-    for key in list(bed.svc.slices):
-        for sl in list(bed.svc.slices[key].values()):
-            bed.svc.delete_slice(sl)
+    remove_services(bed.svc)
 
 
 def test_pods_talk_over_ipv6_without_any_service_or_policy(clean: Bed) -> None:

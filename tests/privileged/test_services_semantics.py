@@ -6,7 +6,6 @@ client's TCP stack and its connected UDP socket accept only answers from the VIP
 from __future__ import annotations
 
 import ipaddress
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,9 +19,7 @@ from datapath.features.services.models import ALGORITHM_ANNOTATION
 from datapath.loader import FeaturePrograms
 from datapath.maps import lb_backends, lb_maglev, lb_services, lb_slots
 from netbed.topology import Pod, Topology
-
-pytestmark = [pytest.mark.privileged,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, eBPF)")]
+from tests.support.feature_programs import load_on_every_pod, programs_on, remove_services
 
 NODE_IP = "192.0.2.10"
 VIP = "10.96.7.1"
@@ -73,30 +70,20 @@ class Bed:
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
     topo = Topology(subnet="10.79.0.0/24")
-    progs = FeaturePrograms(pin_dir=f"/sys/fs/bpf/sipf-svc-{topo.tag}")
-    try:
+    with programs_on(topo, "svc") as progs:
         topo.add_pod("x", "client")
         for b in BACKENDS:
             topo.add_pod("y", b)
-        progs.load()
-        for pod in topo.pods.values():
-            progs.attach(pod.host_ifindex, policy=False, netns=f"/run/netns/{topo.node}")
+        load_on_every_pod(topo, progs, policy=False)
         mgr = ServiceManager(progs, node_name="n1",
                              node_addresses=[ipaddress.IPv4Address(NODE_IP)])
         yield Bed(topo, progs, mgr)
-    finally:
-        progs.close(unpin=True)
-        topo.close()
 
 
 @pytest.fixture
 def clean(bed: Bed) -> Iterator[Bed]:
     yield bed
-    for key in list(bed.mgr.services):
-        bed.mgr.delete_service(key)
-    for key in list(bed.mgr.slices):
-        for sl in list(bed.mgr.slices[key].values()):
-            bed.mgr.delete_slice(sl)
+    remove_services(bed.mgr)
 
 
 def replies(results: list[tuple[bool, str]]) -> Counter[str]:

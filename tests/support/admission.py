@@ -3,6 +3,7 @@ StatefulSet pods and StatefulSets, for tests and benchmarks (not product code)."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import copy
@@ -10,6 +11,7 @@ import hashlib
 import json
 import os
 import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -231,6 +233,20 @@ class Client:
     async def get(self, path: str) -> tuple[int, str]:
         async with self._session.get(self.url + path) as r:
             return r.status, await r.text()
+
+    async def wait_ready(self, *, within: float = 20.0) -> None:
+        """Poll ``/readyz`` until it answers 200 (a server just started refuses
+        connections; one whose store does not answer says 503)."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                if (await self.get("/readyz"))[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.url}/readyz did not answer 200 in {within:g} s")
+            await asyncio.sleep(0.05)
 
     async def aclose(self) -> None:
         await self._session.close()

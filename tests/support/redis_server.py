@@ -1,5 +1,6 @@
 """A real redis-server on loopback for tests and benchmarks, with AOF, that can be
-killed with SIGKILL and restarted from its AOF. Removes its directory afterwards."""
+killed with SIGKILL and restarted from its AOF. Removes its directory afterwards.
+Also a real Sentinel monitoring one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -106,3 +109,41 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def sentinel_command(port: int, *args: str) -> bytes:
+    """Send one command to the Sentinel on ``port``; its raw reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(" ".join(args).encode() + b"\r\n")
+        return s.recv(4096)
+
+
+@contextmanager
+def running_sentinel(master: RedisServer, *config: str, ready: tuple[str, ...],
+                     names: RedisServer, within: float) -> Iterator[int]:
+    """A Sentinel on a free port monitoring ``master`` as ``stickyip`` with quorum 1
+    (``config``: more sentinel.conf lines); yields its port once its reply to the
+    command ``ready`` names the port of ``names``, and stops it afterwards."""
+    port = free_port()
+    conf = master.dir / "sentinel.conf"
+    conf.write_text("".join(line + "\n" for line in (
+        f"port {port}", "bind 127.0.0.1", f"dir {master.dir}",
+        f"sentinel monitor stickyip 127.0.0.1 {master.port} 1", *config)))
+    proc = subprocess.Popen([master.exe, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                if str(names.port).encode() in sentinel_command(port, *ready):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the sentinel did not name port {names.port} in its "
+                                     f"answer to {' '.join(ready)} within {within:g} s")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -24,8 +24,6 @@
 #define L4_OFF (ETH_HLEN + sizeof(struct iphdr))
 #define L4_SPORT_OFF (L4_OFF)
 #define L4_DPORT_OFF (L4_OFF + 2)
-#define TCP_CSUM_OFF (L4_OFF + offsetof(struct tcphdr, check))
-#define UDP_CSUM_OFF (L4_OFF + offsetof(struct udphdr, check))
 
 struct feat_tuple {
     __be32 saddr;
@@ -69,27 +67,42 @@ static __always_inline int feat_parse(struct __sk_buff *skb, struct feat_tuple *
     return 0;
 }
 
-static __always_inline int feat_l4_csum_off(__u8 proto)
+/* Where the transport checksum sits when the transport header starts at ``l4``
+ * (0: a protocol whose checksum NAT leaves alone); the same for both families. */
+static __always_inline int feat_l4_csum_at(__u8 proto, int l4)
 {
     if (proto == IPPROTO_TCP)
-        return TCP_CSUM_OFF;
+        return l4 + offsetof(struct tcphdr, check);
     if (proto == IPPROTO_UDP)
-        return UDP_CSUM_OFF;
+        return l4 + offsetof(struct udphdr, check);
     return 0;
+}
+
+static __always_inline int feat_l4_csum_off(__u8 proto)
+{
+    return feat_l4_csum_at(proto, L4_OFF);
+}
+
+/* Fix the transport checksum at ``csum`` (0: none) for a field that changed from
+ * ``from`` to ``to`` (``flags`` as bpf_l4_csum_replace takes them); a UDP checksum
+ * of 0 (none sent) stays 0. */
+static __always_inline void feat_l4_csum_update(struct __sk_buff *skb, int csum, __u64 from,
+                                                __u64 to, __u64 flags, __u8 proto)
+{
+    if (!csum)
+        return;
+    if (proto == IPPROTO_UDP)
+        flags |= BPF_F_MARK_MANGLED_0;
+    bpf_l4_csum_replace(skb, csum, from, to, flags);
 }
 
 static __always_inline void feat_nat_addr(struct __sk_buff *skb, int off, __be32 from, __be32 to,
                                           __u8 proto)
 {
-    int csum = feat_l4_csum_off(proto);
-    __u64 flags = BPF_F_PSEUDO_HDR | sizeof(to);
-
     if (from == to)
         return;
-    if (proto == IPPROTO_UDP)
-        flags |= BPF_F_MARK_MANGLED_0;
-    if (csum)
-        bpf_l4_csum_replace(skb, csum, from, to, flags);
+    feat_l4_csum_update(skb, feat_l4_csum_off(proto), from, to,
+                        BPF_F_PSEUDO_HDR | sizeof(to), proto);
     bpf_l3_csum_replace(skb, IP_CSUM_OFF, from, to, sizeof(to));
     bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
 }
@@ -99,14 +112,9 @@ static __always_inline void feat_nat_addr(struct __sk_buff *skb, int off, __be32
 static __always_inline void feat_nat_port_at(struct __sk_buff *skb, int off, int csum,
                                              __be16 from, __be16 to, __u8 proto)
 {
-    __u64 flags = sizeof(to);
-
     if (from == to)
         return;
-    if (proto == IPPROTO_UDP)
-        flags |= BPF_F_MARK_MANGLED_0;
-    if (csum)
-        bpf_l4_csum_replace(skb, csum, from, to, flags);
+    feat_l4_csum_update(skb, csum, from, to, sizeof(to), proto);
     bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
 }
 
@@ -128,6 +136,20 @@ static __always_inline int feat_swap_eth(struct __sk_buff *skb)
     __builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
     __builtin_memcpy(eth.h_dest, tmp, ETH_ALEN);
     return bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0);
+}
+
+/* Send the packet back out of the interface it came in on as the `len` bytes at
+ * `reply` (an IP packet answering it) behind its own Ethernet header, the two
+ * addresses swapped. */
+static __always_inline int feat_bounce(struct __sk_buff *skb, void *reply, __u32 len)
+{
+    if (bpf_skb_change_tail(skb, ETH_HLEN + len, 0) < 0)
+        return TC_ACT_SHOT;
+    if (bpf_skb_store_bytes(skb, ETH_HLEN, reply, len, 0) < 0)
+        return TC_ACT_SHOT;
+    if (feat_swap_eth(skb) < 0)
+        return TC_ACT_SHOT;
+    return bpf_redirect(skb->ifindex, 0);
 }
 
 static __always_inline __u16 feat_csum_fold(__s64 sum)
@@ -200,13 +222,7 @@ static __always_inline int feat_reject_tcp(struct __sk_buff *skb, struct feat_tu
     sum = bpf_csum_diff(0, 0, (void *)&r.tcp, sizeof(r.tcp), sum);
     r.tcp.check = feat_csum_fold(sum);
     feat_ip_header(&r.ip, t->daddr, t->saddr, IPPROTO_TCP, sizeof(r));
-    if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0) < 0)
-        return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0) < 0)
-        return TC_ACT_SHOT;
-    if (feat_swap_eth(skb) < 0)
-        return TC_ACT_SHOT;
-    return bpf_redirect(skb->ifindex, 0);
+    return feat_bounce(skb, &r, sizeof(r));
 }
 
 struct feat_icmp_unreach {
@@ -235,13 +251,7 @@ static __always_inline int feat_reject_icmp(struct __sk_buff *skb, struct feat_t
     m.check = feat_csum_fold(bpf_csum_diff(0, 0, (void *)&m.type,
                                            sizeof(m) - sizeof(struct iphdr), 0));
     feat_ip_header(&m.ip, t->daddr, t->saddr, IPPROTO_ICMP, sizeof(m));
-    if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(m), 0) < 0)
-        return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, ETH_HLEN, &m, sizeof(m), 0) < 0)
-        return TC_ACT_SHOT;
-    if (feat_swap_eth(skb) < 0)
-        return TC_ACT_SHOT;
-    return bpf_redirect(skb->ifindex, 0);
+    return feat_bounce(skb, &m, sizeof(m));
 }
 
 #endif

@@ -25,8 +25,6 @@
 #define L4_6_OFF (ETH_HLEN + sizeof(struct ipv6hdr))
 #define L4_6_SPORT_OFF (L4_6_OFF)
 #define L4_6_DPORT_OFF (L4_6_OFF + 2)
-#define TCP6_CSUM_OFF (L4_6_OFF + offsetof(struct tcphdr, check))
-#define UDP6_CSUM_OFF (L4_6_OFF + offsetof(struct udphdr, check))
 
 struct feat_tuple6 {
     __be32 saddr[4];
@@ -122,11 +120,7 @@ static __always_inline int feat_is_nd(struct feat_tuple6 *t)
 
 static __always_inline int feat_l4_csum_off6(__u8 proto)
 {
-    if (proto == IPPROTO_TCP)
-        return TCP6_CSUM_OFF;
-    if (proto == IPPROTO_UDP)
-        return UDP6_CSUM_OFF;
-    return 0;
+    return feat_l4_csum_at(proto, L4_6_OFF);
 }
 
 /* Rewrite a 16-byte address (IPv6 has no header checksum; the transport checksum
@@ -136,17 +130,13 @@ static __always_inline void feat_nat_addr6(struct __sk_buff *skb, int off, __be3
                                            __be32 *to, __u8 proto)
 {
     int csum = feat_l4_csum_off6(proto);
-    __u64 flags = BPF_F_PSEUDO_HDR;
-    __s64 diff;
 
     if (feat_addr6_eq(from, to))
         return;
-    if (proto == IPPROTO_UDP)
-        flags |= BPF_F_MARK_MANGLED_0;
-    if (csum) {
-        diff = bpf_csum_diff(from, 16, to, 16, 0);
-        bpf_l4_csum_replace(skb, csum, 0, diff, flags);
-    }
+    /* from 0 to the difference: the checksum takes the 16-byte change at once */
+    if (csum)
+        feat_l4_csum_update(skb, csum, 0, bpf_csum_diff(from, 16, to, 16, 0),
+                            BPF_F_PSEUDO_HDR, proto);
     bpf_skb_store_bytes(skb, off, to, 16, 0);
 }
 
@@ -234,13 +224,7 @@ static __always_inline int feat_reject_tcp6(struct __sk_buff *skb, struct feat_t
     sum = bpf_csum_diff(0, 0, (void *)&r->tcp, sizeof(r->tcp), sum);
     r->tcp.check = feat_csum_fold(sum);
     feat_ip6_header(&r->ip, t->daddr, t->saddr, IPPROTO_TCP, sizeof(r->tcp));
-    if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*r), 0) < 0)
-        return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, ETH_HLEN, r, sizeof(*r), 0) < 0)
-        return TC_ACT_SHOT;
-    if (feat_swap_eth(skb) < 0)
-        return TC_ACT_SHOT;
-    return bpf_redirect(skb->ifindex, 0);
+    return feat_bounce(skb, r, sizeof(*r));
 }
 
 /* Answer a datagram over IPv6 with ICMPv6 port unreachable from its destination. */
@@ -266,13 +250,7 @@ static __always_inline int feat_reject_icmp6(struct __sk_buff *skb, struct feat_
     sum = bpf_csum_diff(0, 0, (void *)&m->type, len, sum);
     m->check = feat_csum_fold(sum);
     feat_ip6_header(&m->ip, t->daddr, t->saddr, NH_ICMP6, len);
-    if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*m), 0) < 0)
-        return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, ETH_HLEN, m, sizeof(*m), 0) < 0)
-        return TC_ACT_SHOT;
-    if (feat_swap_eth(skb) < 0)
-        return TC_ACT_SHOT;
-    return bpf_redirect(skb->ifindex, 0);
+    return feat_bounce(skb, m, sizeof(*m));
 }
 
 #endif

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from datapath.agent import Agent
 from datapath.config import AgentSettings
 from datapath.errors import BpfFailure
@@ -31,22 +33,30 @@ def _broken_fill() -> dict[str, tuple[int, int]]:
     raise BpfFailure("the anti-spoofing program is not loaded")
 
 
+def _drops(registry: CollectorRegistry, *reasons: str) -> dict[str, float | None]:
+    return {r: registry.get_sample_value("stickyip_datapath_drops_total", {"reason": r})
+            for r in reasons}
+
+
+def _fill(registry: CollectorRegistry, bpf_map: str) -> tuple[float | None, float | None]:
+    """A map's (entries, max_entries) as exported."""
+    return (registry.get_sample_value("stickyip_bpf_map_entries", {"map": bpf_map}),
+            registry.get_sample_value("stickyip_bpf_map_max_entries", {"map": bpf_map}))
+
+
 def test_drops_are_summed_by_reason_over_endpoints_and_hooks() -> None:
     m = AgentMetrics(_per_endpoint, drops=[lambda: {"policy": 7}, _broken])
-    get = m.registry.get_sample_value
-    assert get("stickyip_datapath_drops_total", {"reason": "spoofed"}) == 5
-    assert get("stickyip_datapath_drops_total", {"reason": "fenced"}) == 5
-    assert get("stickyip_datapath_drops_total", {"reason": "other"}) == 1
-    assert get("stickyip_datapath_drops_total", {"reason": "policy"}) == 7
+    assert _drops(m.registry, "spoofed", "fenced", "other", "policy") == {
+        "spoofed": 5, "fenced": 5, "other": 1, "policy": 7}
     # the per-endpoint families are still there
-    assert get("stickyip_datapath_spoofed_packets_total", {"endpoint": "sipa"}) == 3
+    assert m.registry.get_sample_value("stickyip_datapath_spoofed_packets_total",
+                                       {"endpoint": "sipa"}) == 3
 
 
 def test_every_anti_spoofing_reason_is_a_series_before_the_first_drop() -> None:
     m = AgentMetrics(dict)
-    for reason in ("spoofed", "fenced", "other"):
-        assert m.registry.get_sample_value("stickyip_datapath_drops_total",
-                                           {"reason": reason}) == 0
+    assert _drops(m.registry, "spoofed", "fenced", "other") == {
+        "spoofed": 0, "fenced": 0, "other": 0}
 
 
 def test_map_fill_from_every_source_and_a_broken_one_is_skipped() -> None:
@@ -54,12 +64,9 @@ def test_map_fill_from_every_source_and_a_broken_one_is_skipped() -> None:
         lambda: {"stickyip_endpoints": (2, 16384), "stickyip_ep_counters": (1, 16384)},
         _broken_fill,
         lambda: {"stickyip_lbct": (60000, 65536)}])
-    get = m.registry.get_sample_value
-    assert get("stickyip_bpf_map_entries", {"map": "stickyip_endpoints"}) == 2
-    assert get("stickyip_bpf_map_max_entries", {"map": "stickyip_endpoints"}) == 16384
-    assert get("stickyip_bpf_map_entries", {"map": "stickyip_lbct"}) == 60000
-    assert get("stickyip_bpf_map_max_entries", {"map": "stickyip_lbct"}) == 65536
-    assert get("stickyip_bpf_map_entries", {"map": "stickyip_ep_counters"}) == 1
+    assert _fill(m.registry, "stickyip_endpoints") == (2, 16384)
+    assert _fill(m.registry, "stickyip_lbct") == (60000, 65536)
+    assert _fill(m.registry, "stickyip_ep_counters") == (1, 16384)
 
 
 class StatsHook:
@@ -91,7 +98,5 @@ async def test_the_agent_wires_the_hooks_that_report(ipam: RedisIpam, tmp_path: 
                              metrics_port=0)
     agent = Agent(settings, ipam, hooks=[PlainHook(), StatsHook()], netlink=FakeNetlink(),
                   program=MemoryEndpointProgram(), records=MemoryEndpointRecords())
-    get = agent.metrics.registry.get_sample_value
-    assert get("stickyip_bpf_map_entries", {"map": "stickyip_svc"}) == 4
-    assert get("stickyip_bpf_map_max_entries", {"map": "stickyip_svc"}) == 4096
-    assert get("stickyip_datapath_drops_total", {"reason": "policy"}) == 9
+    assert _fill(agent.metrics.registry, "stickyip_svc") == (4, 4096)
+    assert _drops(agent.metrics.registry, "policy") == {"policy": 9}

@@ -453,21 +453,24 @@ class GatedProber(FakeProber):
         return await super().probe(addresses)
 
 
-def _gated(bed: Bed) -> GatedProber:
+async def _held_in_the_probe(bed: Bed, *containers: str
+                             ) -> tuple[GatedProber, list[asyncio.Task[dict[str, Any]]]]:
+    """Start an ADD of each container with the conflict probe gated; return once every
+    one of them waits in the probe."""
     gated = GatedProber()
     gated.steps = bed.steps
+    gated.expect = len(containers)
     bed.prober = gated
     bed.manager.prober = gated
-    return gated
+    adds = [asyncio.create_task(bed.add(c)) for c in containers]
+    await asyncio.wait_for(gated.all_waiting.wait(), 5)
+    return gated, adds
 
 
 async def test_adds_probe_at_the_same_time_without_holding_the_agents_lock(
         ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
     bed = Bed(ipam, pool, tmp_path)
-    gated = _gated(bed)
-    gated.expect = 3
-    adds = [asyncio.create_task(bed.add(f"p{i}")) for i in range(3)]
-    await asyncio.wait_for(gated.all_waiting.wait(), 5)  # all three probe at once
+    gated, adds = await _held_in_the_probe(bed, "p0", "p1", "p2")  # all three at once
     assert not bed.manager.lock.locked()
     async with bed.manager.lock:  # e.g. a route sync runs meanwhile
         pass
@@ -479,9 +482,7 @@ async def test_adds_probe_at_the_same_time_without_holding_the_agents_lock(
 async def test_a_del_during_the_probe_cancels_the_add(
         ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
     bed = Bed(ipam, pool, tmp_path)
-    gated = _gated(bed)
-    adding = asyncio.create_task(bed.add("c1"))
-    await asyncio.wait_for(gated.all_waiting.wait(), 5)
+    gated, [adding] = await _held_in_the_probe(bed, "c1")
     with pytest.raises(InterfaceExists, match="being added"):
         await bed.manager.add(bed.request("ADD", "c1", netns="/run/netns/ns-c1"))
     out = await bed.manager.gc({"command": "GC", "config": {
@@ -498,9 +499,7 @@ async def test_a_del_during_the_probe_cancels_the_add(
 async def test_the_pod_is_plumbed_while_the_probe_waits_and_announced_only_after(
         ipam: RedisIpam, pool: str, tmp_path: Path) -> None:
     bed = Bed(ipam, pool, tmp_path)
-    gated = _gated(bed)
-    adding = asyncio.create_task(bed.add("c1"))
-    await asyncio.wait_for(gated.all_waiting.wait(), 5)
+    gated, [adding] = await _held_in_the_probe(bed, "c1")
     for _ in range(1000):  # let the plumbing run (fakes: no real waiting)
         if bed.records.get("c1", "eth0") is not None and not bed.manager.lock.locked():
             break

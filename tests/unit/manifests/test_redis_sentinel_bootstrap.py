@@ -133,9 +133,15 @@ def test_sentinel_pods_bootstrap_and_replicate(pods: Pods) -> None:
     assert "replica-announce-ip 127.0.0.2" in conf1
     assert f"sentinel monitor stickyip 127.0.0.1 {pods.redis_port} 2" in (
         pods.data(1) / "conf" / "sentinel.conf").read_text()
+    # The overlay's master refuses writes while no replica confirms them
+    # (min-replicas-to-write), and takes them once its replica is online.
+    assert pods.cli("127.0.0.1", pods.redis_port, "SET", "k", "v").startswith("NOREPLICAS")
     pods.start(1, sentinel=False)
-    assert pods.cli("127.0.0.1", pods.redis_port, "SET", "k", "v") == "OK"
     deadline = time.monotonic() + 15
+    while (answer := pods.cli("127.0.0.1", pods.redis_port, "SET", "k", "v")) != "OK":
+        assert answer.startswith("NOREPLICAS"), answer
+        assert time.monotonic() < deadline, "pod 0 never took a write with its replica"
+        time.sleep(0.1)
     while pods.cli("127.0.0.2", pods.redis_port, "GET", "k") != "v":
         assert time.monotonic() < deadline, "pod 1 never replicated pod 0"
         time.sleep(0.1)

@@ -20,12 +20,17 @@ def _nodes(rng: random.Random) -> list[NodeInfo]:
             for i in range(rng.randint(1, 14))]
 
 
+def _used(rng: random.Random, nodes: list[NodeInfo]) -> dict[NodeName, Resources]:
+    """Resources already taken on about 60% of ``nodes``."""
+    return {n.name: Resources(rng.randrange(0, 8000), rng.randrange(0, 2**34))
+            for n in nodes if rng.random() < 0.6}
+
+
 def test_pick_agrees_with_raw_scores() -> None:
     rng = random.Random(11)
     for trial in range(300):
         nodes = _nodes(rng)
-        used = {n.name: Resources(rng.randrange(0, 8000), rng.randrange(0, 2**34))
-                for n in nodes if rng.random() < 0.6}
+        used = _used(rng, nodes)
         view = AddressView(pool=PoolName("p"), unclaimed_blocks=rng.choice([0, 3]),
                            free_in_node_blocks={n.name: rng.choice([0, 5]) for n in nodes}
                            ) if rng.random() < 0.8 else None
@@ -40,8 +45,7 @@ def test_filter_fast_path_agrees_with_check_node() -> None:
     rng = random.Random(5)
     for _ in range(300):
         nodes = _nodes(rng)
-        used = {n.name: Resources(rng.randrange(0, 8000), rng.randrange(0, 2**34))
-                for n in nodes if rng.random() < 0.6}
+        used = _used(rng, nodes)
         pod = PodInfo(uid=PodUid("u"), namespace="ns", name="p",
                       requests=Resources(rng.choice([0, 500, 4000]),
                                          rng.choice([0, 2**30, 2**33])),
