@@ -75,3 +75,10 @@ def tool_version(cmd: list[str]) -> str:
         return f"unavailable ({e})"
     text = (done.stdout or done.stderr).strip()
     return text.splitlines()[0] if text else f"no output (exit {done.returncode})"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, every thread (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

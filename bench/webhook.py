@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import Report, percentile
+from bench.common import Report, cpu_seconds, percentile
 from ipam import PoolSpec, ReservationKey, open_ipam
 from tests.support.admission import Certs, review, statefulset, statefulset_pod
 from tests.support.redis_server import RedisServer, free_port
@@ -112,13 +113,6 @@ async def latency(port: int, ctx: ssl.SSLContext, requests: list[bytes], mutate:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def throughput(port: int, ctx: ssl.SSLContext, requests: Iterator[bytes], mutate: bool,
                      seconds: float = THROUGHPUT_SECONDS, *, server_pid: int = 0
                      ) -> dict[str, Any]:
@@ -159,6 +153,9 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "server_cpu_share": cpu / seconds,
             "per_s_rounds": [round(r["requests"] / r["seconds"], 1) for r in runs],
             "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000,
+            "p99_ms_rounds": [percentile(r["latencies"], 99) * 1000 for r in runs],
+            "median_p99_ms": statistics.median(percentile(r["latencies"], 99) * 1000
+                                               for r in runs),
             "connections": CONNECTIONS}
 
 
@@ -290,6 +287,8 @@ async def bench(report: Report) -> None:
     rps = min(first_tp["per_s"], present_tp["per_s"])
     report.row("mutate_p99_ms", p99, "ms", 5, "lower")
     report.row("mutate_requests_per_s", rps, "1/s", 1500, "higher")
+    report.row("mutate_p99_ms_8_conns", max(first_tp["median_p99_ms"],
+                                            present_tp["median_p99_ms"]), "ms", 10, "lower")
     report.detail.update({
         "latency_one_connection": lat,
         "throughput": {k: {kk: round(vv, 3) if isinstance(vv, float) else vv
@@ -305,7 +304,9 @@ async def bench(report: Report) -> None:
         "request_body_bytes": len(bodies.body(0)),
         "notes": "mutate_p99_ms: worst p99 of the two cases on one keep-alive connection; "
                  "mutate_requests_per_s: the slower case with "
-                 f"{CONNECTIONS} connections; client and server share {os.cpu_count()} cores",
+                 f"{CONNECTIONS} connections; mutate_p99_ms_8_conns: the worse case's median "
+                 f"over {ROUNDS} rounds of each round's p99 with {CONNECTIONS} connections "
+                 f"sending back to back; client and server share {os.cpu_count()} cores",
     })
 
 

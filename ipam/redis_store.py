@@ -963,7 +963,8 @@ class RedisIpam:
             if spec is None:
                 continue
             geo = spec.geometry()
-            m = ints(d.get("m"))
+            # the counters (the hash also holds the next-block cursor, in hex)
+            m = ints({k: v for k, v in (d.get("m") or {}).items() if k != "cur"})
             pools.append(PoolStats(
                 pool=PoolName(name), size=geo.size, used=m.get("used", 0),
                 excluded=int(d.get("ex", 0)), excluded_held=m.get("exheld", 0),

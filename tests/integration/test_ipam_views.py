@@ -75,6 +75,17 @@ async def test_statistics_come_from_counters(busy: RedisIpam) -> None:
     assert (light.homes, light.heartbeats, light.fenced) == ({}, {}, {})
 
 
+async def test_statistics_once_the_block_cursor_is_past_nine(ipam: RedisIpam) -> None:
+    # The pool's counters hash also holds the next-block cursor, in hex: with twelve
+    # nodes it reads '0c' (a letter), and the statistics still count every address.
+    await ipam.apply_pools([A])
+    for n in range(12):
+        await ipam.allocate(pool="pool-a", node=f"n{n}", owner=ephemeral_owner(f"c{n}"))
+    st = await ipam.stats()
+    pool = st.pools[0]
+    assert (pool.used, pool.blocks_claimed, pool.records) == (12, 12, {"ephemeral": 12})
+
+
 async def test_expiry_comes_from_an_index(busy: RedisIpam) -> None:
     assert await busy.expired(now=105) == []
     assert await busy.expired(now=110) == ["sts/prod/db/2"]
