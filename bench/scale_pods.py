@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import Report, percentile
+from bench.common import Report, cpu_seconds, percentile
 from bench.scale_sched import deployed_scheduler
 from demo.procs import Supervisor, free_port, stickyip_command
 from demo.story import admitted
@@ -110,15 +110,6 @@ def deployed_pod_hook(url: str, ca: Path) -> WebhookTarget:
                                  failure_policy=hook["failurePolicy"],
                                  timeout_seconds=float(hook["timeoutSeconds"]))
     raise LookupError(f"{HOOKS_MANIFEST}: no MutatingWebhookConfiguration")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def histogram(text: str, name: str) -> dict[str, float]:
