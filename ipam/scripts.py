@@ -69,6 +69,7 @@ local FAMS = {'ip4', 'ip6'}
 local HEX = '0123456789abcdef'
 local CH = {}
 local PC = {}
+local DC = {}
 
 local LAYOUT_OK = nil
 local GATE_OPEN = nil
@@ -96,6 +97,25 @@ local function touch() if KEYS[2] then redis.call('HINCRBY', KEYS[2], 'ops', 1) 
 local function record(owner)
   local cur = redis.call('HGET', REC, owner)
   if cur then return cur, cjson.decode(cur) end
+end
+
+-- Counters (statistics, per-block held counts) change through incr: the deltas are
+-- summed over the whole script run and written once at its end (flush_counts, which
+-- lean() appends to every script that counts), so a batch of calls writes each
+-- counter once. No script reads a counter it has changed.
+local DC = {}
+local function incr(key, field, d)
+  local h = DC[key]
+  if not h then h = {}; DC[key] = h end
+  h[field] = (h[field] or 0) + d
+end
+local function flush_counts()
+  for key, h in pairs(DC) do
+    for field, d in pairs(h) do
+      if d ~= 0 then redis.call('HINCRBY', key, field, d) end
+    end
+  end
+  DC = {}
 end
 
 local function pool(name)
@@ -220,18 +240,18 @@ end
 local function take(p, b, o, owner, mat)
   mark(p, b, o, mat)
   redis.call('HSET', p.K..'o:'..b, o, owner)
-  redis.call('HINCRBY', p.K..'bu', b, 1)
-  redis.call('HINCRBY', p.K..'m', 'used', 1)
+  incr(p.K..'bu', b, 1)
+  incr(p.K..'m', 'used', 1)
 end
 -- free one address held by OWNER (never one another owner holds)
 local function free_addr(p, b, o, owner)
   if redis.call('HGET', p.K..'o:'..b, o) ~= owner then return false end
   redis.call('HDEL', p.K..'o:'..b, o)
-  redis.call('HINCRBY', p.K..'bu', b, -1)
-  redis.call('HINCRBY', p.K..'m', 'used', -1)
+  incr(p.K..'bu', b, -1)
+  incr(p.K..'m', 'used', -1)
   local k = b..':'..o
   if redis.call('SISMEMBER', p.K..'ex', k) == 1 then
-    redis.call('HINCRBY', p.K..'m', 'exheld', -1)
+    incr(p.K..'m', 'exheld', -1)
   else
     unmark(p, b, o, true)  -- held, so taken, so its block is materialised
   end
@@ -356,7 +376,7 @@ local function entries(r)
   return e
 end
 local function index_one(x, d)
-  if x[1] == 'h' then redis.call('HINCRBY', x[2], x[3], d)
+  if x[1] == 'h' then incr(x[2], x[3], d)
   elseif x[1] == 's' then redis.call(d > 0 and 'SADD' or 'SREM', x[2], x[3])
   elseif d > 0 then redis.call('ZADD', x[2], x[4], x[3])
   else redis.call('ZREM', x[2], x[3]) end
@@ -373,14 +393,14 @@ local function reindex(old, new)
   for _, x in ipairs(entries(new)) do b[x[1]..' '..x[2]..' '..x[3]..' '..tostring(x[4])] = x end
   for k, x in pairs(a) do
     if not b[k] then
-      if x[1] == 'h' then redis.call('HINCRBY', x[2], x[3], -1)
+      if x[1] == 'h' then incr(x[2], x[3], -1)
       elseif x[1] == 's' then redis.call('SREM', x[2], x[3])
       else redis.call('ZREM', x[2], x[3]) end
     end
   end
   for k, x in pairs(b) do
     if not a[k] then
-      if x[1] == 'h' then redis.call('HINCRBY', x[2], x[3], 1)
+      if x[1] == 'h' then incr(x[2], x[3], 1)
       elseif x[1] == 's' then redis.call('SADD', x[2], x[3])
       else redis.call('ZADD', x[2], x[4], x[3]) end
     end
@@ -1103,7 +1123,7 @@ for _, f in ipairs(FAMS) do
     if not h then
       take(p, a.b, a.o, owner)
       if redis.call('SISMEMBER', p.K..'ex', a.b..':'..a.o) == 1 then
-        redis.call('HINCRBY', p.K..'m', 'exheld', 1)
+        incr(p.K..'m', 'exheld', 1)
       end
       audit(p, a.b, a.o, 'repair', owner, r.node, r.epoch, now, actor)
       out = {'restored'}
@@ -1354,6 +1374,13 @@ def lean(source: str) -> str:
         if name in words:
             needed.add(name)
             words |= set(re.findall(r"\w+", text.split("\n", 1)[1] if "\n" in text else ""))
+    if "incr" in needed:
+        # the run's counter deltas are written at its end, also when it fails midway
+        # (whatever it wrote before the error stays, so do its counters)
+        needed.add("flush_counts")
+        body = ("local function main()\n" + body + "\nend\n"
+                "local ok, res = pcall(main)\nflush_counts()\n"
+                "if not ok then error(res, 0) end\nreturn res\n")
     return head + "".join(text for name, text in units if name in needed) + body
 
 
