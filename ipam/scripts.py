@@ -243,6 +243,16 @@ local function take(p, b, o, owner, mat)
   incr(p.K..'bu', b, 1)
   incr(p.K..'m', 'used', 1)
 end
+-- whether pool P's set or hash NAME ('ex', 'mig') has any member: read once per run
+-- (exact: a script that adds one marks it with added), so that releasing from a pool
+-- without exclusions or migrations skips looking for the address in them
+local function has(p, name)
+  local h = p.has
+  if not h then h = {}; p.has = h end
+  if h[name] == nil then h[name] = redis.call('EXISTS', p.K..name) == 1 end
+  return h[name]
+end
+local function added(p, name) if p.has then p.has[name] = true end end
 -- free one address held by OWNER (never one another owner holds)
 local function free_addr(p, b, o, owner)
   if redis.call('HGET', p.K..'o:'..b, o) ~= owner then return false end
@@ -250,12 +260,14 @@ local function free_addr(p, b, o, owner)
   incr(p.K..'bu', b, -1)
   incr(p.K..'m', 'used', -1)
   local k = b..':'..o
-  if redis.call('SISMEMBER', p.K..'ex', k) == 1 then
+  if has(p, 'ex') and redis.call('SISMEMBER', p.K..'ex', k) == 1 then
     incr(p.K..'m', 'exheld', -1)
   else
     unmark(p, b, o, true)  -- held, so taken, so its block is materialised
   end
-  if redis.call('HDEL', p.K..'mig', k) == 1 then change(at(p, b, o, {op='mig.clear'})) end
+  if has(p, 'mig') and redis.call('HDEL', p.K..'mig', k) == 1 then
+    change(at(p, b, o, {op='mig.clear'}))
+  end
   return true
 end
 
@@ -344,6 +356,7 @@ local function route(r, bumped)
         end
       elseif cur ~= r.node or bumped then
         redis.call('HSET', p.K..'mig', k, r.node)
+        added(p, 'mig')
         change(at(p, a.b, a.o, {op='mig.set', node=r.node, owner=r.owner, epoch=r.epoch}))
       end
     end
@@ -893,6 +906,7 @@ for _, it in ipairs(items) do
     for k, _ in pairs(it.want) do
       local b, o = string.match(k, '^(%%x+):(%%d+)$')
       redis.call('SADD', p.K..'ex', k)
+      added(p, 'ex')
       mark(p, b, tonumber(o))
     end
   elseif it.st == 'configured' then
@@ -914,6 +928,7 @@ for _, it in ipairs(items) do
     end
     for k, _ in pairs(it.want) do
       if redis.call('SADD', p.K..'ex', k) == 1 then
+        added(p, 'ex')
         local b, o = string.match(k, '^(%%x+):(%%d+)$')
         if redis.call('HEXISTS', p.K..'o:'..b, o) == 1 then
           redis.call('HINCRBY', p.K..'m', 'exheld', 1)
@@ -1079,6 +1094,7 @@ if owner then
   local mig = redis.call('HGET', p.K..'mig', k)
   if want and mig ~= want then
     redis.call('HSET', p.K..'mig', k, want)
+    added(p, 'mig')
     change(at(p, b, o, {op='mig.set', node=want, owner=owner, epoch=r.epoch}))
     done = 'routed'
   elseif not want and mig then
