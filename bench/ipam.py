@@ -40,6 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 POOL = "bench"
 ROUNDS = int(os.environ.get("STICKYIP_BENCH_ROUNDS", "3"))
 SECONDS = float(os.environ.get("STICKYIP_BENCH_IPAM_SECONDS", "4"))
+#: Development only: STICKYIP_BENCH_IPAM_FAILOVER=0 skips the failover rows (~2 min);
+#: a published run (the default) measures them.
+FAILOVER = os.environ.get("STICKYIP_BENCH_IPAM_FAILOVER", "1") != "0"
 #: The declared layout of the headline: client processes (a node agent, webhook or
 #: scheduler replica each), concurrent callers per process (pods being set up at
 #: once), Redis connections per process (at most one per caller), and one node per
@@ -260,7 +263,10 @@ def main() -> None:
                  "bare allocator: BITPOS+SETBIT+HSET, HGET+HDEL+SETBIT) with random "
                  "owners, at the same connection counts and rounds.",
     }
-    ipam_failover.rows(report)  # the Sentinel overlay's failovers (bench/ipam_failover.py)
+    if FAILOVER:
+        ipam_failover.rows(report)  # the Sentinel overlay's failovers (bench/ipam_failover.py)
+    else:
+        report.detail["failover"] = "skipped (STICKYIP_BENCH_IPAM_FAILOVER=0, development only)"
     report.write()
 
 

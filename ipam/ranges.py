@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ipam.errors import InvalidAddress, InvalidPool, InvalidRequest
@@ -50,6 +50,18 @@ class PoolGeometry:
 
     network: IPNetwork
     block_prefix: int
+    # derived once (at() runs for every address a store reply carries)
+    _first: int = field(init=False, repr=False, compare=False)
+    _size: int = field(init=False, repr=False, compare=False)
+    _bs: int = field(init=False, repr=False, compare=False)
+    _cls: type[IPAddress] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        v4 = self.network.version == 4
+        object.__setattr__(self, "_first", int(self.network.network_address))
+        object.__setattr__(self, "_size", self.network.num_addresses)
+        object.__setattr__(self, "_bs", 1 << ((32 if v4 else 128) - self.block_prefix))
+        object.__setattr__(self, "_cls", ipaddress.IPv4Address if v4 else ipaddress.IPv6Address)
 
     @property
     def family(self) -> Family:
@@ -123,9 +135,13 @@ class PoolGeometry:
         return divmod(self.offset_of(address), self.block_size)
 
     def at(self, block: int, o: int) -> IPAddress:
-        if not 0 <= o < self.block_size:
-            raise InvalidAddress(f"offset {o} is outside a block of {self.block_size}")
-        return self.address_at(block * self.block_size + o)
+        bs = self._bs
+        if not 0 <= o < bs:
+            raise InvalidAddress(f"offset {o} is outside a block of {bs}")
+        offset = block * bs + o
+        if not 0 <= offset < self._size:
+            raise InvalidAddress(f"offset {offset} is outside pool range {self.network}")
+        return self._cls(self._first + offset)
 
     def block_hex(self, block: int) -> str:
         if not 0 <= block < self.block_count:

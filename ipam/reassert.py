@@ -29,7 +29,7 @@ from ipam.redis_store import RedisIpam
 # KEYS[1] layout; ARGV: node, now, actor, n, then per endpoint: owner, kind, holder, pod,
 #   epoch, naddr, then per address: pool, block hex, offset.
 # Reply: one JSON object per endpoint: {s=status, other=owner or reason}.
-REASSERT = scripts.PRELUDE + """
+REASSERT = scripts.lean(scripts.PRELUDE + """
 local node, now, actor = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 if not layout_ok() then return {'err', 'layout'} end
 local out = {}
@@ -98,7 +98,7 @@ for _ = 1, tonumber(ARGV[4]) do
 end
 commit()
 return out
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)

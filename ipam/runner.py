@@ -54,6 +54,8 @@ class NotConfirmed(RedisError):
 _Item = tuple[Script, str, tuple[Any, ...], "asyncio.Future[Any]"]
 #: At most this many calls ride one many-calls EVALSHA (it blocks Redis meanwhile).
 MANY_MAX = 32
+#: Round trips (pipelines, lone calls) one runner keeps in flight while batching.
+MAX_INFLIGHT = 2
 
 
 def _commands(batch: list[_Item]) -> list[list[_Item]]:
@@ -77,36 +79,62 @@ def _commands(batch: list[_Item]) -> list[list[_Item]]:
 
 
 class _Batcher:
-    """Sends the script calls made by concurrent callers in the same event-loop turn
-    as one pipeline: one round trip and far less client CPU per call under load, no
-    added latency when alone. Safe because every script is atomic and idempotent, so
-    a pipeline re-sent by the retry policy cannot apply a call twice. With replicas
-    required, one WAIT closes the pipeline and confirms every write in it."""
+    """Sends the script calls of concurrent callers as pipelines, at most ``limit``
+    round trips (pipelines and lone calls) in flight at once: a call made while they
+    are busy waits for the next pipeline, which leaves as soon as one of them is
+    answered and carries every call queued meanwhile. Under load that is one round
+    trip (and, per script, one many-calls EVALSHA) for many calls, far less client and
+    Redis CPU per call; a lone call is sent at once, no added latency. Safe because
+    every script is atomic and idempotent, so a pipeline re-sent by the retry policy
+    cannot apply a call twice. With replicas required, one WAIT closes the pipeline and
+    confirms every write in it."""
 
     def __init__(self, client: aioredis.Redis, durability: Durability,
-                 max_batch: int = 512) -> None:
+                 max_batch: int = 512, limit: int = 2) -> None:
         self._r = client
         self._dur = durability
         self._max = max_batch
+        self._limit = max(1, limit)
         self._queue: list[_Item] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: round trips in flight: pipelines sent here and lone calls (begin/end)
+        self.inflight = 0
+
+    def busy(self) -> bool:
+        """Round trips are in flight or calls wait to leave: a new call joins them (a
+        caller going alone again and again would keep the queued ones waiting)."""
+        return bool(self.inflight or self._queue)
+
+    def begin(self) -> None:
+        """A lone call is sent (it holds one of the ``limit`` round trips)."""
+        self.inflight += 1
+
+    def end(self) -> None:
+        """A round trip was answered: the calls queued meanwhile leave together (after
+        the callers it woke have queued their next calls, in this loop turn)."""
+        self.inflight -= 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._queue and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def submit(self, sc: Script, key: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._queue.append((sc, key, args, fut))
         if len(self._queue) >= self._max:
-            self._flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+            self._flush(force=True)
+        else:
+            self._schedule()
         return fut
 
     async def settle(self, *, within: float) -> None:
         """Send what is queued and wait (at most ``within`` s) for pipelines in flight;
         those still running then are cancelled, failing their callers."""
-        self._flush()
+        self._flush(force=True)
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=within)
@@ -115,14 +143,23 @@ class _Batcher:
         if pending:
             await asyncio.wait(pending, timeout=1.0)
 
-    def _flush(self) -> None:
+    def _flush(self, *, force: bool = False) -> None:
         self._scheduled = False
-        if not self._queue:
+        if not self._queue or (self.inflight >= self._limit and not force):
+            return  # sent by end() when a round trip in flight is answered
+        # a caller that gave up (deadline, cancellation) before its call left: not sent
+        batch = [item for item in self._queue if not item[3].done()]
+        self._queue = []
+        if not batch:
             return
-        batch, self._queue = self._queue, []
+        self.inflight += 1
         task = asyncio.ensure_future(self._send(batch))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.end()
 
     async def _send(self, batch: list[_Item], *, reload: bool = True) -> None:
         waits = self._dur.replicas > 0
@@ -202,7 +239,8 @@ class _Batcher:
 class ScriptRunner:
     """Calls scripts (and guards plain reads) for the IPAM.
 
-    - Concurrent calls ride one pipeline (``batching``); a lone call is sent alone.
+    - Concurrent calls ride one pipeline (``batching``), at most ``max_inflight`` round
+      trips in flight; a lone call is sent alone, at once.
     - ``durability.replicas`` > 0: every mutating call is followed by ``WAIT`` on the
       same connection, and fewer acknowledgements fail the call with StoreUnavailable.
     - Deadlines: ``call_timeout`` bounds every call, :meth:`deadline` bounds all the
@@ -213,14 +251,15 @@ class ScriptRunner:
     def __init__(self, client: aioredis.Redis, *, batching: bool = True,
                  durability: Durability | None = None,
                  call_timeout: float | None = None,
-                 many: Mapping[str, str] | None = None) -> None:
+                 many: Mapping[str, str] | None = None,
+                 max_inflight: int = MAX_INFLIGHT) -> None:
         self.redis = client
         #: script source -> its many-calls form (batched calls of it share one EVALSHA)
         self._many = dict(many or {})
         self.durability = durability or Durability()
         self.call_timeout = call_timeout
-        self._batcher = _Batcher(client, self.durability) if batching else None
-        self._inflight = 0
+        self._batcher = (_Batcher(client, self.durability, limit=max_inflight)
+                         if batching else None)
         self._scripts: dict[str, Script] = {}
 
     # ------------------------------------------------------------- deadlines
@@ -295,18 +334,24 @@ class ScriptRunner:
     async def _call(self, sc: Script, key: str, args: tuple[Any, ...], write: bool) -> Any:
         if not sc.sha:
             sc.sha = _s(await self.redis.script_load(sc.source))
-        if write and self._batcher is not None and self._inflight:
-            # others are waiting on Redis: ride along in the next pipeline
-            return await self._batcher.submit(sc, key, args)
-        self._inflight += 1
-        try:
+        b = self._batcher
+        if write and b is not None:
+            if b.busy():
+                # others are waiting on Redis (or queued): ride along in the next pipeline
+                return await b.submit(sc, key, args)
+            b.begin()
             try:
-                return await self._once(sc, key, args, write)
-            except NoScriptError:
-                sc.sha = _s(await self.redis.script_load(sc.source))
-                return await self._once(sc, key, args, write)
-        finally:
-            self._inflight -= 1
+                return await self._direct(sc, key, args, write)
+            finally:
+                b.end()
+        return await self._direct(sc, key, args, write)
+
+    async def _direct(self, sc: Script, key: str, args: tuple[Any, ...], write: bool) -> Any:
+        try:
+            return await self._once(sc, key, args, write)
+        except NoScriptError:
+            sc.sha = _s(await self.redis.script_load(sc.source))
+            return await self._once(sc, key, args, write)
 
     async def _once(self, sc: Script, key: str, args: tuple[Any, ...], write: bool) -> Any:
         if not (write and self.durability.replicas > 0):

@@ -69,6 +69,7 @@ local FAMS = {'ip4', 'ip6'}
 local HEX = '0123456789abcdef'
 local CH = {}
 local PC = {}
+local DC = {}
 
 local LAYOUT_OK = nil
 local GATE_OPEN = nil
@@ -96,6 +97,25 @@ local function touch() if KEYS[2] then redis.call('HINCRBY', KEYS[2], 'ops', 1) 
 local function record(owner)
   local cur = redis.call('HGET', REC, owner)
   if cur then return cur, cjson.decode(cur) end
+end
+
+-- Counters (statistics, per-block held counts) change through incr: the deltas are
+-- summed over the whole script run and written once at its end (flush_counts, which
+-- lean() appends to every script that counts), so a batch of calls writes each
+-- counter once. No script reads a counter it has changed.
+local DC = {}
+local function incr(key, field, d)
+  local h = DC[key]
+  if not h then h = {}; DC[key] = h end
+  h[field] = (h[field] or 0) + d
+end
+local function flush_counts()
+  for key, h in pairs(DC) do
+    for field, d in pairs(h) do
+      if d ~= 0 then redis.call('HINCRBY', key, field, d) end
+    end
+  end
+  DC = {}
 end
 
 local function pool(name)
@@ -220,22 +240,34 @@ end
 local function take(p, b, o, owner, mat)
   mark(p, b, o, mat)
   redis.call('HSET', p.K..'o:'..b, o, owner)
-  redis.call('HINCRBY', p.K..'bu', b, 1)
-  redis.call('HINCRBY', p.K..'m', 'used', 1)
+  incr(p.K..'bu', b, 1)
+  incr(p.K..'m', 'used', 1)
 end
+-- whether pool P's set or hash NAME ('ex', 'mig') has any member: read once per run
+-- (exact: a script that adds one marks it with added), so that releasing from a pool
+-- without exclusions or migrations skips looking for the address in them
+local function has(p, name)
+  local h = p.has
+  if not h then h = {}; p.has = h end
+  if h[name] == nil then h[name] = redis.call('EXISTS', p.K..name) == 1 end
+  return h[name]
+end
+local function added(p, name) if p.has then p.has[name] = true end end
 -- free one address held by OWNER (never one another owner holds)
 local function free_addr(p, b, o, owner)
   if redis.call('HGET', p.K..'o:'..b, o) ~= owner then return false end
   redis.call('HDEL', p.K..'o:'..b, o)
-  redis.call('HINCRBY', p.K..'bu', b, -1)
-  redis.call('HINCRBY', p.K..'m', 'used', -1)
+  incr(p.K..'bu', b, -1)
+  incr(p.K..'m', 'used', -1)
   local k = b..':'..o
-  if redis.call('SISMEMBER', p.K..'ex', k) == 1 then
-    redis.call('HINCRBY', p.K..'m', 'exheld', -1)
+  if has(p, 'ex') and redis.call('SISMEMBER', p.K..'ex', k) == 1 then
+    incr(p.K..'m', 'exheld', -1)
   else
     unmark(p, b, o, true)  -- held, so taken, so its block is materialised
   end
-  if redis.call('HDEL', p.K..'mig', k) == 1 then change(at(p, b, o, {op='mig.clear'})) end
+  if has(p, 'mig') and redis.call('HDEL', p.K..'mig', k) == 1 then
+    change(at(p, b, o, {op='mig.clear'}))
+  end
   return true
 end
 
@@ -324,6 +356,7 @@ local function route(r, bumped)
         end
       elseif cur ~= r.node or bumped then
         redis.call('HSET', p.K..'mig', k, r.node)
+        added(p, 'mig')
         change(at(p, a.b, a.o, {op='mig.set', node=r.node, owner=r.owner, epoch=r.epoch}))
       end
     end
@@ -356,7 +389,7 @@ local function entries(r)
   return e
 end
 local function index_one(x, d)
-  if x[1] == 'h' then redis.call('HINCRBY', x[2], x[3], d)
+  if x[1] == 'h' then incr(x[2], x[3], d)
   elseif x[1] == 's' then redis.call(d > 0 and 'SADD' or 'SREM', x[2], x[3])
   elseif d > 0 then redis.call('ZADD', x[2], x[4], x[3])
   else redis.call('ZREM', x[2], x[3]) end
@@ -373,14 +406,14 @@ local function reindex(old, new)
   for _, x in ipairs(entries(new)) do b[x[1]..' '..x[2]..' '..x[3]..' '..tostring(x[4])] = x end
   for k, x in pairs(a) do
     if not b[k] then
-      if x[1] == 'h' then redis.call('HINCRBY', x[2], x[3], -1)
+      if x[1] == 'h' then incr(x[2], x[3], -1)
       elseif x[1] == 's' then redis.call('SREM', x[2], x[3])
       else redis.call('ZREM', x[2], x[3]) end
     end
   end
   for k, x in pairs(b) do
     if not a[k] then
-      if x[1] == 'h' then redis.call('HINCRBY', x[2], x[3], 1)
+      if x[1] == 'h' then incr(x[2], x[3], 1)
       elseif x[1] == 's' then redis.call('SADD', x[2], x[3])
       else redis.call('ZADD', x[2], x[4], x[3]) end
     end
@@ -873,6 +906,7 @@ for _, it in ipairs(items) do
     for k, _ in pairs(it.want) do
       local b, o = string.match(k, '^(%%x+):(%%d+)$')
       redis.call('SADD', p.K..'ex', k)
+      added(p, 'ex')
       mark(p, b, tonumber(o))
     end
   elseif it.st == 'configured' then
@@ -894,6 +928,7 @@ for _, it in ipairs(items) do
     end
     for k, _ in pairs(it.want) do
       if redis.call('SADD', p.K..'ex', k) == 1 then
+        added(p, 'ex')
         local b, o = string.match(k, '^(%%x+):(%%d+)$')
         if redis.call('HEXISTS', p.K..'o:'..b, o) == 1 then
           redis.call('HINCRBY', p.K..'m', 'exheld', 1)
@@ -1059,6 +1094,7 @@ if owner then
   local mig = redis.call('HGET', p.K..'mig', k)
   if want and mig ~= want then
     redis.call('HSET', p.K..'mig', k, want)
+    added(p, 'mig')
     change(at(p, b, o, {op='mig.set', node=want, owner=owner, epoch=r.epoch}))
     done = 'routed'
   elseif not want and mig then
@@ -1103,7 +1139,7 @@ for _, f in ipairs(FAMS) do
     if not h then
       take(p, a.b, a.o, owner)
       if redis.call('SISMEMBER', p.K..'ex', a.b..':'..a.o) == 1 then
-        redis.call('HINCRBY', p.K..'m', 'exheld', 1)
+        incr(p.K..'m', 'exheld', 1)
       end
       audit(p, a.b, a.o, 'repair', owner, r.node, r.epoch, now, actor)
       out = {'restored'}
@@ -1354,6 +1390,13 @@ def lean(source: str) -> str:
         if name in words:
             needed.add(name)
             words |= set(re.findall(r"\w+", text.split("\n", 1)[1] if "\n" in text else ""))
+    if "incr" in needed:
+        # the run's counter deltas are written at its end, also when it fails midway
+        # (whatever it wrote before the error stays, so do its counters)
+        needed.add("flush_counts")
+        body = ("local function main()\n" + body + "\nend\n"
+                "local ok, res = pcall(main)\nflush_counts()\n"
+                "if not ok then error(res, 0) end\nreturn res\n")
     return head + "".join(text for name, text in units if name in needed) + body
 
 

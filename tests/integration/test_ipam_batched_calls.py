@@ -5,6 +5,7 @@ own error, its own change-log revision, and a flushed script cache is reloaded."
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -13,9 +14,29 @@ from ipam import (
     PoolExhausted,
     PoolSpec,
     RedisIpam,
+    StoreUnavailable,
     check_and_repair,
     ephemeral_owner,
 )
+
+
+def round_trips(ipam: RedisIpam, n: int) -> asyncio.Event:
+    """An event set once the runner has ``n`` round trips in flight (it counts lone
+    calls in begin(), pipelines in _flush())."""
+    batcher = ipam.runner._batcher
+    assert batcher is not None
+    reached = asyncio.Event()
+
+    def counting(orig: Any) -> Any:
+        def counted(*a: Any, **k: Any) -> None:
+            orig(*a, **k)
+            if batcher.inflight >= n:
+                reached.set()
+        return counted
+
+    for name in ("begin", "_flush"):
+        setattr(batcher, name, counting(getattr(batcher, name)))
+    return reached
 
 
 async def evalsha_calls(ipam: RedisIpam) -> int:
@@ -116,3 +137,52 @@ async def test_unbatched_clients_give_the_same_answers(redis_url: str, replicas:
         assert len({x.address for x in got}) == 20
     finally:
         await plain.aclose()
+
+
+async def test_calls_made_while_round_trips_are_busy_leave_together(
+        ipam: RedisIpam, pool_a: PoolSpec) -> None:
+    """Calls made one by one while the runner's round trips are in flight (here: on a
+    paused store) wait, and leave together in one pipeline as soon as one of them is
+    answered: one many-calls EVALSHA, not one command each."""
+    await ipam.allocate(pool="pool-a", node="n1", owner=ephemeral_owner("warm"))
+    both_sent = round_trips(ipam, 2)
+    await ipam.redis.config_resetstat()
+    await ipam.redis.client_pause(20000, all=False)
+    try:
+        first = [asyncio.ensure_future(ipam.allocate(pool="pool-a", node="n1",
+                                                     owner=ephemeral_owner(f"f{i}")))
+                 for i in range(2)]
+        await both_sent.wait()  # a lone call and a pipeline
+        later = []
+        for i in range(8):  # each made in a loop turn of its own
+            later.append(asyncio.ensure_future(ipam.allocate(
+                pool="pool-a", node="n1", owner=ephemeral_owner(f"l{i}"))))
+            await asyncio.sleep(0)
+    finally:
+        await ipam.redis.client_unpause()
+    got = await asyncio.gather(*first, *later)
+    assert len({x.address for x in got}) == 10
+    assert [x.owner for x in got[2:]] == [ephemeral_owner(f"l{i}") for i in range(8)]
+    assert await evalsha_calls(ipam) == 3, "the calls made meanwhile did not leave together"
+
+
+async def test_a_call_whose_caller_gave_up_before_it_left_is_not_sent(
+        ipam: RedisIpam, pool_a: PoolSpec) -> None:
+    await ipam.allocate(pool="pool-a", node="n1", owner=ephemeral_owner("warm"))
+    both_sent = round_trips(ipam, 2)
+    await ipam.redis.client_pause(20000, all=False)
+    try:
+        # two calls take both round trips the runner allows and wait on the paused store
+        held = [asyncio.ensure_future(ipam.allocate(pool="pool-a", node="n1",
+                                                    owner=ephemeral_owner(f"h{i}")))
+                for i in range(2)]
+        await both_sent.wait()
+        # a third call queues behind them; its caller's deadline passes before it leaves
+        with pytest.raises(StoreUnavailable), ipam.deadline(0.05):
+            await ipam.allocate(pool="pool-a", node="n1", owner=ephemeral_owner("gave-up"))
+    finally:
+        await ipam.redis.client_unpause()
+    got = await asyncio.gather(*held)
+    assert len({x.address for x in got}) == 2
+    await ipam.runner.settle(within=5.0)
+    assert await ipam.lease(owner=ephemeral_owner("gave-up")) is None
