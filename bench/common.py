@@ -82,3 +82,10 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def redis_cpu(ipam: Any) -> float:
+    """The redis-server's CPU seconds so far (INFO ``used_cpu_user`` + ``used_cpu_sys``);
+    ``ipam``: a RedisIpam (its client's server)."""
+    info = await ipam.redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])

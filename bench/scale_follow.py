@@ -35,7 +35,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import Report, percentile
+from bench.common import Report, percentile, redis_cpu
 from datapath import peers as peer_dir
 from datapath.feed import FeedSource
 from ipam import PoolSpec, RedisIpam, ReservationKey, ephemeral_owner, layout, scripts
@@ -84,11 +84,6 @@ def proc_cpu(pid: int) -> float:
 
 def node_name(i: int) -> str:
     return f"n{i:05d}"
-
-
-async def redis_cpu(ipam: RedisIpam) -> float:
-    info = await ipam.redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def gather_bounded(jobs: list[Awaitable[Any]], limit: int = 256) -> None:

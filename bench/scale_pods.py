@@ -56,7 +56,7 @@ from ipam.contract import ANN_POOL, LABEL_FIXED_IP
 from kubestandin import KubeStandIn, WebhookTarget, objects
 from kubestandin.resources import BY_KIND
 from kubestandin.store import Event
-from netbed.deployed import deployed_agent, deployed_testbed
+from netbed.deployed import deployed_agent, deployed_command, deployed_testbed
 from netbed.kubelet import Kubelet, TestbedRuntime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,17 +75,8 @@ PODS_RES = BY_KIND[("v1", "Pod")]
 
 
 def deployed_webhook(manifest: Path = WEBHOOK_MANIFEST) -> tuple[list[str], dict[str, str]]:
-    """The webhook container as the Deployment runs it: its arguments and the settings
-    it gives as literal values."""
-    for doc in yaml.safe_load_all(manifest.read_text()):
-        if doc and doc.get("kind") == "Deployment":
-            for c in doc["spec"]["template"]["spec"]["containers"]:
-                if c["name"] == "webhook":
-                    assert c["command"] == ["stickyip"], c["command"]
-                    env = {e["name"]: str(e["value"]) for e in c.get("env") or []
-                           if "value" in e}
-                    return [str(a) for a in c["args"]], env
-    raise LookupError(f"{manifest}: no Deployment with a 'webhook' container")
+    """The webhook container as the Deployment runs it (netbed.deployed)."""
+    return deployed_command(manifest, "Deployment", "webhook")
 
 
 def with_flag(args: list[str], flag: str, value: str) -> list[str]:

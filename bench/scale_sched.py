@@ -38,14 +38,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.common import Report, percentile
+from bench.common import Report, percentile, redis_cpu
 from ipam import NodeName, PoolSpec, RedisIpam, ReservationKey
 from ipam.connection import open_redis
 from ipam.contract import LABEL_FIXED_IP, written_annotations
 from kubestandin import KubeStandIn, objects
 from kubestandin.standin import KubeStandInThread
+from netbed.deployed import deployed_command
 from scheduler import ipam_stats
 from scheduler.cache import ClusterCache
 from scheduler.cluster_check import check_against_cluster
@@ -70,22 +69,8 @@ IDLE_WINDOW = 25.0
 
 
 def deployed_scheduler(manifest: Path = MANIFEST) -> tuple[list[str], dict[str, str]]:
-    """The scheduler container as the Deployment runs it: its arguments and the
-    settings it gives as literal values (fieldRef ones are set per replica)."""
-    for doc in yaml.safe_load_all(manifest.read_text()):
-        if doc and doc.get("kind") == "Deployment":
-            for c in doc["spec"]["template"]["spec"]["containers"]:
-                if c["name"] == "scheduler":
-                    assert c["command"] == ["stickyip"], c["command"]
-                    env = {e["name"]: str(e["value"]) for e in c.get("env") or []
-                           if "value" in e}
-                    return [str(a) for a in c["args"]], env
-    raise LookupError(f"{manifest}: no Deployment with a 'scheduler' container")
-
-
-async def redis_cpu(ipam: RedisIpam) -> float:
-    info = await ipam.redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    """The scheduler container as the Deployment runs it (netbed.deployed)."""
+    return deployed_command(manifest, "Deployment", "scheduler")
 
 
 def sts_name(s: int) -> str:

@@ -21,7 +21,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from bench.common import Report, cpu_seconds, percentile
+from bench.common import Report, cpu_seconds, percentile, redis_cpu
 from ipam import PoolSpec, RedisIpam, ReservationKey
 from scheduler.cache import ClusterCache
 from scheduler.config import SchedulerSettings
@@ -285,11 +285,6 @@ async def rehome(redis_url: str, report: Report) -> None:
                 "NotReady at once; a real node controller adds its node-monitor-grace-period "
                 "(40 s by default) before that",
     }
-
-
-async def redis_cpu(ipam: RedisIpam) -> float:
-    info = await ipam.redis.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 async def _seed(url: str, objs: list[dict[str, Any]], paths: list[str]) -> None:

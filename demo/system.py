@@ -33,6 +33,7 @@ from demo.tls import TlsFiles, make_webhook_pair
 from ipam import PoolSpec, RedisIpam, open_ipam
 from kubestandin import KubeStandIn, WebhookTarget, objects
 from netbed.kubelet import AnnotationRuntime, Kubelet, PodRuntime
+from netbed.lifecycle import Lifecycle
 
 SCHEDULER = "stickyip-scheduler"
 FIXED_IP_LABEL = "stickyip.io/fixed-ip"
@@ -60,7 +61,7 @@ class Progress:
         self.out(f"    {text}")
 
 
-class System:
+class System(Lifecycle):
     """Use as ``async with System(settings, datapath=...) as sys:``."""
 
     def __init__(self, settings: DemoSettings, *, datapath: Any = None,
@@ -85,17 +86,6 @@ class System:
         self.errors: list[str] = []
 
     # ------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> System:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     def _env(self) -> dict[str, str]:
         fast = self.s.fast

@@ -49,16 +49,30 @@ class DeployedAgent:
         return AgentSettings.model_validate(values)
 
 
-def agent_container(manifest: Path = MANIFEST) -> dict[str, Any]:
+def container(manifest: Path, kind: str, name: str) -> dict[str, Any]:
+    """Container ``name`` of the first ``kind`` (DaemonSet, Deployment) in ``manifest``."""
     import yaml
 
     for doc in yaml.safe_load_all(manifest.read_text()):
-        if doc and doc.get("kind") == "DaemonSet":
+        if doc and doc.get("kind") == kind:
             for c in doc["spec"]["template"]["spec"]["containers"]:
-                if c["name"] == "agent":
+                if c["name"] == name:
                     found: dict[str, Any] = c
                     return found
-    raise LookupError(f"{manifest}: no DaemonSet with an 'agent' container")
+    raise LookupError(f"{manifest}: no {kind} with a {name!r} container")
+
+
+def deployed_command(manifest: Path, kind: str, name: str) -> tuple[list[str], dict[str, str]]:
+    """A ``stickyip`` container as its workload runs it: its arguments and the
+    settings it gives as literal values (fieldRef ones are set per replica)."""
+    c = container(manifest, kind, name)
+    assert c["command"] == ["stickyip"], c["command"]
+    env = {e["name"]: str(e["value"]) for e in c.get("env") or [] if "value" in e}
+    return [str(a) for a in c["args"]], env
+
+
+def agent_container(manifest: Path = MANIFEST) -> dict[str, Any]:
+    return container(manifest, "DaemonSet", "agent")
 
 
 def deployed_agent(manifest: Path = MANIFEST) -> DeployedAgent:

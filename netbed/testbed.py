@@ -41,6 +41,7 @@ from datapath.cni import call_agent
 from ipam import PoolSpec, RedisIpam, open_ipam
 from netbed.agents import agent_command, cni_env, pod_args
 from netbed.fabric import Fabric, FabricNode
+from netbed.lifecycle import Lifecycle
 from netbed.relay import ThreadedRelay
 from netbed.shell import BPFFS, Namespaces, netns_path, remove_pins, run
 from tests.support.redis_server import RedisServer
@@ -113,7 +114,7 @@ class CniCall:
     stderr: str
 
 
-class Testbed:
+class Testbed(Lifecycle):
     """N nodes with agents on a fabric; see the module docstring."""
 
     __test__ = False  # not a pytest test class
@@ -174,17 +175,6 @@ class Testbed:
         return self._ipam
 
     # ------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> Testbed:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         sock = str(self.dir / "redis.sock")
