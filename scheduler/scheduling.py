@@ -180,7 +180,12 @@ class Scheduler:
             self._parked.discard(new.uid)
 
     def _on_node(self, old: NodeInfo | None, new: NodeInfo | None) -> None:
-        # A node that appears or recovers may make waiting pods schedulable.
+        # A node that appears or recovers may make waiting pods schedulable. Not while
+        # the caches sync: every pod dequeued meanwhile is parked and queued again once
+        # they are (``_on_synced``), and a scan of every pod per listed node would cost
+        # nodes x pods at start-up.
+        if not self.synced():
+            return
         if new is not None and (old is None or (new.ready and not old.ready)
                                 or old.unschedulable != new.unschedulable):
             self.enqueue_pending()
