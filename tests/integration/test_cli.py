@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, processes_in
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,3 +172,5 @@ def test_embedded_store_serves_without_a_url(tmp_path: Path) -> None:
     # a second process finds the pool again: the data lives in the embedded store's files
     rows = json.loads(run("pool", "list", "-o", "json").stdout)
     assert [r["name"] for r in rows] == ["emb"]
+    # and the server each process started stopped with it
+    assert processes_in(tmp_path) == []

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.admission import Certs, Client
 from tests.support.cli import start_stickyip, stickyip, stickyip_env
-from tests.support.redis_server import free_port
+from tests.support.redis_server import free_port, processes_in
 
 
 def env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -79,6 +79,7 @@ def test_the_webhook_runs_on_an_embedded_store_only_when_asked(tmp_path: Path) -
     warnings = [json.loads(x) for x in err.splitlines() if "embedded Redis private" in x]
     assert len(warnings) == 1 and warnings[0]["level"] == "warning"
     assert warnings[0]["store"] == f"embedded Redis at {tmp_path}/embedded/ipam.rdb"
+    assert processes_in(tmp_path) == [], "the embedded server outlived the webhook"
 
 
 def test_operator_commands_say_they_use_the_embedded_store(tmp_path: Path) -> None:
@@ -90,3 +91,4 @@ def test_operator_commands_say_they_use_the_embedded_store(tmp_path: Path) -> No
                                      "--redis-url or STICKYIP_REDIS_URL)")
     url = run(["pool", "list"], tmp_path, STICKYIP_REDIS_URL="redis://127.0.0.1:1/0")
     assert "embedded" not in url.stderr
+    assert processes_in(tmp_path) == [], "the embedded server outlived its command"

@@ -147,3 +147,19 @@ def running_sentinel(master: RedisServer, *config: str, ready: tuple[str, ...],
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def processes_in(directory: Path) -> list[int]:
+    """PIDs of processes whose working directory is ``directory`` or below it (an
+    embedded redis-server runs in the directory of its database file)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if cwd == directory or directory in cwd.parents:
+            found.append(int(entry.name))
+    return found
