@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import ssl
-import sys
 import tempfile
 import time
 import urllib.request
@@ -383,14 +382,3 @@ async def scrape(url: str, ca: Path | None = None) -> str:
             return str(r.read().decode())
 
     return await asyncio.to_thread(get)
-
-
-async def main() -> int:
-    report = Report("scale")
-    await run(report)
-    report.write()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))

@@ -17,7 +17,7 @@ process with the product's code on the same store (docs/scheduler.md quotes them
 and the cost of reading every record (what the statistics, failover and GC passes
 did before) as the baseline.
 
-Run alone: ``python -m bench.scale_sched`` (writes bench/results/scale.json with only
+Run alone: ``python -m bench.scale sched`` (writes bench/results/scale.json with only
 these rows); as a group of ``bench.scale``: ``run(report)``.
 """
 
@@ -385,14 +385,3 @@ async def run(report: Report) -> None:
 async def _everything(api: KubeStandIn) -> tuple[list[Any], list[Any], list[Any]]:
     return (await api.list("v1", "Pod"), await api.list("v1", "Node"),
             await api.list("apps/v1", "StatefulSet"))
-
-
-async def main() -> int:
-    report = Report("scale")
-    await run(report)
-    report.write()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
